@@ -1,0 +1,55 @@
+"""Megatron-only checks: world = DP x TP x PP x CP, TP divides heads, PP divides layers. No torch."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from factory_cli.config.checks import CheckContext, divides, error, job_architecture
+from factory_cli.config.errors import Issue
+from factory_cli.config.schema import JobBase, MegatronJob
+
+
+def check_megatron(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
+    """Parallel sizes against the world and the model's architecture."""
+    if not isinstance(job, MegatronJob):
+        return
+    p = job.parallel
+    world = p.world_size
+    model_parallel = p.tp * p.pp * p.cp
+    if world % model_parallel:
+        yield error(
+            "parallel",
+            f"world size {world} (nnodes {p.nnodes} x nproc_per_node {p.nproc_per_node}) is not divisible by "
+            f"tp {p.tp} x pp {p.pp} x cp {p.cp} = {model_parallel}",
+            "world = DP x TP x PP x CP: change nproc_per_node or the parallel sizes",
+        )
+        return
+    dp = world // model_parallel
+    if p.ep > 1 and dp % p.ep:
+        yield error("parallel.ep", f"ep {p.ep} does not divide data-parallel size {dp}", "experts fold inside DP")
+    if p.sequence_parallel and p.tp == 1:
+        yield error("parallel.sequence_parallel", "sequence parallel needs tp > 1", "set parallel.tp >= 2 or turn off")
+    if p.vpp is not None and p.pp == 1:
+        yield error("parallel.vpp", "virtual pipeline stages need pp > 1", "remove parallel.vpp or set parallel.pp")
+    if p.cp > 1 and job.data.max_length % (2 * p.cp):
+        yield error(
+            "data.max_length",
+            f"{job.data.max_length} is not divisible by 2 x cp = {2 * p.cp} (context-parallel load balancing)",
+            f"use {job.data.max_length // (2 * p.cp) * 2 * p.cp}",
+        )
+    arch = job_architecture(job, ctx)
+    if arch is None:
+        return
+    yield from divides("parallel.tp", "tp", p.tp, arch.num_attention_heads, "attention heads")
+    yield from divides("parallel.tp", "tp", p.tp, arch.num_key_value_heads, "kv heads")
+    stages = p.pp * (p.vpp or 1)
+    if stages > 1 and arch.num_hidden_layers % stages:
+        label = f"pp {p.pp} x vpp {p.vpp}" if p.vpp else f"pp {p.pp}"
+        options = [d for d in range(1, arch.num_hidden_layers + 1) if arch.num_hidden_layers % d == 0]
+        yield error(
+            "parallel.pp",
+            f"{label} does not divide the model's {arch.num_hidden_layers} layers",
+            f"pipeline sizes that divide {arch.num_hidden_layers}: {options}",
+        )
+    if arch.num_experts is None and p.ep > 1:
+        yield error("parallel.ep", "expert parallelism needs a mixture-of-experts model", "set parallel.ep: 1")

@@ -1,0 +1,372 @@
+"""Cross-field checks over a validated job: pure functions, no torch. Each yields Issues.
+
+Batch arithmetic, parallel sizes against the model's architecture, method/backend compatibility,
+dataset files and their first rows, rewards, templates, and values far outside their usual range.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from factory_cli.config.defaults import data_parallel_size, usual_lr
+from factory_cli.config.errors import Issue, UsageError
+from factory_cli.config.pydantic_issues import did_you_mean
+from factory_cli.config.schema import DeepSpeedJob, JobBase, MegatronJob
+from factory_cli.registry.models import Architecture, ModelSpec, architecture_of, find_model, gguf_path
+
+ROWS_CHECKED = 5
+
+
+@dataclass(frozen=True)
+class CheckContext:
+    """What checks may look at besides the job: folders that relative paths are resolved against."""
+
+    base_dirs: Sequence[Path] = ()
+
+
+Check = Callable[[JobBase, CheckContext], Iterable[Issue]]
+
+
+def error(path: str, message: str, hint: str | None = None) -> Issue:
+    """An issue that blocks the run."""
+    return Issue(path=path, message=message, hint=hint)
+
+
+def warning(path: str, message: str, hint: str | None = None) -> Issue:
+    """An issue worth reading that does not block the run."""
+    return Issue(path=path, message=message, hint=hint, severity="warning")
+
+
+# ------------------------------------------------------------------------------------------------ model
+
+
+def model_source(job: JobBase, ctx: CheckContext) -> tuple[str, ModelSpec | None, Path | None]:
+    """('registry'|'local'|'gguf'|'hub'|'missing', registry spec, local path) for model.name_or_path."""
+    from factory_cli.data.sources import find_local_path
+
+    name = job.model.name_or_path
+    spec = find_model(name)
+    if spec is not None:
+        return ("gguf" if spec.gguf else "registry"), spec, None
+    local = find_local_path(name, ctx.base_dirs)
+    if local is not None:
+        return ("gguf" if local.suffix == ".gguf" else "local"), None, local
+    if name.endswith(".gguf"):
+        return "missing", None, None
+    parts = name.split("/")
+    if len(parts) == 2 and all(parts):
+        return "hub", None, None
+    return "missing", None, None
+
+
+def job_architecture(job: JobBase, ctx: CheckContext) -> Architecture | None:
+    """The model's architecture numbers, from the registry or a local config.json."""
+    kind, spec, local = model_source(job, ctx)
+    if spec is not None:
+        return spec.architecture
+    if kind == "local" and local is not None and local.is_dir():
+        return architecture_of(str(local))
+    return None
+
+
+def check_model(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
+    """The model exists somewhere we can load it from, in a form the backend takes."""
+    from factory_cli.registry.models import load_model_registry
+
+    kind, spec, local = model_source(job, ctx)
+    name = job.model.name_or_path
+    if kind == "missing":
+        hint = did_you_mean(name.lower(), list(load_model_registry())) or (
+            "a registry name (factory list models), a local directory, a .gguf file or a Hub id like org/name"
+        )
+        yield error("model.name_or_path", f"model `{name}` not found", hint)
+        return
+    if kind == "local" and local is not None and local.is_dir() and not (local / "config.json").is_file():
+        yield error("model.name_or_path", f"{local} has no config.json", "give a Hugging Face model directory")
+    if kind == "gguf" and spec is not None and spec.gguf is not None:
+        try:
+            gguf_path(spec)
+        except UsageError as exc:
+            yield error("model.name_or_path", exc.message, exc.hint)
+    if kind == "gguf" and job.backend != "deepspeed":
+        yield error(
+            "model.name_or_path",
+            f"the {job.backend} backend cannot start from a GGUF file",
+            "use the Hugging Face model (registry name or directory) instead of the GGUF file",
+        )
+    if isinstance(job, MegatronJob) and job_architecture(job, ctx) is None:
+        yield error(
+            "model.name_or_path",
+            "the megatron backend needs the model's architecture (layers, heads, hidden size)",
+            "use a registry model or a local directory with config.json",
+        )
+    arch = job_architecture(job, ctx)
+    if arch is not None and job.data.max_length > arch.max_position_embeddings:
+        yield warning(
+            "data.max_length",
+            f"{job.data.max_length} is longer than the model's context ({arch.max_position_embeddings} positions)",
+            f"set data.max_length: {arch.max_position_embeddings} or less",
+        )
+
+
+def check_template(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
+    """A named chat template exists (or a .jinja file)."""
+    from factory_cli.data.chat_templates import TEMPLATE_NAMES
+    from factory_cli.data.sources import find_local_path
+
+    name = job.model.template
+    if name in ("auto", "tokenizer") or name in TEMPLATE_NAMES:
+        return
+    if name.endswith((".jinja", ".j2")):
+        if find_local_path(name, ctx.base_dirs) is None:
+            yield error("model.template", f"template file not found: {name}", "give a path to a .jinja file")
+        return
+    hint = did_you_mean(name, TEMPLATE_NAMES) or f"choose one of: auto, {', '.join(TEMPLATE_NAMES)}"
+    yield error("model.template", f"unknown chat template `{name}`", hint)
+
+
+# ------------------------------------------------------------------------------------------------ method
+
+
+def check_method(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
+    """Which methods each backend runs, and QLoRA's constraints."""
+    method = job.method.type
+    if method == "qlora" and job.backend != "deepspeed":
+        yield error("method.type", "qlora runs on the deepspeed backend only", "use method.type: lora here")
+    if method == "freeze" and job.backend != "deepspeed":
+        yield error("method.type", "freeze runs on the deepspeed backend only", "use full or lora")
+    zero3 = isinstance(job, DeepSpeedJob) and job.parallel.zero_stage == 3
+    if method == "qlora" and zero3 and job.method.quant.storage_dtype == "uint8":
+        yield error(
+            "method.quant.storage_dtype",
+            "QLoRA with ZeRO-3 needs the 4-bit weights stored in the compute dtype to shard them",
+            "set method.quant.storage_dtype: bf16 (your compute dtype), or use parallel.zero_stage: 2",
+        )
+    if method == "qlora" and job.device == "npu":
+        yield error("method.type", "bitsandbytes QLoRA does not run on Ascend NPU", "use method.type: lora on NPU")
+    lora = job.method.lora
+    if method in ("lora", "qlora") and lora.rank > 256:
+        yield warning("method.lora.rank", f"rank {lora.rank} is unusually high (8-64 is usual)", "try 16 or 32")
+
+
+# ------------------------------------------------------------------------------------------------ batch & parallel
+
+
+def check_batch(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
+    """global batch = micro x data-parallel x accumulation."""
+    t = job.train
+    dp = data_parallel_size(job)
+    per_step = t.micro_batch_size * dp
+    if t.global_batch_size is not None and t.gradient_accumulation_steps is not None:
+        if t.global_batch_size != per_step * t.gradient_accumulation_steps:
+            yield error(
+                "train.global_batch_size",
+                f"{t.global_batch_size} != micro {t.micro_batch_size} x data-parallel {dp} x accumulation "
+                f"{t.gradient_accumulation_steps} = {per_step * t.gradient_accumulation_steps}",
+                "set only one of global_batch_size and gradient_accumulation_steps",
+            )
+    elif t.global_batch_size is not None and t.global_batch_size % per_step:
+        lower = max(per_step, t.global_batch_size // per_step * per_step)
+        yield error(
+            "train.global_batch_size",
+            f"{t.global_batch_size} is not a multiple of micro {t.micro_batch_size} x data-parallel {dp} = {per_step}",
+            f"use {lower} or {lower + per_step}",
+        )
+
+
+def divides(path: str, what: str, size: int, total: int, total_name: str) -> Iterator[Issue]:
+    """An error when `size` (> 1) does not divide `total`, listing the sizes that would."""
+    if size > 1 and total % size:
+        options = [d for d in range(1, total + 1) if total % d == 0 and d <= 64]
+        yield error(path, f"{what} {size} does not divide {total_name} {total}", f"valid sizes: {options}")
+
+
+def check_grpo(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
+    """Group size fits the batch; rewards load and have an accepted signature."""
+    grpo = job.grpo
+    if job.stage != "grpo" or grpo is None:
+        return
+    t = job.train
+    if isinstance(job, DeepSpeedJob) and t.gradient_accumulation_steps is not None:
+        batch = t.micro_batch_size * data_parallel_size(job) * t.gradient_accumulation_steps
+        if batch % grpo.num_generations:
+            yield error(
+                "grpo.num_generations",
+                f"the {batch} completions of one step (micro x processes x accumulation) are not a whole number of "
+                f"groups of {grpo.num_generations}",
+                f"make the global batch a multiple of {grpo.num_generations}, e.g. "
+                f"train.gradient_accumulation_steps: {grpo.num_generations}",
+            )
+    if grpo.epsilon_high is not None and grpo.epsilon_high < grpo.epsilon:
+        yield error("grpo.epsilon_high", "clip-high must be >= epsilon", f"dapo uses {grpo.epsilon} / 0.28")
+    if isinstance(job, DeepSpeedJob) and "dynamic_sampling" in grpo.model_fields_set and grpo.dynamic_sampling:
+        yield warning(
+            "grpo.dynamic_sampling",
+            "the deepspeed backend (TRL) does not resample all-equal groups; their advantage is 0, so they add no "
+            "policy gradient",
+            "use backend: verl for DAPO dynamic sampling",
+        )
+    if grpo.use_vllm and job.device == "cpu":
+        yield error("grpo.use_vllm", "vLLM needs a GPU", "set grpo.use_vllm: false on CPU")
+    arch = job_architecture(job, ctx)
+    total = grpo.max_prompt_length + grpo.max_completion_length
+    if arch is not None and total > arch.max_position_embeddings:
+        yield warning("grpo.max_completion_length", f"prompt + completion {total} exceeds the model context")
+    yield from _check_rewards(job, ctx)
+
+
+def _check_rewards(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
+    from factory_cli.rewards.loader import RewardLoadError, load_reward
+
+    assert job.grpo is not None
+    for index, reward in enumerate(job.grpo.rewards):
+        path = f"grpo.rewards[{index}]"
+        try:
+            load_reward(reward.name, reward.function, reward.weight, reward.kwargs, ctx.base_dirs)
+        except RewardLoadError as exc:
+            yield error(path, exc.message, exc.hint)
+
+
+# ------------------------------------------------------------------------------------------------ data
+
+
+def check_data(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
+    """Every dataset resolves, and its first rows convert for the stage."""
+    from factory_cli.data.formats import RowError, convert_row
+    from factory_cli.data.readers import ReadError, read_rows
+    from factory_cli.data.sources import DatasetNotFound, resolve_dataset
+
+    if job.data.packing and job.stage in ("dpo", "grpo"):
+        yield error("data.packing", f"packing applies to pt and sft, not {job.stage}", "set data.packing: false")
+    for split in ("train", "eval"):
+        for index, spec in enumerate(getattr(job.data, split)):
+            path = f"data.{split}[{index}]"
+            try:
+                resolved = resolve_dataset(spec, job.data.dataset_dir, ctx.base_dirs)
+            except DatasetNotFound as exc:
+                yield error(f"{path}.path" if not isinstance(spec, str) else path, exc.message, exc.hint)
+                continue
+            file = resolved.file
+            if file is None:
+                continue
+            try:
+                for row_number, row in read_rows(file, limit=ROWS_CHECKED):
+                    try:
+                        convert_row(row, resolved.format_spec, job.stage)
+                    except RowError as exc:
+                        field = f" field `{exc.field}`:" if exc.field else ""
+                        yield error(
+                            path,
+                            f"row {row_number} of {file.name}:{field} {exc.message}",
+                            _format_hint(resolved.format_spec.format, job.stage),
+                        )
+                        break
+            except ReadError as exc:
+                yield error(path, str(exc), "check the file; supported: .json .jsonl .csv .parquet")
+
+
+def _format_hint(declared: str, stage: str) -> str:
+    shapes = {
+        "pt": "rows like {text: ...}",
+        "sft": "alpaca {instruction, input, output}, sharegpt {conversations}, or {messages}",
+        "dpo": "{prompt, chosen, rejected}, or alpaca/sharegpt with ranking: true",
+        "grpo": "{prompt, answer}",
+    }
+    return f"format `{declared}`; stage {stage} expects {shapes[stage]} (or map columns with columns: {{...}})"
+
+
+# ------------------------------------------------------------------------------------------------ device & misc
+
+
+def check_device(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
+    """Options that a device cannot honour."""
+    attn = job.model.attn_implementation
+    if job.device in ("npu", "cpu") and attn.startswith("flash_attention"):
+        yield error(
+            "model.attn_implementation",
+            f"{attn} is CUDA-only",
+            f"on {job.device} use sdpa or eager (or auto)",
+        )
+    if job.device == "cpu" and job.train.precision == "fp16":
+        yield error("train.precision", "fp16 mixed precision does not run on CPU", "use fp32 (or bf16) on CPU")
+    if job.device == "cpu" and job.train.precision == "bf16":
+        yield warning("train.precision", "bf16 on CPU is emulated on many CPUs and can be slower than fp32")
+    if job.device in ("npu", "cpu") and job.train.fused_kernels is True:
+        yield error("train.fused_kernels", "Liger fused kernels are CUDA-only", "set train.fused_kernels: auto")
+    if job.backend != "deepspeed" and job.device == "cpu":
+        yield error("device", f"the {job.backend} backend needs GPUs or NPUs", "use backend: deepspeed on CPU")
+
+
+def check_output(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
+    """Resume target exists; reporters are installed."""
+    from factory_cli.data.sources import find_local_path
+
+    resume = job.output.resume
+    if resume not in ("auto", "never") and find_local_path(resume, ctx.base_dirs) is None:
+        yield error("output.resume", f"checkpoint not found: {resume}", "use auto, never, or an existing checkpoint")
+    modules = {"tensorboard": "tensorboard", "wandb": "wandb", "swanlab": "swanlab", "mlflow": "mlflow"}
+    for index, reporter in enumerate(job.logging.report_to):
+        if importlib.util.find_spec(modules[reporter]) is None:
+            yield warning(
+                f"logging.report_to[{index}]",
+                f"{reporter} is not installed; metrics still go to metrics.jsonl",
+                f"pip install {reporter}",
+            )
+
+
+def check_ranges(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
+    """Values far (10x) outside their usual range are warnings, never errors."""
+    t = job.train
+    _, low, high = usual_lr(job)
+    method = "LoRA" if job.method.type in ("lora", "qlora") else job.method.type
+    if t.learning_rate is not None and not (low / 10 <= t.learning_rate <= high * 10):
+        yield warning(
+            "train.learning_rate",
+            f"{t.learning_rate:g} is far outside the usual range for {method} {job.stage} ({low:g}-{high:g})",
+            f"{low:g}-{high:g} is usual",
+        )
+    if t.warmup_ratio is not None and t.warmup_ratio > 0.3:
+        yield warning("train.warmup_ratio", f"{t.warmup_ratio} of the run is warm-up", "0.01-0.1 is usual")
+    if t.max_grad_norm == 0:
+        yield warning("train.max_grad_norm", "gradient clipping is off", "1.0 is usual")
+    if job.dpo is not None and not (0.01 <= job.dpo.beta <= 1.0):
+        yield warning("dpo.beta", f"beta {job.dpo.beta} is far from the usual 0.1", "0.05-0.5 is usual")
+    if job.grpo is not None:
+        if not (2 <= job.grpo.num_generations <= 64) or job.grpo.num_generations < 4:
+            yield warning("grpo.num_generations", f"group of {job.grpo.num_generations}", "4-8 is usual (8 default)")
+        if job.grpo.epsilon > 0.4:
+            yield warning("grpo.epsilon", f"clip {job.grpo.epsilon} is wide", "0.2 is usual")
+        if job.grpo.beta is not None and job.grpo.beta > 0.4:
+            yield warning("grpo.beta", f"KL weight {job.grpo.beta} is large", "0-0.04 is usual")
+
+
+def check_backend(job: JobBase, ctx: CheckContext) -> Iterable[Issue]:
+    """The backend's own checks (parallel sizes, launcher, rollout)."""
+    from factory_cli.backends import get_backend
+
+    return get_backend(job.backend).check(job, ctx)
+
+
+ALL_CHECKS: tuple[Check, ...] = (
+    check_model,
+    check_template,
+    check_method,
+    check_batch,
+    check_backend,
+    check_grpo,
+    check_data,
+    check_device,
+    check_output,
+    check_ranges,
+)
+
+
+def run_checks(job: JobBase, ctx: CheckContext, checks: Sequence[Check] = ALL_CHECKS) -> list[Issue]:
+    """Every check's issues, in order."""
+    issues: list[Issue] = []
+    for check in checks:
+        issues.extend(check(job, ctx))
+    return issues

@@ -1,0 +1,128 @@
+"""Stage- and method-dependent defaults (DOMAIN.md): fill every `None` of a validated job. Pure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from factory_cli.config.schema import DPOSection, JobBase, MegatronJob, VerlJob
+
+
+@dataclass(frozen=True)
+class StageDefaults:
+    """Recommended values for one stage; `lr_*` are (default, usual_low, usual_high)."""
+
+    lr_full: tuple[float, float, float]
+    lr_adapter: tuple[float, float, float]
+    epochs: float
+    warmup_ratio: float
+    weight_decay: float
+    adam_beta2: float
+    scheduler: str
+    min_lr_ratio: float
+    packing: bool
+
+
+STAGE_DEFAULTS: dict[str, StageDefaults] = {
+    "pt": StageDefaults((1e-4, 1e-4, 1e-3), (2e-4, 1e-4, 1e-3), 1.0, 0.01, 0.1, 0.95, "cosine_with_min_lr", 0.1, True),
+    "sft": StageDefaults((1e-5, 1e-5, 2e-5), (1e-4, 1e-4, 2e-4), 3.0, 0.03, 0.01, 0.999, "cosine", 0.0, False),
+    "dpo": StageDefaults((1e-6, 5e-7, 5e-6), (5e-6, 5e-6, 5e-5), 1.0, 0.1, 0.0, 0.999, "cosine", 0.0, False),
+    "grpo": StageDefaults((1e-6, 1e-6, 3e-6), (1e-5, 1e-5, 1e-4), 1.0, 0.0, 0.0, 0.999, "cosine", 0.0, False),
+}
+
+DEFAULT_GRADIENT_ACCUMULATION = 8
+GRPO_DEFAULT_BETA = 0.04
+DAPO_CLIP_HIGH = 0.28
+
+
+def uses_adapter(job: JobBase) -> bool:
+    """LoRA and QLoRA train an adapter; full and freeze train the weights."""
+    return job.method.type in ("lora", "qlora")
+
+
+def usual_lr(job: JobBase) -> tuple[float, float, float]:
+    """(default, low, high) learning rate for the job's stage and method."""
+    table = STAGE_DEFAULTS[job.stage]
+    return table.lr_adapter if uses_adapter(job) else table.lr_full
+
+
+def data_parallel_size(job: JobBase) -> int:
+    """Ranks that see different data: world / (tp x pp x cp) for megatron, the world otherwise."""
+    world = job.parallel.world_size  # type: ignore[attr-defined]
+    if isinstance(job, MegatronJob):
+        model_parallel = job.parallel.tp * job.parallel.pp * job.parallel.cp
+        return max(1, world // model_parallel)
+    return world
+
+
+def model_short_name(name_or_path: str) -> str:
+    """`Qwen/Qwen2.5-7B-Instruct` -> `qwen2.5-7b-instruct`, `/x/model.gguf` -> `model`."""
+    tail = name_or_path.rstrip("/").rsplit("/", 1)[-1]
+    return tail.removesuffix(".gguf").lower()
+
+
+def resolve_defaults(job: JobBase) -> JobBase:
+    """The same job with every stage/method-dependent default filled in (device ones stay `auto`)."""
+    stage = STAGE_DEFAULTS[job.stage]
+    t = job.train
+    train: dict[str, Any] = {}
+    if t.epochs is None and t.max_steps is None:
+        train["epochs"] = stage.epochs
+    if t.learning_rate is None:
+        train["learning_rate"] = usual_lr(job)[0]
+    if t.scheduler is None:
+        train["scheduler"] = stage.scheduler
+    if t.min_lr_ratio is None:
+        train["min_lr_ratio"] = stage.min_lr_ratio
+    if t.warmup_ratio is None:
+        train["warmup_ratio"] = stage.warmup_ratio
+    if t.weight_decay is None:
+        train["weight_decay"] = stage.weight_decay
+    if t.adam_beta2 is None:
+        train["adam_beta2"] = stage.adam_beta2
+    dp = data_parallel_size(job)
+    per_step = t.micro_batch_size * dp
+    if t.gradient_accumulation_steps is None:
+        if t.global_batch_size is not None and t.global_batch_size % per_step == 0:
+            train["gradient_accumulation_steps"] = t.global_batch_size // per_step
+        elif t.global_batch_size is None:
+            train["gradient_accumulation_steps"] = DEFAULT_GRADIENT_ACCUMULATION
+    accumulation = train.get("gradient_accumulation_steps", t.gradient_accumulation_steps)
+    if t.global_batch_size is None and accumulation is not None:
+        train["global_batch_size"] = per_step * accumulation
+
+    update: dict[str, Any] = {"train": t.model_copy(update=train)}
+    if job.method.type in ("lora", "qlora") and job.method.lora.alpha is None:
+        lora = job.method.lora.model_copy(update={"alpha": 2 * job.method.lora.rank})
+        update["method"] = job.method.model_copy(update={"lora": lora})
+    if job.data.packing is None:
+        update["data"] = job.data.model_copy(update={"packing": stage.packing})
+    if job.stage == "dpo" and job.dpo is None:
+        update["dpo"] = DPOSection()
+    if job.stage == "grpo" and job.grpo is not None:
+        update["grpo"] = _resolve_grpo(job)
+    if job.output.dir is None:
+        name = f"runs/{job.stage}-{model_short_name(job.model.name_or_path)}"
+        update["output"] = job.output.model_copy(update={"dir": name})
+    if isinstance(job, VerlJob) and job.rollout.update_batch_size is None and job.grpo is not None:
+        samples = job.rollout.prompts_per_step * job.grpo.num_generations
+        update["rollout"] = job.rollout.model_copy(update={"update_batch_size": samples})
+    return job.model_copy(update=update)
+
+
+def _resolve_grpo(job: JobBase) -> Any:
+    grpo = job.grpo
+    assert grpo is not None
+    is_dapo = grpo.loss == "dapo"
+    fill: dict[str, Any] = {}
+    if grpo.beta is None:
+        fill["beta"] = GRPO_DEFAULT_BETA if grpo.loss == "grpo" else 0.0
+    if grpo.epsilon_high is None:
+        fill["epsilon_high"] = DAPO_CLIP_HIGH if is_dapo else grpo.epsilon
+    if grpo.dynamic_sampling is None:
+        fill["dynamic_sampling"] = is_dapo
+    if grpo.mask_truncated_completions is None:
+        fill["mask_truncated_completions"] = is_dapo
+    if is_dapo and "buffer_length" not in grpo.overlong.model_fields_set:
+        fill["overlong"] = grpo.overlong.model_copy(update={"buffer_length": grpo.max_completion_length // 4})
+    return grpo.model_copy(update=fill)

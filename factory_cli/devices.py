@@ -1,0 +1,118 @@
+"""The only place that knows CUDA from Ascend from CPU. torch (and torch_npu) are imported lazily.
+
+Planning code uses the pure helpers (dist backend, env vars) with a device kind; only
+`detect_device` touches torch.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+DeviceKind = Literal["cuda", "npu", "cpu"]
+
+ASCEND_SET_ENV = Path("/usr/local/Ascend/ascend-toolkit/set_env.sh")
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """What was found: kind, how many, the first one's name, bf16 support and memory."""
+
+    kind: DeviceKind
+    count: int
+    name: str
+    bf16: bool
+    memory_gb: float | None = None
+
+    @property
+    def is_accelerator(self) -> bool:
+        return self.kind != "cpu"
+
+
+def _import_torch_npu() -> bool:
+    if importlib.util.find_spec("torch_npu") is None:
+        return False
+    import torch_npu  # noqa: F401  - registers torch.npu
+
+    return True
+
+
+def detect_device(requested: str = "auto") -> DeviceInfo:
+    """The device to run on: the requested kind, or the best one found (cuda > npu > cpu)."""
+    import torch
+
+    if requested in ("auto", "npu") and _import_torch_npu() and torch.npu.is_available():  # type: ignore[attr-defined]
+        npu = torch.npu  # type: ignore[attr-defined]
+        props = npu.get_device_properties(0)
+        return DeviceInfo("npu", npu.device_count(), props.name, True, props.total_memory / 2**30)
+    if requested in ("auto", "cuda") and torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        return DeviceInfo(
+            "cuda", torch.cuda.device_count(), props.name, torch.cuda.is_bf16_supported(), props.total_memory / 2**30
+        )
+    if requested in ("cuda", "npu"):
+        raise RuntimeError(f"device: {requested} was requested but no {requested} device is available")
+    return DeviceInfo("cpu", os.cpu_count() or 1, _cpu_name(), False, None)
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "cpu"
+
+
+def dist_backend(kind: DeviceKind) -> str:
+    """torch.distributed backend: nccl on CUDA, hccl on Ascend, gloo on CPU."""
+    return {"cuda": "nccl", "npu": "hccl", "cpu": "gloo"}[kind]
+
+
+def visible_devices_var(kind: DeviceKind) -> str | None:
+    """The variable that selects devices for a process."""
+    return {"cuda": "CUDA_VISIBLE_DEVICES", "npu": "ASCEND_RT_VISIBLE_DEVICES", "cpu": None}[kind]
+
+
+def alloc_conf_var(kind: DeviceKind) -> str | None:
+    """The caching-allocator configuration variable."""
+    return {"cuda": "PYTORCH_CUDA_ALLOC_CONF", "npu": "PYTORCH_NPU_ALLOC_CONF", "cpu": None}[kind]
+
+
+def launch_env(kind: DeviceKind, nproc_per_node: int, cpu_cores: int | None = None) -> dict[str, str]:
+    """Environment for every process of a run on this device kind.
+
+    CPU ranks share the cores: each gets cores // nproc threads (2 ranks on 2 cores with the
+    default thread count spend most of their time fighting over cores).
+    """
+    env: dict[str, str] = {"TOKENIZERS_PARALLELISM": "false"}
+    alloc = alloc_conf_var(kind)
+    if alloc:
+        env[alloc] = "expandable_segments:True"
+    if kind == "cpu":
+        cores = cpu_cores or os.cpu_count() or 1
+        env["OMP_NUM_THREADS"] = str(max(1, cores // max(1, nproc_per_node)))
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    if kind == "npu":
+        env["HCCL_CONNECT_TIMEOUT"] = "1200"
+        env["TASK_QUEUE_ENABLE"] = "1"
+    return env
+
+
+def ascend_set_env_script() -> Path | None:
+    """The Ascend toolkit's set_env.sh, when installed."""
+    return ASCEND_SET_ENV if ASCEND_SET_ENV.is_file() else None
+
+
+def cuda_only_features_available() -> dict[str, bool]:
+    """Optional CUDA kernels installed: flash-attn and Liger."""
+    return {
+        "flash_attn": importlib.util.find_spec("flash_attn") is not None,
+        "liger_kernel": importlib.util.find_spec("liger_kernel") is not None,
+    }

