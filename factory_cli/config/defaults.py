@@ -33,6 +33,7 @@ STAGE_DEFAULTS: dict[str, StageDefaults] = {
 DEFAULT_GRADIENT_ACCUMULATION = 8
 GRPO_DEFAULT_BETA = 0.04
 DAPO_CLIP_HIGH = 0.28
+GSPO_CLIP = (3e-4, 4e-4)
 
 
 def uses_adapter(job: JobBase) -> bool:
@@ -115,9 +116,14 @@ def _resolve_grpo(job: JobBase) -> Any:
     assert grpo is not None
     is_dapo = grpo.loss == "dapo"
     fill: dict[str, Any] = {}
+    if grpo.loss == "gspo" and "epsilon" not in grpo.model_fields_set:
+        # Sequence-level ratios sit much closer to 1 than token-level ones: GSPO clips at 3e-4 / 4e-4.
+        fill["epsilon"] = GSPO_CLIP[0]
+        if grpo.epsilon_high is None:
+            fill["epsilon_high"] = GSPO_CLIP[1]
     if grpo.beta is None:
         fill["beta"] = GRPO_DEFAULT_BETA if grpo.loss == "grpo" else 0.0
-    if grpo.epsilon_high is None:
+    if grpo.epsilon_high is None and "epsilon_high" not in fill:
         fill["epsilon_high"] = DAPO_CLIP_HIGH if is_dapo else grpo.epsilon
     if grpo.dynamic_sampling is None:
         fill["dynamic_sampling"] = is_dapo
@@ -126,3 +132,36 @@ def _resolve_grpo(job: JobBase) -> Any:
     if is_dapo and "buffer_length" not in grpo.overlong.model_fields_set:
         fill["overlong"] = grpo.overlong.model_copy(update={"buffer_length": grpo.max_completion_length // 4})
     return grpo.model_copy(update=fill)
+
+
+@dataclass(frozen=True)
+class DeviceFacts:
+    """What device-dependent defaults depend on: the device kind, bf16 support, optional CUDA kernels installed."""
+
+    kind: str
+    bf16: bool = False
+    flash_attn: bool = False
+    liger: bool = False
+
+
+def resolve_device_defaults(job: JobBase, facts: DeviceFacts) -> JobBase:
+    """Fill every `auto` that depends on the device: precision, dtype, attention, checkpointing, fused kernels."""
+    t, m = job.train, job.model
+    precision = t.precision
+    if precision == "auto":
+        # bf16 where the device has it; fp16 on older CUDA cards; fp32 on CPU (bf16 is emulated there).
+        precision = "fp32" if facts.kind == "cpu" else "bf16" if facts.bf16 else "fp16" if facts.kind == "cuda" else "fp32"
+    dtype = m.dtype if m.dtype != "auto" else precision
+    sixteen_bit = precision in ("bf16", "fp16")
+    attn = m.attn_implementation
+    if attn == "auto":
+        attn = "flash_attention_2" if facts.kind == "cuda" and facts.flash_attn and sixteen_bit else "sdpa"
+    checkpointing = t.gradient_checkpointing if t.gradient_checkpointing != "auto" else facts.kind != "cpu"
+    fused = t.fused_kernels if t.fused_kernels != "auto" else (facts.kind == "cuda" and facts.liger)
+    train = t.model_copy(update={"precision": precision, "gradient_checkpointing": checkpointing, "fused_kernels": fused})
+    model = m.model_copy(update={"dtype": dtype, "attn_implementation": attn})
+    update: dict[str, Any] = {"device": facts.kind, "train": train, "model": model}
+    if job.method.type == "qlora" and job.method.quant.compute_dtype == "auto":
+        quant = job.method.quant.model_copy(update={"compute_dtype": "fp32" if facts.kind == "cpu" else precision})
+        update["method"] = job.method.model_copy(update={"quant": quant})
+    return job.model_copy(update=update)

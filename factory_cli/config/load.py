@@ -34,6 +34,14 @@ FactoryLoader.add_implicit_resolver(
 )
 
 
+_FAST_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def load_data_yaml(text: str) -> Any:
+    """Safe-load a data file (registries) with libyaml when present: 10x faster than the pure-Python parser."""
+    return yaml.load(text, Loader=_FAST_SAFE_LOADER)  # noqa: S506 - a safe loader
+
+
 def format_path(path: Sequence[str | int]) -> str:
     """('data', 'train', 0, 'path') -> 'data.train[0].path'."""
     out = ""

@@ -102,6 +102,7 @@ def issues_from_validation_error(
         elif kind in ("literal_error", "enum"):
             expected = err.get("ctx", {}).get("expected", "")
             choices = [c.strip().strip("'") for c in expected.replace(" or ", ", ").split(",") if c.strip()]
+            choices = [{"True": "true", "False": "false"}.get(c, c) for c in choices]
             hint = did_you_mean(str(value), choices) if isinstance(value, str) else None
             issue = Issue(
                 path=path,

@@ -375,6 +375,7 @@ class LoggingSection(Section):
     steps: int = Field(10, ge=1, description="log every N optimizer steps")
     report_to: list[ReportTo] = Field(default_factory=list, description="tensorboard, wandb, swanlab, mlflow")
     project: str | None = Field(None, description="project name for wandb / swanlab / mlflow")
+    sample_after_training: bool = Field(True, description="print the trained model's answer to one training prompt")
 
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

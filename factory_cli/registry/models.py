@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from factory_cli.config.errors import UsageError
+from factory_cli.config.load import load_data_yaml
 from factory_cli.paths import resource_dir
 
 ModelKind = Literal["base", "instruct", "reasoning"]
@@ -105,7 +106,7 @@ def registry_dir() -> Path:
 def _read_family(path: Path) -> list[ModelSpec]:
     """Parse one family file; any problem is a ValueError naming the file (and the model)."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_data_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ModelRegistryError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):

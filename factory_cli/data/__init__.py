@@ -1,0 +1,1 @@
+"""Data: file readers, format conversion to canonical rows, chat templates and the training pipeline."""

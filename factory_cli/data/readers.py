@@ -1,0 +1,225 @@
+"""Read dataset rows from json / jsonl / csv / parquet files (or a folder of them), streaming where the format allows.
+
+`read_rows(path, limit=5)` is what `factory check` uses: it touches only the first rows of a jsonl, csv or
+parquet file. pyarrow is imported only when a parquet file is actually read.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+SUPPORTED_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet")
+_LIST_KEYS = ("data", "train")
+_PARQUET_BATCH = 1024
+
+
+class ReadError(ValueError):
+    """A data file that cannot be read: missing, unsupported, or malformed (with the line when known)."""
+
+    def __init__(
+        self, message: str, path: Path | None = None, line: int | None = None, hint: str | None = None
+    ) -> None:
+        self.message = message
+        self.path = path
+        self.line = line
+        self.hint = hint
+        where = f"{path}:{line}" if path is not None and line is not None else (str(path) if path is not None else "")
+        text = f"{where}: {message}" if where else message
+        super().__init__(f"{text}\n    hint: {hint}" if hint else text)
+
+
+def list_data_files(path: Path) -> list[Path]:
+    """The files `read_rows(path)` reads: the file itself, or a folder's supported files in sorted order."""
+    path = Path(path)
+    if not path.exists():
+        raise ReadError("no such file or directory", path, hint="check the path (relative paths start at the job file)")
+    if path.is_dir():
+        files = sorted(
+            p
+            for p in path.iterdir()
+            if p.is_file()
+            and p.suffix.lower() in SUPPORTED_SUFFIXES
+            and not p.name.startswith(".")
+            and p.name != "dataset_info.json"
+        )
+        if not files:
+            raise ReadError("folder holds no data files", path, hint=f"put {', '.join(SUPPORTED_SUFFIXES)} files in it")
+        return files
+    if path.suffix.lower() not in SUPPORTED_SUFFIXES:
+        raise ReadError(
+            f"unsupported file type `{path.suffix or '(none)'}`",
+            path,
+            hint=f'use one of {", ".join(SUPPORTED_SUFFIXES)}; for plain text write a .jsonl of {{"text": ...}} rows',
+        )
+    return [path]
+
+
+def read_rows(path: Path, limit: int | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(1-based row number, row) for each row; jsonl rows are numbered by line. Raises ReadError."""
+    files = list_data_files(path)  # eager: a missing file fails at the call, not at the first next()
+    if limit is not None and limit < 0:
+        raise ValueError("limit must be >= 0")
+    return _read_files(files, limit)
+
+
+def _read_files(files: list[Path], limit: int | None) -> Iterator[tuple[int, dict[str, Any]]]:
+    left = limit
+    for file in files:
+        if left == 0:
+            return
+        for number, row in _read_one(file, left):
+            yield number, row
+            if left is not None:
+                left -= 1
+
+
+def _read_one(path: Path, limit: int | None) -> Iterator[tuple[int, dict[str, Any]]]:
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        return _read_jsonl(path, limit)
+    if suffix == ".json":
+        return _read_json(path, limit)
+    if suffix == ".csv":
+        return _read_csv(path, limit)
+    return _read_parquet(path, limit)
+
+
+def _object(value: Any, path: Path, number: int, line: int | None = None) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ReadError(
+            f"row {number} is {type(value).__name__}, expected a JSON object of columns",
+            path,
+            line,
+            hint='each row must be an object such as {"instruction": ..., "output": ...}',
+        )
+    return value
+
+
+def _read_jsonl(path: Path, limit: int | None) -> Iterator[tuple[int, dict[str, Any]]]:
+    if limit == 0:
+        return
+    count = 0
+    try:
+        with path.open(encoding="utf-8-sig") as handle:
+            for line_no, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    value = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise ReadError(
+                        f"invalid JSON at column {exc.colno}: {exc.msg}",
+                        path,
+                        line_no,
+                        hint="a .jsonl file holds one JSON object per line",
+                    ) from None
+                yield line_no, _object(value, path, line_no, line_no)
+                count += 1
+                if limit is not None and count >= limit:
+                    return
+    except UnicodeDecodeError as exc:
+        raise ReadError(f"not UTF-8 text ({exc.reason})", path, hint="save the file as UTF-8") from None
+
+
+def _read_json(path: Path, limit: int | None) -> Iterator[tuple[int, dict[str, Any]]]:
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ReadError(f"not UTF-8 text ({exc.reason})", path, hint="save the file as UTF-8") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        if exc.msg == "Extra data" and text.lstrip().startswith("{"):
+            yield from _read_jsonl(path, limit)  # JSON Lines saved as .json, as the Hub often does
+            return
+        raise ReadError(
+            f"invalid JSON at column {exc.colno}: {exc.msg}",
+            path,
+            exc.lineno,
+            hint="a .json file holds a list of row objects; use .jsonl for one object per line",
+        ) from None
+    if isinstance(data, dict):
+        key = next((k for k in _LIST_KEYS if isinstance(data.get(k), list)), None)
+        if key is None:
+            raise ReadError(
+                "expected a list of rows, got a single object",
+                path,
+                hint=f"write [ {{...}}, {{...}} ] or put the list under one of {list(_LIST_KEYS)}",
+            )
+        data = data[key]
+    if not isinstance(data, list):
+        raise ReadError(f"expected a list of rows, got {type(data).__name__}", path, hint="write [ {...}, {...} ]")
+    for number, value in enumerate(data[:limit] if limit is not None else data, start=1):
+        yield number, _object(value, path, number)
+
+
+def _read_csv(path: Path, limit: int | None) -> Iterator[tuple[int, dict[str, Any]]]:
+    if limit == 0:
+        return
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # long texts in one cell
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as handle:
+            reader = csv.DictReader(handle)
+            for number, record in enumerate(reader, start=1):
+                if None in record:
+                    raise ReadError(
+                        f"row {number} has more cells than the header has columns",
+                        path,
+                        reader.line_num,
+                        hint="quote cells that contain commas",
+                    )
+                yield number, dict(record)
+                if limit is not None and number >= limit:
+                    return
+    except csv.Error as exc:
+        raise ReadError(f"malformed CSV: {exc}", path, hint="check quoting") from None
+    except UnicodeDecodeError as exc:
+        raise ReadError(f"not UTF-8 text ({exc.reason})", path, hint="save the file as UTF-8") from None
+
+
+def _read_parquet(path: Path, limit: int | None) -> Iterator[tuple[int, dict[str, Any]]]:
+    if limit == 0:
+        return
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise ReadError("reading parquet needs pyarrow", path, hint="pip install pyarrow") from None
+    try:
+        parquet = pq.ParquetFile(path)
+        batch_size = min(limit, _PARQUET_BATCH) if limit is not None else _PARQUET_BATCH
+        number = 0
+        for batch in parquet.iter_batches(batch_size=batch_size):
+            for row in batch.to_pylist():
+                number += 1
+                yield number, row
+                if limit is not None and number >= limit:
+                    return
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid / ArrowIOError derive from these
+        raise ReadError(f"cannot read parquet: {exc}", path, hint="is it a complete parquet file?") from None
+
+
+def count_rows(path: Path) -> int:
+    """How many rows `read_rows(path)` yields (parquet from its metadata, jsonl without parsing)."""
+    total = 0
+    for file in list_data_files(path):
+        suffix = file.suffix.lower()
+        if suffix == ".jsonl":
+            with file.open(encoding="utf-8-sig") as handle:
+                total += sum(1 for line in handle if line.strip())
+        elif suffix == ".parquet":
+            try:
+                import pyarrow.parquet as pq
+
+                total += pq.ParquetFile(file).metadata.num_rows
+            except ImportError:
+                raise ReadError("reading parquet needs pyarrow", file, hint="pip install pyarrow") from None
+            except (OSError, ValueError) as exc:
+                raise ReadError(f"cannot read parquet: {exc}", file) from None
+        else:
+            total += sum(1 for _ in _read_one(file, None))
+    return total
