@@ -6,31 +6,34 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import click
 import typer
+from typer.core import TyperGroup
 
 from factory_cli.config.errors import JobError, UsageError
 
 
-class FactoryApp(typer.Typer):
-    """Typer app that turns user mistakes into one readable message and exit code 2; bugs keep their traceback."""
+class FactoryGroup(TyperGroup):
+    """Turns user mistakes into one readable message and exit code 2; bugs keep their traceback."""
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def invoke(self, ctx: click.Context) -> Any:
         from factory_cli import ui
 
         try:
-            return super().__call__(*args, **kwargs)
+            return super().invoke(ctx)
         except JobError as exc:
             ui.print_issues(exc.issues)
             count = len(exc.errors)
             ui.err_console.print(f"[red]{count} problem{'s' if count != 1 else ''}[/red] — nothing was started.")
-            sys.exit(2)
+            ctx.exit(2)
         except UsageError as exc:
             ui.print_error(exc.message, exc.hint)
-            sys.exit(2)
+            ctx.exit(2)
 
 
-app = FactoryApp(
+app = typer.Typer(
     name="factory",
+    cls=FactoryGroup,
     help="Declarative LLM training: one YAML job, validated before launch, run on DeepSpeed, Megatron or verl.",
     no_args_is_help=True,
     add_completion=False,

@@ -237,10 +237,17 @@ def check_data(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
     """Every dataset resolves, and its first rows convert for the stage."""
     from factory_cli.data.formats import RowError, convert_row
     from factory_cli.data.readers import ReadError, read_rows
-    from factory_cli.data.sources import DatasetNotFound, resolve_dataset
+    from factory_cli.data.sources import DatasetNotFound, find_local_path, resolve_dataset
 
     if job.data.packing and job.stage in ("dpo", "grpo"):
         yield error("data.packing", f"packing applies to pt and sft, not {job.stage}", "set data.packing: false")
+    if job.data.dataset_dir and find_local_path(job.data.dataset_dir, ctx.base_dirs) is None:
+        yield error(
+            "data.dataset_dir",
+            f"folder not found: {job.data.dataset_dir}",
+            "give the folder that holds your LlamaFactory dataset_info.json",
+        )
+        return
     for split in ("train", "eval"):
         for index, spec in enumerate(getattr(job.data, split)):
             path = f"data.{split}[{index}]"
@@ -265,7 +272,8 @@ def check_data(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
                         )
                         break
             except ReadError as exc:
-                yield error(path, str(exc), "check the file; supported: .json .jsonl .csv .parquet")
+                where = f"{exc.path.name}:{exc.line}: " if exc.path is not None and exc.line else ""
+                yield error(path, f"{where}{exc.message}", exc.hint or "supported files: .json .jsonl .csv .parquet")
 
 
 def _format_hint(declared: str, stage: str) -> str:

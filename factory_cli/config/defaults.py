@@ -150,7 +150,9 @@ def resolve_device_defaults(job: JobBase, facts: DeviceFacts) -> JobBase:
     precision = t.precision
     if precision == "auto":
         # bf16 where the device has it; fp16 on older CUDA cards; fp32 on CPU (bf16 is emulated there).
-        precision = "fp32" if facts.kind == "cpu" else "bf16" if facts.bf16 else "fp16" if facts.kind == "cuda" else "fp32"
+        precision = "fp32"
+        if facts.kind != "cpu":
+            precision = "bf16" if facts.bf16 else "fp16" if facts.kind == "cuda" else "fp32"
     dtype = m.dtype if m.dtype != "auto" else precision
     sixteen_bit = precision in ("bf16", "fp16")
     attn = m.attn_implementation
@@ -158,7 +160,9 @@ def resolve_device_defaults(job: JobBase, facts: DeviceFacts) -> JobBase:
         attn = "flash_attention_2" if facts.kind == "cuda" and facts.flash_attn and sixteen_bit else "sdpa"
     checkpointing = t.gradient_checkpointing if t.gradient_checkpointing != "auto" else facts.kind != "cpu"
     fused = t.fused_kernels if t.fused_kernels != "auto" else (facts.kind == "cuda" and facts.liger)
-    train = t.model_copy(update={"precision": precision, "gradient_checkpointing": checkpointing, "fused_kernels": fused})
+    train = t.model_copy(
+        update={"precision": precision, "gradient_checkpointing": checkpointing, "fused_kernels": fused}
+    )
     model = m.model_copy(update={"dtype": dtype, "attn_implementation": attn})
     update: dict[str, Any] = {"device": facts.kind, "train": train, "model": model}
     if job.method.type == "qlora" and job.method.quant.compute_dtype == "auto":

@@ -39,7 +39,7 @@ _FAST_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 def load_data_yaml(text: str) -> Any:
     """Safe-load a data file (registries) with libyaml when present: 10x faster than the pure-Python parser."""
-    return yaml.load(text, Loader=_FAST_SAFE_LOADER)  # noqa: S506 - a safe loader
+    return yaml.load(text, Loader=_FAST_SAFE_LOADER)
 
 
 def format_path(path: Sequence[str | int]) -> str:
@@ -63,12 +63,17 @@ class LoadedJob:
     comments: dict[PathKey, str] = field(default_factory=dict)
     overridden: set[PathKey] = field(default_factory=set)
 
+    def from_command_line(self, path: Sequence[str | int]) -> bool:
+        """Whether an override set `path`, one of its parents, or something inside it."""
+        key = tuple(path)
+        return any(o[: len(key)] == key or key[: len(o)] == o for o in self.overridden)
+
     def line_of(self, path: Sequence[str | int]) -> int | None:
-        """The line of `path`, or of its nearest ancestor present in the file."""
+        """The line of `path`, or of its nearest ancestor present in the file (None for command-line values)."""
+        if self.from_command_line(path):
+            return None
         key = tuple(path)
         while key:
-            if key in self.overridden:
-                return None
             if key in self.lines:
                 return self.lines[key]
             key = key[:-1]
@@ -76,12 +81,7 @@ class LoadedJob:
 
     def source_of(self, path: Sequence[str | int]) -> str:
         """The file for file keys, `command line` for overridden ones."""
-        key = tuple(path)
-        while key:
-            if key in self.overridden:
-                return "command line"
-            key = key[:-1]
-        return self.source
+        return "command line" if self.from_command_line(path) else self.source
 
     def locate(self, issue: Issue, path: Sequence[str | int]) -> Issue:
         """Attach file and line to an issue about `path`."""
@@ -117,7 +117,7 @@ def parse_yaml_text(text: str, source: str) -> LoadedJob:
                     path="",
                     message=f"a job must be a mapping of sections, got {type(data).__name__}",
                     hint="start from `factory config --backend deepspeed --stage sft -o job.yaml`",
-                    line=1,
+                    line=node.start_mark.line + 1 if node is not None else 1,
                     source=source,
                 )
             ]
@@ -180,7 +180,11 @@ def _walk_lines(
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
             child = (*path, index)
-            loaded.lines[child] = item.start_mark.line + 1
+            line = item.start_mark.line + 1
+            loaded.lines[child] = line
+            comment = _comment_on(text_lines[line - 1]) if line - 1 < len(text_lines) else None
+            if comment and not isinstance(item, yaml.MappingNode | yaml.SequenceNode):
+                loaded.comments[child] = comment
             _walk_lines(item, child, loaded, text_lines, issues)
 
 

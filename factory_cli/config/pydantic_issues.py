@@ -104,6 +104,8 @@ def issues_from_validation_error(
             choices = [c.strip().strip("'") for c in expected.replace(" or ", ", ").split(",") if c.strip()]
             choices = [{"True": "true", "False": "false"}.get(c, c) for c in choices]
             hint = did_you_mean(str(value), choices) if isinstance(value, str) else None
+            if isinstance(value, str) and value.lower() == "gpu" and "cuda" in choices:
+                hint = "did you mean `cuda`? (NVIDIA GPUs are `cuda`, Ascend NPUs `npu`)"
             issue = Issue(
                 path=path,
                 message=f"`{value}` is not allowed; choose one of: {', '.join(choices)}",

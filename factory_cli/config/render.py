@@ -7,6 +7,8 @@ field descriptions, so they cannot drift from the code.
 
 from __future__ import annotations
 
+import functools
+import math
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -107,6 +109,10 @@ def yaml_scalar(value: Any) -> str:
     if value is None:
         return "null"
     if isinstance(value, float):
+        if math.isnan(value):
+            return ".nan"
+        if math.isinf(value):
+            return ".inf" if value > 0 else "-.inf"
         if value == 0 or 1e-3 <= abs(value) < 1e6:
             text = f"{value:g}"
             return text if any(c in text for c in ".e") else f"{text}.0"
@@ -153,24 +159,29 @@ def _stand_in_job(choice: TemplateChoice) -> JobBase:
     return resolve_defaults(JOB_MODELS[choice.backend].model_validate(raw))
 
 
-def render_job(choice: TemplateChoice) -> str:
-    """The commented job YAML for a resolved choice."""
+@functools.lru_cache(maxsize=4)
+def _template_environment(folder: str) -> Any:
     import jinja2
 
-    from factory_cli.registry.models import find_model
-
-    assert choice.backend and choice.stage
-    job = _stand_in_job(choice)
-    root = JOB_MODELS[choice.backend]
-    spec = find_model(choice.model) if choice.model else None
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(templates_dir())),
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(folder),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         trim_blocks=True,
         lstrip_blocks=True,
         autoescape=False,
     )
+
+
+def render_job(choice: TemplateChoice) -> str:
+    """The commented job YAML for a resolved choice."""
+    from factory_cli.registry.models import find_model
+
+    assert choice.backend and choice.stage
+    job = _stand_in_job(choice)
+    root = JOB_MODELS[choice.backend]
+    spec = find_model(choice.model) if choice.model else None
+    env = _template_environment(str(templates_dir()))
 
     def doc(path: str) -> str:
         parts = tuple(int(p) if p.isdigit() else p for p in path.split("."))

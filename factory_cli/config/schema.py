@@ -68,7 +68,7 @@ class Section(BaseModel):
 
 class ModelSection(Section):
     name_or_path: str = Field(
-        description="registry name (factory list models), local directory, Hub id, or a .gguf file"
+        min_length=1, description="registry name (factory list models), local directory, Hub id, or a .gguf file"
     )
     gguf_file: str | None = Field(None, description="GGUF file inside name_or_path, when it is a directory or Hub id")
     template: str = Field(
@@ -135,7 +135,7 @@ class MethodSection(Section):
 
 
 class DatasetSpec(Section):
-    path: str = Field(description="a file (json/jsonl/csv/parquet), a directory, or a registry name")
+    path: str = Field(min_length=1, description="a file (json/jsonl/csv/parquet), a directory, or a registry name")
     format: DataFormat = Field("auto", description="alpaca, sharegpt, messages, preference, rl, text or auto")
     split: str = Field("train", description="split to read when the source has several")
     columns: dict[str, str] = Field(
@@ -399,9 +399,11 @@ class JobBase(Section):
     @classmethod
     def _env_values_as_text(cls, value: Any) -> Any:
         if isinstance(value, dict):
-            for key in value:
+            for key, item in value.items():
                 if not isinstance(key, str) or not ENV_NAME.match(key):
                     raise ValueError(f"`{key}` is not a valid environment variable name")
+                if isinstance(item, dict | list):
+                    raise ValueError(f"env.{key} must be a single value (text or number), not a {type(item).__name__}")
             return {
                 k: ("" if v is None else str(v).lower() if isinstance(v, bool) else str(v)) for k, v in value.items()
             }

@@ -49,6 +49,8 @@ def gate_sections(data: dict[str, Any]) -> list[Issue]:
     issues: list[Issue] = []
     backend = data.get("backend")
     stage = data.get("stage")
+    backend = backend if backend is None or isinstance(backend, str) else repr(backend)
+    stage = stage if stage is None or isinstance(stage, str) else repr(stage)
     backends = list(SUPPORTED_STAGES)
     if backend is None:
         issues.append(Issue("backend", "required, but not given", f"choose one of: {', '.join(backends)}"))
@@ -104,7 +106,7 @@ def validate_loaded(loaded: LoadedJob, checks: bool = True) -> ValidatedJob:
     blocked = {i.path for i in placeholders} | {i.path for i in found if i.is_error}
     backend = data.get("backend")
     job: JobBase | None = None
-    if backend in JOB_MODELS:
+    if isinstance(backend, str) and backend in JOB_MODELS:
         model = JOB_MODELS[backend]
         others = [m for name, m in JOB_MODELS.items() if name != backend]
         try:
