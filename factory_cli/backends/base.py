@@ -34,6 +34,7 @@ class Plan:
     steps: list[Step]
     engine_config: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    base_dirs: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (plan.json)."""
@@ -69,9 +70,9 @@ class Backend(Protocol):
         ...
 
     def plan(self, job: JobBase, device: str) -> Plan:
-        """Turn the job into engine configuration and launch steps; pure."""
+        """Turn the job (defaults resolved for `device`) into engine configuration and launch steps; pure."""
         ...
 
     def run(self, plan: Plan, ui: Progress) -> RunResult:
-        """Execute the plan and write the run directory."""
+        """Execute the plan (the resolved job is the run directory's job.yaml) and fill the run directory."""
         ...

@@ -22,8 +22,18 @@ _JobDumper.add_representer(list, _represent_list)
 
 
 def job_to_dict(job: JobBase) -> dict[str, Any]:
-    """Plain data of the job, every field present."""
-    return job.model_dump(mode="json")
+    """Plain data of the job: every field that applies, nothing that the loader would refuse."""
+    from factory_cli.config.validate import METHOD_SECTIONS, STAGE_SECTIONS
+
+    data = job.model_dump(mode="json")
+    for section in STAGE_SECTIONS:
+        if data.get(section) is None:
+            data.pop(section, None)
+    method = data["method"]
+    for sub, kinds in METHOD_SECTIONS.items():
+        if method["type"] not in kinds:
+            method.pop(sub, None)
+    return data
 
 
 def job_to_yaml(job: JobBase) -> str:

@@ -517,3 +517,21 @@ def test_validate_loaded_from_text() -> None:
     loaded: LoadedJob = parse_yaml_text(BASE, "inline.yaml")
     validated = validate_loaded(loaded, checks=False)
     assert validated.job.stage == "sft"
+
+
+def test_resolved_job_dumps_and_loads_back_unchanged() -> None:
+    """job.yaml in a run directory is the resolved job, and it must validate as is (reproducible)."""
+    from pathlib import Path
+
+    from factory_cli.config.defaults import DeviceFacts, resolve_device_defaults
+    from factory_cli.config.dump import job_to_yaml
+    from factory_cli.config.load import parse_yaml_text
+    from factory_cli.config.validate import load_and_validate, validate_loaded
+
+    for example in sorted(Path("examples").glob("*.yaml")):
+        job = load_and_validate(example).job
+        if job.backend == "deepspeed":
+            job = resolve_device_defaults(job, DeviceFacts("cpu"))
+        text = job_to_yaml(job)
+        again = validate_loaded(parse_yaml_text(text, "job.yaml"), checks=False).job
+        assert again == job, example

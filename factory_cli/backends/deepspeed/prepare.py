@@ -1,0 +1,67 @@
+"""The step before training, run once in the launching process: the model in loadable form, the data tokenized.
+
+Workers (one per device) then only load: no rank converts a GGUF file or tokenizes data twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from factory_cli.config.schema import JobBase
+from factory_cli.runs import write_json_atomic
+
+
+def prepare_inputs(job: JobBase, run_dir: Path, base_dirs: Sequence[Path]) -> dict[str, Any]:
+    """Convert the model if needed, prepare the data; write and return run_dir/data/manifest.json."""
+    from factory_cli.data.masking import resolve_chat_template
+    from factory_cli.data.pipeline import prepare_data
+    from factory_cli.modeling import ensure_hf_checkpoint, load_tokenizer, resolve_model_source
+    from factory_cli.registry.models import find_model
+    from factory_cli.ui import console
+
+    source = resolve_model_source(job.model, base_dirs)
+    model_path = ensure_hf_checkpoint(source, trust_remote_code=job.model.trust_remote_code)
+    tokenizer = load_tokenizer(
+        job.model.tokenizer or model_path, trust_remote_code=job.model.trust_remote_code, revision=job.model.revision
+    )
+    spec = find_model(job.model.name_or_path)
+    template = resolve_chat_template(job.model.template, tokenizer, spec.template if spec else None, base_dirs)
+    prepared = prepare_data(job, tokenizer, template, base_dirs)
+    for line in prepared.report.lines():
+        console.print(f"data: {line}", markup=False)
+    if prepared.from_cache:
+        console.print(f"data: tokenized rows reused from the cache ({prepared.cache_key[:12]})")
+    manifest: dict[str, Any] = {
+        "model_path": model_path,
+        "chat_template": template,
+        "train": str(prepared.train_path),
+        "eval": str(prepared.eval_path) if prepared.eval_path else None,
+        "cache_key": prepared.cache_key,
+        "from_cache": prepared.from_cache,
+        "report": prepared.report.to_dict(),
+        "sample_prompt": prepared.sample_prompt,
+        "registry_targets": list(source.lora_targets) if source.lora_targets else None,
+    }
+    write_json_atomic(run_dir / "data" / "manifest.json", manifest)
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m factory_cli.backends.deepspeed.prepare <run_dir>/plan.json`: the prepare step on its own."""
+    import sys
+
+    from factory_cli.backends.deepspeed.worker import load_plan_and_job
+
+    arguments = sys.argv[1:] if argv is None else argv
+    if len(arguments) != 1:
+        print("usage: python -m factory_cli.backends.deepspeed.prepare <run_dir>/plan.json", file=sys.stderr)
+        return 2
+    plan, job = load_plan_and_job(Path(arguments[0]))
+    prepare_inputs(job, Path(plan["run_dir"]), [Path(d) for d in plan.get("base_dirs", [])])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,251 @@
+"""One training process: `python -m factory_cli.backends.deepspeed.worker <run_dir>/plan.json`.
+
+Started once per device by torchrun / the deepspeed launcher, or called in-process for a single
+plain process. Reads the plan, the resolved job and the prepared-data manifest; trains; saves final/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from factory_cli.config.schema import DeepSpeedJob
+
+EXIT_OK, EXIT_FAILED = 0, 1
+
+
+def rank_zero() -> bool:
+    """True on the process that writes shared files."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def say(message: str) -> None:
+    """Print from the main process only."""
+    if rank_zero():
+        from factory_cli.ui import console
+
+        console.print(message)
+
+
+def load_plan_and_job(plan_path: Path) -> tuple[dict[str, Any], DeepSpeedJob]:
+    """The plan and the resolved job (job.yaml) of a run directory."""
+    from factory_cli.config.load import parse_yaml_text
+    from factory_cli.config.validate import validate_loaded
+
+    plan = json.loads(plan_path.read_text(encoding="utf-8"))
+    job_file = Path(plan["run_dir"]) / "job.yaml"
+    job = validate_loaded(parse_yaml_text(job_file.read_text(encoding="utf-8"), str(job_file)), checks=False).job
+    assert isinstance(job, DeepSpeedJob)
+    return plan, job
+
+
+def load_run_inputs(plan_path: Path) -> tuple[dict[str, Any], DeepSpeedJob, dict[str, Any]]:
+    """The plan, the resolved job and the prepared-data manifest of a run directory."""
+    plan, job = load_plan_and_job(plan_path)
+    manifest = json.loads((Path(plan["run_dir"]) / "data" / "manifest.json").read_text(encoding="utf-8"))
+    return plan, job, manifest
+
+
+def init_distributed(plan: dict[str, Any]) -> None:
+    """DeepSpeed must own the process group before a ZeRO-3 model is built (gloo on CPU, hccl on NPU)."""
+    if plan["device"] == "npu":
+        import torch_npu  # noqa: F401 - registers the npu device with torch
+
+    if plan["engine_config"].get("deepspeed") is None:
+        return
+    os.environ.setdefault("RANK", "0")
+    os.environ.setdefault("LOCAL_RANK", "0")
+    os.environ.setdefault("WORLD_SIZE", "1")
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", "29500")
+    import deepspeed
+
+    from factory_cli.devices import dist_backend
+
+    deepspeed.init_distributed(dist_backend=dist_backend(plan["device"]))
+
+
+def run_worker(plan: dict[str, Any], job: DeepSpeedJob, manifest: dict[str, Any]) -> int:
+    """Train one process's share of the job; returns the exit code."""
+    from factory_cli.backends.deepspeed.callbacks import (
+        CheckpointSealCallback,
+        MetricsCallback,
+        ProgressCallback,
+        RunState,
+        StopOnSignalCallback,
+        last_good_checkpoint,
+    )
+    from factory_cli.backends.deepspeed.trainers import build_trainer, make_training_args, trl_reward_functions
+    from factory_cli.data.pipeline import load_prepared
+    from factory_cli.devices import DeviceInfo
+    from factory_cli.methods import apply_freeze, describe_trainable, peft_config_from_kwargs, prepare_for_kbit
+    from factory_cli.modeling import load_model, load_tokenizer
+    from factory_cli.runs import resume_checkpoint
+
+    run_dir = Path(plan["run_dir"])
+    engine = plan["engine_config"]
+    init_distributed(plan)
+    args = make_training_args(engine["trainer"], engine["training_args"])
+
+    tokenizer = load_tokenizer(manifest["model_path"], trust_remote_code=job.model.trust_remote_code)
+    if manifest.get("chat_template"):
+        tokenizer.chat_template = manifest["chat_template"]
+    train_dataset, eval_dataset = load_prepared(manifest)
+
+    device = DeviceInfo(plan["device"], 1, plan["device"], job.train.precision == "bf16")
+    model = load_model(
+        manifest["model_path"],
+        dtype=job.model.dtype,
+        attn_implementation=job.model.attn_implementation,
+        method=job.method,
+        device=device,
+        trust_remote_code=job.model.trust_remote_code,
+        revision=job.model.revision,
+    )
+    peft_config = None
+    if job.method.type == "freeze":
+        apply_freeze(model, job.method.freeze)
+    elif engine["peft"] is not None:
+        peft_config = peft_config_from_kwargs(model, engine["peft"], manifest.get("registry_targets"))
+        if job.method.type == "qlora":
+            # TRL 1.16 does not prepare k-bit models itself (norms in fp32, input grads for checkpointing).
+            model = prepare_for_kbit(model, bool(job.train.gradient_checkpointing))
+        if engine["trainer"] == "Trainer":
+            # The plain Trainer takes a ready PEFT model; TRL's trainers wrap the base model themselves
+            # (handing them a wrapped one would add a second adapter for the DPO / GRPO reference).
+            from peft import get_peft_model
+
+            model = get_peft_model(model, peft_config)
+            peft_config = None
+
+    ref_model = None
+    if job.stage == "dpo" and job.dpo is not None and job.dpo.ref_model:
+        ref_model = load_model(
+            job.dpo.ref_model,
+            dtype=job.model.dtype,
+            attn_implementation=job.model.attn_implementation,
+            method=job.method.model_copy(update={"type": "full"}),
+            device=device,
+            trust_remote_code=job.model.trust_remote_code,
+        )
+    rewards = trl_reward_functions(engine["rewards"], [Path.cwd()]) if job.stage == "grpo" else None
+
+    run_state = RunState()
+    callbacks = [
+        MetricsCallback(run_dir, run_state),
+        CheckpointSealCallback(),
+        StopOnSignalCallback(run_state),
+        ProgressCallback(run_state),
+    ]
+    trainer = build_trainer(
+        engine["trainer"],
+        model=model,
+        args=args,
+        tokenizer=tokenizer,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        peft_config=peft_config,
+        callbacks=callbacks,
+        reward_functions=rewards,
+        ref_model=ref_model,
+        packed=bool(job.data.packing),
+    )
+    say(describe_trainable(trainer.model))
+
+    checkpoint = resume_checkpoint(run_dir, job.output.resume)
+    if checkpoint is not None:
+        say(f"resuming from {checkpoint}")
+    started = time.time()
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    wall = time.time() - started
+
+    if run_state.nan_at_step is not None:
+        say(
+            f"[red]stopped: the loss became NaN/inf at step {run_state.nan_at_step}[/red]; "
+            f"last good checkpoint: {last_good_checkpoint(run_dir)}. Lower train.learning_rate or check the data."
+        )
+        return EXIT_FAILED
+    if run_state.interrupted_by is not None:
+        say(
+            f"[yellow]interrupted by {run_state.interrupted_by} at step {trainer.state.global_step}[/yellow]; "
+            f"checkpoint saved: {last_good_checkpoint(run_dir)}. Run the same command again to resume."
+        )
+        return EXIT_FAILED
+
+    save_final(trainer, tokenizer, run_dir)
+    if rank_zero():
+        summary = {
+            "wall_seconds": wall,
+            "global_step": trainer.state.global_step,
+            "first_loss": run_state.first_loss,
+            "final_loss": run_state.last_loss,
+            "tokens_per_second": _median(run_state.tokens_per_second),
+            "final_dir": str(run_dir / "final"),
+            "trainable": describe_trainable(trainer.model),
+        }
+        if job.logging.sample_after_training and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+            summary["sample"] = sample_answer(trainer.model, tokenizer, manifest)
+        from factory_cli.runs import write_json_atomic
+
+        write_json_atomic(run_dir / "summary.json", summary)
+    return EXIT_OK
+
+
+def _median(values: list[float]) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2]
+
+
+def save_final(trainer: Any, tokenizer: Any, run_dir: Path) -> None:
+    """final/ = the model or adapter + tokenizer, written beside and renamed into place (every rank takes part)."""
+    final = run_dir / "final"
+    staging = run_dir / ".final.partial"
+    if rank_zero() and staging.exists():
+        shutil.rmtree(staging)
+    trainer.save_model(str(staging))
+    if rank_zero():
+        tokenizer.save_pretrained(str(staging))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(staging, final)
+
+
+def sample_answer(model: Any, tokenizer: Any, manifest: dict[str, Any], max_new_tokens: int = 64) -> dict[str, str]:
+    """Greedy answer of the trained model to the first training prompt (a quick look at what it learned)."""
+    import torch
+
+    prompt = manifest.get("sample_prompt")
+    if not prompt:
+        return {}
+    messages = prompt if isinstance(prompt, list) else [{"role": "user", "content": str(prompt)}]
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    inputs = tokenizer(text, return_tensors="pt", add_special_tokens=False).to(model.device)
+    model.eval()
+    with torch.no_grad():
+        output = model.generate(
+            **inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
+        )
+    answer = tokenizer.decode(output[0][inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+    question = messages[-1]["content"] if messages else ""
+    return {"prompt": str(question), "answer": answer.strip()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of a worker process."""
+    arguments = sys.argv[1:] if argv is None else argv
+    if len(arguments) != 1:
+        print("usage: python -m factory_cli.backends.deepspeed.worker <run_dir>/plan.json", file=sys.stderr)
+        return 2
+    plan, job, manifest = load_run_inputs(Path(arguments[0]))
+    return run_worker(plan, job, manifest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

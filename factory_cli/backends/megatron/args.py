@@ -1,0 +1,230 @@
+"""Job sections and a Hugging Face architecture -> Megatron-LM / MindSpeed-LLM command-line arguments. Pure.
+
+Flag names were checked against Megatron-LM main (2026-08, `megatron/training/arguments.py`, parsed with
+`add_megatron_arguments`) and MindSpeed-LLM 26.1.0 (Megatron core_v0.12.1 plus `mindspeed_llm/features_manager`
+and the `examples/mcore/{qwen25,qwen3,llama2}` scripts; Llama-3 rope flags from its 2.3.0 llama31 scripts).
+"""
+
+from __future__ import annotations
+
+import math
+
+from factory_cli.config.schema import LoraConfig, MegatronParallel, TrainSection
+from factory_cli.registry.models import Architecture
+
+MEGATRON_LM = "megatron-lm"
+MINDSPEED_LLM = "mindspeed-llm"
+
+# HF model_type -> what the decoder needs beyond the llama layout (RMSNorm, SwiGLU, RoPE, no linear bias).
+SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
+QKV_BIAS_TYPES = frozenset({"qwen2"})
+QK_NORM_TYPES = frozenset({"qwen3"})
+# MindSpeed-LLM builds Qwen3's q/k layernorm with its own layer spec.
+MINDSPEED_SPECS = {"qwen3": ["--spec", "mindspeed_llm.tasks.models.spec.qwen3_spec", "layer_spec"]}
+# Llama-3.1 / 3.3 rope scaling (Llama-3.2 uses factor 32); the HF config's rope_scaling block.
+LLAMA3_ROPE = {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
+
+# Our scheduler names -> Megatron's --lr-decay-style (warmup is separate: --lr-warmup-fraction).
+LR_DECAY_STYLES = {
+    "cosine": "cosine",
+    "cosine_with_min_lr": "cosine",
+    "linear": "linear",
+    "constant": "constant",
+    "constant_with_warmup": "constant",
+    "warmup_stable_decay": "WSD",
+}
+# HF projection names -> Megatron-core module names (MindSpeed-LLM --lora-target-modules).
+LORA_MODULES = {
+    "q_proj": "linear_qkv",
+    "k_proj": "linear_qkv",
+    "v_proj": "linear_qkv",
+    "qkv_proj": "linear_qkv",
+    "o_proj": "linear_proj",
+    "gate_proj": "linear_fc1",
+    "up_proj": "linear_fc1",
+    "gate_up_proj": "linear_fc1",
+    "down_proj": "linear_fc2",
+}
+ALL_LORA_MODULES = ["linear_qkv", "linear_proj", "linear_fc1", "linear_fc2"]
+
+
+def num(value: float) -> str:
+    """A number as a flag value, without binary noise: 1e-05, 0.0001, 8 (1e-4 x 0.1 is not 1.0000000000000002e-05)."""
+    return str(value) if isinstance(value, int) else f"{value:.10g}"
+
+
+def architecture_args(
+    arch: Architecture, max_length: int, engine: str = MEGATRON_LM, rope_scaling_factor: float | None = None
+) -> list[str]:
+    """Decoder shape, attention, position embedding, norm, MLP and vocabulary flags for a HF decoder.
+
+    Raises ValueError for model types whose layout these flags do not describe (and for mixture-of-experts).
+    """
+    if arch.model_type not in SUPPORTED_MODEL_TYPES:
+        raise ValueError(
+            f"model_type `{arch.model_type}` is not supported by the megatron backend "
+            f"(supported: {', '.join(SUPPORTED_MODEL_TYPES)})"
+        )
+    if arch.num_experts is not None:
+        raise ValueError("mixture-of-experts models are not planned by the megatron backend yet")
+    args = [
+        "--num-layers", str(arch.num_hidden_layers),
+        "--hidden-size", str(arch.hidden_size),
+        "--ffn-hidden-size", str(arch.intermediate_size),
+        "--num-attention-heads", str(arch.num_attention_heads),
+    ]  # fmt: skip
+    if arch.num_key_value_heads != arch.num_attention_heads:
+        args += ["--group-query-attention", "--num-query-groups", str(arch.num_key_value_heads)]
+    if arch.head_dim is not None:
+        args += ["--kv-channels", str(arch.head_dim)]
+    args += [
+        "--seq-length", str(max_length),
+        "--max-position-embeddings", str(arch.max_position_embeddings),
+        "--position-embedding-type", "rope",
+        "--rotary-base", str(int(arch.rope_theta)),
+    ]  # fmt: skip
+    args += rope_scaling_args(arch, engine, rope_scaling_factor)
+    args += ["--normalization", "RMSNorm", "--norm-epsilon", num(arch.rms_norm_eps or 1e-6), "--swiglu"]
+    args.append("--disable-bias-linear")
+    if arch.model_type in QKV_BIAS_TYPES:
+        args.append("--add-qkv-bias")
+    if arch.model_type in QK_NORM_TYPES:
+        args.append("--qk-layernorm")
+        if engine == MINDSPEED_LLM:
+            args += MINDSPEED_SPECS[arch.model_type]
+    if not arch.tie_word_embeddings:
+        args.append("--untie-embeddings-and-output-weights")
+    # The checkpoint's embedding has exactly vocab_size rows: no extra padding.
+    args += ["--make-vocab-size-divisible-by", "1", "--padded-vocab-size", str(arch.vocab_size)]
+    # HF decoders train without dropout; Megatron's defaults are 0.1.
+    args += ["--attention-dropout", "0.0", "--hidden-dropout", "0.0", "--attention-softmax-in-fp32"]
+    return args
+
+
+def rope_scaling_args(arch: Architecture, engine: str, factor: float | None = None) -> list[str]:
+    """Llama-3 rope scaling: MindSpeed-LLM takes the whole rope_scaling block, Megatron-LM the factor."""
+    if arch.rope_scaling_type is None:
+        return []
+    if arch.rope_scaling_type != "llama3":
+        raise ValueError(f"rope scaling `{arch.rope_scaling_type}` is not supported by the megatron backend")
+    scale = factor if factor is not None else LLAMA3_ROPE["factor"]
+    if engine == MINDSPEED_LLM:
+        return [
+            "--rope-scaling-type", "llama3",
+            "--rope-scaling-factor", num(scale),
+            "--low-freq-factor", num(LLAMA3_ROPE["low_freq_factor"]),
+            "--high-freq-factor", num(LLAMA3_ROPE["high_freq_factor"]),
+            "--original-max-position-embeddings", num(LLAMA3_ROPE["original_max_position_embeddings"]),
+        ]  # fmt: skip
+    return ["--use-rope-scaling", "--rope-scaling-factor", num(scale)]
+
+
+def tokenizer_args(engine: str, hf_path: str, sft: bool = False) -> list[str]:
+    """The tokenizer of the HF checkpoint; Megatron-LM SFT uses its chat-template SFTTokenizer."""
+    if engine == MINDSPEED_LLM:
+        return ["--tokenizer-type", "PretrainedFromHF", "--tokenizer-name-or-path", hf_path]
+    if sft:
+        return [
+            "--tokenizer-type", "SFTTokenizer",
+            "--tokenizer-model", hf_path,
+            "--sft-tokenizer-prompt-format", "default",
+        ]  # fmt: skip
+    return ["--tokenizer-type", "HuggingFaceTokenizer", "--tokenizer-model", hf_path]
+
+
+def layers_per_virtual_stage(parallel: MegatronParallel, num_layers: int) -> int | None:
+    """--num-layers-per-virtual-pipeline-stage for parallel.vpp virtual stages per pipeline rank."""
+    if parallel.vpp is None:
+        return None
+    stages = parallel.pp * parallel.vpp
+    if num_layers % stages:
+        raise ValueError(f"{num_layers} layers do not split into pp {parallel.pp} x vpp {parallel.vpp} stages")
+    return num_layers // stages
+
+
+def parallel_args(parallel: MegatronParallel, num_layers: int | None = None) -> list[str]:
+    """TP / PP / CP / EP / virtual pipeline, sequence parallel and the distributed optimizer."""
+    args = [
+        "--tensor-model-parallel-size", str(parallel.tp),
+        "--pipeline-model-parallel-size", str(parallel.pp),
+    ]  # fmt: skip
+    if parallel.cp > 1:
+        args += ["--context-parallel-size", str(parallel.cp)]
+    if parallel.ep > 1:
+        args += ["--expert-model-parallel-size", str(parallel.ep)]
+    if parallel.vpp is not None:
+        if num_layers is None:
+            raise ValueError("parallel.vpp needs the model's number of layers")
+        args += ["--num-layers-per-virtual-pipeline-stage", str(layers_per_virtual_stage(parallel, num_layers))]
+    if parallel.sequence_parallel:
+        args.append("--sequence-parallel")
+    if parallel.distributed_optimizer:
+        args.append("--use-distributed-optimizer")
+    return args
+
+
+def optimizer_args(train: TrainSection) -> list[str]:
+    """Batch sizes, AdamW, the learning-rate schedule, clipping, precision and seed (defaults resolved)."""
+    assert train.learning_rate is not None and train.global_batch_size is not None, "resolve_defaults fills these"
+    lr = train.learning_rate
+    scheduler = train.scheduler or "cosine"
+    min_lr = lr * (train.min_lr_ratio or 0.0) if scheduler in ("cosine", "cosine_with_min_lr", "linear") else 0.0
+    args = [
+        "--micro-batch-size", str(train.micro_batch_size),
+        "--global-batch-size", str(train.global_batch_size),
+        "--lr", num(lr),
+        "--min-lr", num(min_lr),
+        "--lr-decay-style", LR_DECAY_STYLES[scheduler],
+        "--lr-warmup-fraction", num(train.warmup_ratio or 0.0),
+        "--weight-decay", num(train.weight_decay or 0.0),
+        "--adam-beta1", num(train.adam_beta1),
+        "--adam-beta2", num(train.adam_beta2 or 0.999),
+        "--clip-grad", num(train.max_grad_norm),
+    ]  # fmt: skip
+    if train.precision == "bf16":
+        args.append("--bf16")
+    elif train.precision == "fp16":
+        args.append("--fp16")
+    args += ["--seed", str(train.seed)]
+    return args
+
+
+def train_iters(train: TrainSection, train_samples: int | None) -> int | None:
+    """train.max_steps, else ceil(epochs x samples / global batch); None while the sample count is unknown."""
+    if train.max_steps is not None:
+        return train.max_steps
+    if train_samples is None:
+        return None
+    assert train.global_batch_size is not None and train.epochs is not None, "resolve_defaults fills these"
+    return max(1, math.ceil(train.epochs * train_samples / train.global_batch_size))
+
+
+def recompute_args(mode: str) -> list[str]:
+    """Activation recomputation: selective (attention core) or full (every layer, uniformly, one at a time)."""
+    if mode == "selective":
+        return ["--recompute-granularity", "selective"]
+    if mode == "full":
+        return ["--recompute-granularity", "full", "--recompute-method", "uniform", "--recompute-num-layers", "1"]
+    return []
+
+
+def lora_target_modules(targets: list[str]) -> list[str]:
+    """HF projection names (or `all`) -> Megatron-core module names, in Megatron's order, without repeats."""
+    if targets == ["all"] or "all-linear" in targets:
+        return list(ALL_LORA_MODULES)
+    unknown = [t for t in targets if t not in LORA_MODULES and t not in ALL_LORA_MODULES]
+    if unknown:
+        raise ValueError(
+            f"LoRA targets {unknown} have no Megatron module; use all or {', '.join(sorted(LORA_MODULES))}"
+        )
+    wanted = {LORA_MODULES.get(t, t) for t in targets}
+    return [module for module in ALL_LORA_MODULES if module in wanted]
+
+
+def lora_args(lora: LoraConfig) -> list[str]:
+    """MindSpeed-LLM LoRA: rank, alpha and the Megatron modules to adapt."""
+    return [
+        "--lora-r", str(lora.rank),
+        "--lora-alpha", str(lora.alpha or 2 * lora.rank),
+        "--lora-target-modules", *lora_target_modules(list(lora.target)),
+    ]  # fmt: skip

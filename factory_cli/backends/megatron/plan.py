@@ -1,0 +1,591 @@
+"""Job -> Megatron-LM (CUDA) or MindSpeed-LLM (Ascend NPU) steps: convert, preprocess, train, export. Pure.
+
+Verified against (see args.py for the flag sources):
+* MindSpeed-LLM 26.1.0: `convert_ckpt_v2.py` (hf <-> mg, --model-type-hf), `preprocess_data.py` handlers
+  (GeneralPretrainHandler, SharegptStyleInstructionHandler, SharegptStylePairwiseHandler with --map-keys),
+  `pretrain_gpt.py` for pt and `posttrain_gpt.py --stage sft|dpo` for post-training.
+* Megatron-LM main (2026-08): `pretrain_gpt.py` (pt, and SFT with --sft over a jsonl of messages),
+  `tools/preprocess_data.py`. HF <-> Megatron conversion is Megatron Bridge's (`scripts/conversion/
+  run_conversion.py import|export`): Megatron-LM's own `tools/checkpoint/convert.py` no longer has a Llama /
+  Qwen HF loader and its docs point to Megatron Bridge. Megatron-LM has no DPO and no LoRA.
+
+Engine scripts are not pip-installed: argv names them under `$MINDSPEED_LLM_HOME`, `$MEGATRON_LM_HOME` and
+`$MEGATRON_BRIDGE_HOME`, which `run` replaces with the checkouts named by those environment variables.
+The run step writes the canonical rows as jsonl (`megatron_input_row`) and puts the HF checkpoint at
+`<run_dir>/hf_model` before the steps start.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from factory_cli.backends.base import Plan, Step
+from factory_cli.backends.megatron.args import (
+    MEGATRON_LM,
+    MINDSPEED_LLM,
+    architecture_args,
+    layers_per_virtual_stage,
+    lora_args,
+    lora_target_modules,
+    optimizer_args,
+    parallel_args,
+    recompute_args,
+    tokenizer_args,
+    train_iters,
+)
+from factory_cli.config.defaults import data_parallel_size
+from factory_cli.config.errors import UsageError
+from factory_cli.config.schema import MegatronJob
+from factory_cli.devices import ASCEND_SET_ENV, DeviceKind, dist_backend, launch_env, visible_devices_var
+from factory_cli.registry.models import Architecture
+
+PYTHON = "python"  # run() puts the interpreter that runs factory first on PATH
+HOME_VARS = {MEGATRON_LM: "MEGATRON_LM_HOME", MINDSPEED_LLM: "MINDSPEED_LLM_HOME"}
+BRIDGE_HOME_VAR = "MEGATRON_BRIDGE_HOME"
+ENGINE_LABELS = {MEGATRON_LM: "Megatron-LM", MINDSPEED_LLM: "MindSpeed-LLM"}
+# What `run` needs importable (Megatron Bridge too when it converts); looked for without importing.
+ENGINE_MODULES = {MEGATRON_LM: ("megatron.core",), MINDSPEED_LLM: ("mindspeed_llm", "mindspeed")}
+ENGINE_METHODS = {MEGATRON_LM: ("full",), MINDSPEED_LLM: ("full", "lora")}
+ENGINE_STAGES = {MEGATRON_LM: ("pt", "sft"), MINDSPEED_LLM: ("pt", "sft", "dpo")}
+
+# HF model_type -> convert_ckpt_v2.py --model-type-hf (Llama-3 and Mistral share the llama2 layout).
+MINDSPEED_MODEL_TYPES = {"llama": "llama2", "mistral": "llama2", "qwen2": "qwen25", "qwen3": "qwen3"}
+# Our chat template names -> MindSpeed-LLM --prompt-type (configs/finetune/templates.json).
+PROMPT_TYPES = {"chatml": "chatml", "qwen3": "qwen3", "llama3": "llama3", "mistral": "mistral", "glm4": "glm4"}
+# Qwen2.5 chats in ChatML; MindSpeed-LLM's Qwen2.5 scripts use its `qwen` template (ChatML + Qwen's system).
+MODEL_TYPE_PROMPTS = {"qwen2": "qwen", "qwen3": "qwen3"}
+DPO_LOSSES = {"sigmoid": "sigmoid", "hinge": "hinge", "ipo": "ipo", "robust": "sigmoid"}
+# OpenAI-style messages read by MindSpeed-LLM's sharegpt handlers.
+OPENAI_TAGS = {
+    "role_tag": "role",
+    "content_tag": "content",
+    "user_tag": "user",
+    "assistant_tag": "assistant",
+    "observation_tag": "tool",
+    "function_tag": "function_call",
+    "system_tag": "system",
+}
+PREPROCESS_WORKERS = 8
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What the planner needs to know about the model; looked up by the backend (registry or config.json)."""
+
+    architecture: Architecture | None
+    source: str
+    template: str | None = None
+    rope_scaling_factor: float | None = None
+
+
+@dataclass(frozen=True)
+class MegatronPaths:
+    """Every path a megatron run reads or writes, under the run directory."""
+
+    run_dir: Path
+    base: str
+
+    @classmethod
+    def of(cls, job: MegatronJob) -> MegatronPaths:
+        assert job.output.dir is not None, "resolve_defaults fills output.dir"
+        run_dir = Path(job.output.dir)
+        return cls(run_dir=run_dir, base=job.megatron.load or str(run_dir / "megatron_base"))
+
+    def sub(self, *parts: str) -> str:
+        return str(self.run_dir.joinpath(*parts))
+
+    @property
+    def hf_model(self) -> str:
+        return self.sub("hf_model")
+
+    @property
+    def train_file(self) -> str:
+        return self.sub("data", "train.jsonl")
+
+    @property
+    def prefix(self) -> str:
+        return self.sub("data", "megatron", "train")
+
+    @property
+    def checkpoints(self) -> str:
+        return self.sub("checkpoints")
+
+    @property
+    def final(self) -> str:
+        return self.sub("final")
+
+
+def home(var: str, *parts: str) -> str:
+    """A path inside an engine checkout, resolved from the environment variable `var` when the step runs."""
+    return "/".join([f"${var}", *parts])
+
+
+def choose_engine(job: MegatronJob, device: DeviceKind) -> str:
+    """MindSpeed-LLM on Ascend NPU (megatron.use_mindspeed: auto), Megatron-LM on CUDA; mismatches are errors."""
+    use = job.megatron.use_mindspeed
+    engine = MINDSPEED_LLM if (use is True or (use == "auto" and device == "npu")) else MEGATRON_LM
+    if device == "cpu":
+        raise UsageError("the megatron backend needs GPUs or NPUs", "use backend: deepspeed on CPU")
+    if engine == MINDSPEED_LLM and device != "npu":
+        raise UsageError("MindSpeed-LLM runs on Ascend NPUs only", "set megatron.use_mindspeed: auto on CUDA")
+    if engine == MEGATRON_LM and device == "npu":
+        raise UsageError("Megatron-LM needs MindSpeed-LLM on Ascend NPUs", "set megatron.use_mindspeed: auto")
+    return engine
+
+
+def check_engine_support(job: MegatronJob, engine: str) -> None:
+    """Stage and method against what the engine trains; raise UsageError naming the alternative."""
+    label = ENGINE_LABELS[engine]
+    if job.stage not in ENGINE_STAGES[engine]:
+        raise UsageError(
+            f"{label} has no stage {job.stage} (it runs {', '.join(ENGINE_STAGES[engine])})",
+            "dpo with Megatron runs on Ascend NPUs (MindSpeed-LLM); on CUDA use backend: deepspeed",
+        )
+    if job.method.type not in ENGINE_METHODS[engine]:
+        raise UsageError(
+            f"{label} does not train method {job.method.type} (it trains {', '.join(ENGINE_METHODS[engine])})",
+            "set method.type: full, or use backend: deepspeed for adapters",
+        )
+    if job.dpo is not None:
+        if job.dpo.ref_model is not None:
+            raise UsageError(
+                "the megatron backend uses the starting checkpoint as the DPO reference, not dpo.ref_model",
+                "remove dpo.ref_model",
+            )
+        if job.dpo.loss not in DPO_LOSSES:
+            raise UsageError(
+                f"MindSpeed-LLM has no DPO loss `{job.dpo.loss}`",
+                f"use one of: {', '.join(DPO_LOSSES)}",
+            )
+
+
+def prompt_type(model: ModelFacts, template: str) -> str:
+    """MindSpeed-LLM --prompt-type for the job's chat template (auto: the registry's, by model type first)."""
+    arch = model.architecture
+    if template == "auto":
+        if arch is not None and arch.model_type in MODEL_TYPE_PROMPTS:
+            return MODEL_TYPE_PROMPTS[arch.model_type]
+        template = model.template or ""
+    if template in PROMPT_TYPES:
+        return PROMPT_TYPES[template]
+    raise UsageError(
+        f"chat template `{template or 'auto'}` has no MindSpeed-LLM --prompt-type",
+        f"set model.template to one of: {', '.join(PROMPT_TYPES)}",
+    )
+
+
+def map_keys(stage: str) -> str:
+    """--map-keys for the jsonl rows `megatron_input_row` writes (JSON text, one argv element)."""
+    keys: dict[str, Any] = {"messages": "messages", "system": "system", "tools": "tools", "tags": OPENAI_TAGS}
+    if stage == "dpo":
+        keys.update({"chosen": "chosen", "rejected": "rejected"})
+    return json.dumps(keys, separators=(",", ":"))
+
+
+def _function_call(message: dict[str, Any]) -> dict[str, Any]:
+    calls = [call.get("function", call) for call in message["tool_calls"]]
+    content = calls[0] if len(calls) == 1 else calls
+    return {"role": "function_call", "content": json.dumps(content, ensure_ascii=False)}
+
+
+def _sharegpt_turns(messages: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
+    system = ""
+    turns: list[dict[str, Any]] = []
+    for message in messages:
+        if message["role"] == "system":
+            system = str(message.get("content") or "")
+        elif message["role"] == "assistant" and message.get("tool_calls"):
+            turns.append(_function_call(message))
+        else:
+            turns.append({"role": message["role"], "content": message.get("content") or ""})
+    return system, turns
+
+
+def megatron_input_row(stage: str, row: dict[str, Any], engine: str) -> dict[str, Any]:
+    """One canonical row as the engine's data tools read it (pt: text; sft / dpo: OpenAI-tagged sharegpt)."""
+    if stage == "pt":
+        return {"text": row["text"]}
+    if stage == "sft" and engine == MEGATRON_LM:
+        # Megatron-LM's SFTDataset reads {"messages": [...]} and renders them with the tokenizer's chat template.
+        return {"messages": row["messages"]}
+    if stage == "sft":
+        system, turns = _sharegpt_turns(row["messages"])
+        return {"messages": turns, "system": system, "tools": row.get("tools") or ""}
+    system, turns = _sharegpt_turns(row["prompt"])
+
+    def answer(side: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"role": "assistant", "content": str(side[-1].get("content") or "")}
+
+    return {
+        "messages": turns,
+        "system": system,
+        "tools": "",
+        "chosen": answer(row["chosen"]),
+        "rejected": answer(row["rejected"]),
+    }
+
+
+def on_device(argv: list[str], device: DeviceKind) -> list[str]:
+    """On Ascend, run argv after sourcing the CANN toolkit's set_env.sh (the one use of a shell)."""
+    if device != "npu":
+        return argv
+    return ["bash", "-c", f"source {shlex.quote(str(ASCEND_SET_ENV))} && exec {shlex.join(argv)}"]
+
+
+def torchrun_argv(job: MegatronJob, script: str, args: list[str]) -> list[str]:
+    """`python -m torch.distributed.run` over this node's devices, then the engine script and its arguments."""
+    p = job.parallel
+    return [
+        PYTHON, "-m", "torch.distributed.run",
+        "--nnodes", str(p.nnodes),
+        "--nproc_per_node", str(p.nproc_per_node),
+        "--node_rank", str(p.node_rank),
+        "--master_addr", p.master_addr,
+        "--master_port", str(p.master_port),
+        script, *args,
+    ]  # fmt: skip
+
+
+def convert_argv(
+    job: MegatronJob, engine: str, model_type_hf: str | None, paths: MegatronPaths, num_layers: int
+) -> list[str]:
+    """HF -> Megatron: MindSpeed-LLM's convert_ckpt_v2.py at the target TP/PP, or Megatron Bridge's import."""
+    if engine == MINDSPEED_LLM:
+        p = job.parallel
+        argv = [
+            PYTHON, home(HOME_VARS[engine], "convert_ckpt_v2.py"),
+            "--load-model-type", "hf",
+            "--save-model-type", "mg",
+            "--target-tensor-parallel-size", str(p.tp),
+            "--target-pipeline-parallel-size", str(p.pp),
+        ]  # fmt: skip
+        if p.ep > 1:
+            argv += ["--target-expert-parallel-size", str(p.ep)]
+        if p.vpp is not None:
+            argv += ["--num-layers-per-virtual-pipeline-stage", str(layers_per_virtual_stage(p, num_layers))]
+        assert model_type_hf is not None
+        return [*argv, "--load-dir", paths.hf_model, "--save-dir", paths.base, "--model-type-hf", model_type_hf]
+    dtype = {"bf16": "bfloat16", "fp16": "float16"}.get(job.train.precision, "float32")
+    argv = [
+        PYTHON, home(BRIDGE_HOME_VAR, "scripts", "conversion", "run_conversion.py"), "import",
+        "--device", "cpu",
+        "--hf-model", paths.hf_model,
+        "--megatron-path", paths.base,
+        "--torch-dtype", dtype,
+    ]  # fmt: skip
+    return argv + (["--trust-remote-code"] if job.model.trust_remote_code else [])
+
+
+def preprocess_argv(job: MegatronJob, engine: str, paths: MegatronPaths, prompt: str | None) -> list[str] | None:
+    """The engine's preprocess_data.py over the jsonl the run step writes; None when training reads jsonl."""
+    common = ["--input", paths.train_file, "--output-prefix", paths.prefix, "--workers", str(PREPROCESS_WORKERS)]
+    if engine == MEGATRON_LM:
+        if job.stage != "pt":
+            return None
+        return [
+            PYTHON, home(HOME_VARS[engine], "tools", "preprocess_data.py"), *common,
+            "--tokenizer-type", "HuggingFaceTokenizer",
+            "--tokenizer-model", paths.hf_model,
+            "--json-keys", "text",
+            "--append-eod",
+        ]  # fmt: skip
+    argv = [
+        PYTHON, home(HOME_VARS[engine], "preprocess_data.py"), *common,
+        "--tokenizer-type", "PretrainedFromHF",
+        "--tokenizer-name-or-path", paths.hf_model,
+        "--log-interval", "1000",
+    ]  # fmt: skip
+    if job.stage == "pt":
+        return [*argv, "--handler-name", "GeneralPretrainHandler", "--json-keys", "text", "--append-eod"]
+    assert prompt is not None
+    handler = "SharegptStyleInstructionHandler" if job.stage == "sft" else "SharegptStylePairwiseHandler"
+    argv += ["--handler-name", handler, "--prompt-type", prompt, "--map-keys", map_keys(job.stage)]
+    argv += ["--seq-length", str(job.data.max_length)]
+    if job.stage == "sft" and job.data.packing:
+        argv += ["--pack", "--neat-pack"]
+    return argv
+
+
+def data_path(job: MegatronJob, engine: str, paths: MegatronPaths) -> str:
+    """What --data-path names: the indexed dataset's prefix (pt adds the json key and level), or the jsonl."""
+    if job.stage == "pt":
+        return f"{paths.prefix}_text_document"
+    if engine == MEGATRON_LM:
+        return paths.train_file
+    return paths.prefix
+
+
+def stage_args(job: MegatronJob, engine: str, prompt: str | None, paths: MegatronPaths) -> list[str]:
+    """What makes the script post-train: MindSpeed-LLM's --stage sft|dpo, Megatron-LM's --sft."""
+    if job.stage == "pt":
+        return []
+    if engine == MEGATRON_LM:
+        return ["--sft"]
+    assert prompt is not None
+    if job.stage == "sft":
+        args = ["--stage", "sft", "--is-instruction-dataset", "--prompt-type", prompt]
+        if job.data.packing:
+            args += ["--reset-attention-mask", "--neat-pack"]
+        return args
+    assert job.dpo is not None
+    args = [
+        "--stage", "dpo", "--is-pairwise-dataset", "--prompt-type", prompt,
+        "--dpo-beta", str(job.dpo.beta),
+        "--dpo-loss-type", DPO_LOSSES[job.dpo.loss],
+    ]  # fmt: skip
+    if job.dpo.label_smoothing > 0:
+        args += ["--dpo-label-smoothing", str(job.dpo.label_smoothing)]
+    # The starting weights, frozen: the reference stays the same when the policy resumes from a checkpoint.
+    return [*args, "--ref-model", paths.base]
+
+
+def device_args(job: MegatronJob, engine: str) -> list[str]:
+    """Attention kernel and fused kernels: MindSpeed-LLM's Ascend kernels, or Megatron-LM's attention backend."""
+    if engine == MINDSPEED_LLM:
+        return [
+            "--use-flash-attn",
+            "--use-fused-rmsnorm",
+            "--use-fused-swiglu",
+            "--use-fused-rotary-pos-emb",
+            "--no-masked-softmax-fusion",
+            "--no-gradient-accumulation-fusion",
+            "--transformer-impl", "local",
+        ]  # fmt: skip
+    flash = job.model.attn_implementation.startswith("flash_attention")
+    return ["--attention-backend", "flash" if flash else "auto"]
+
+
+def checkpoint_args(job: MegatronJob, engine: str, paths: MegatronPaths) -> list[str]:
+    """Save to <run>/checkpoints; resume auto = load from there, else start from the converted weights."""
+    resume = job.output.resume
+    args = ["--save", paths.checkpoints, "--save-interval", str(job.output.save_steps)]
+    if resume == "auto":
+        # --pretrained-checkpoint is used (as a finetune: iteration 0, no optimizer state) only while
+        # --load holds no checkpoint, so the same argv starts and resumes the run.
+        args += ["--load", paths.checkpoints, "--pretrained-checkpoint", paths.base]
+    elif resume == "never":
+        args += ["--load", paths.base, "--finetune"]
+    else:
+        args += ["--load", resume]
+    if engine == MINDSPEED_LLM:
+        # convert_ckpt_v2.py writes Megatron's per-rank torch format.
+        args += ["--ckpt-format", "torch"]
+    return [*args, "--exit-on-missing-checkpoint"]
+
+
+def logging_args(job: MegatronJob, paths: MegatronPaths, engine: str) -> list[str]:
+    """Log interval, throughput, eval cadence and the split, tensorboard / wandb."""
+    ratio = job.data.eval_ratio
+    eval_percent = round(ratio * 100) if ratio > 0 else 0
+    args = [
+        "--log-interval", str(job.logging.steps),
+        "--log-throughput",
+        "--eval-interval", str(job.output.save_steps),
+        "--eval-iters", "10" if eval_percent else "0",
+        "--split", f"{100 - eval_percent},{eval_percent},0",
+    ]  # fmt: skip
+    report = job.logging.report_to
+    if "tensorboard" in report:
+        args += ["--tensorboard-dir", paths.sub("tensorboard")]
+    if "wandb" in report:
+        if engine == MINDSPEED_LLM:
+            args.append("--use-wandb")
+        args += ["--wandb-project", job.logging.project or "factory", "--wandb-exp-name", paths.run_dir.name]
+    return args
+
+
+def train_args(
+    job: MegatronJob, engine: str, model: ModelFacts, paths: MegatronPaths, prompt: str | None, iters: int | None
+) -> list[str]:
+    """Everything after the script name of the training launch."""
+    arch = model.architecture
+    assert arch is not None
+    try:
+        shape = architecture_args(arch, job.data.max_length, engine, model.rope_scaling_factor)
+        parallel = parallel_args(job.parallel, arch.num_hidden_layers)
+    except ValueError as exc:
+        raise UsageError(str(exc), "use backend: deepspeed for this model") from None
+    args = stage_args(job, engine, prompt, paths)
+    if job.method.type == "lora":
+        args += lora_args(job.method.lora)
+    args += shape
+    args += tokenizer_args(engine, paths.hf_model, sft=job.stage == "sft")
+    args += parallel
+    args += optimizer_args(job.train)
+    if iters is not None:
+        args += ["--train-iters", str(iters)]
+    args += recompute_args(job.megatron.recompute)
+    args += device_args(job, engine)
+    args += ["--data-path", data_path(job, engine, paths)]
+    args += checkpoint_args(job, engine, paths)
+    args += logging_args(job, paths, engine)
+    return args + list(job.megatron.extra_args)
+
+
+def export_argv(job: MegatronJob, engine: str, model_type_hf: str | None, paths: MegatronPaths) -> list[str]:
+    """Megatron -> HF into <run>/final: convert_ckpt_v2.py (LoRA merged onto the base), or Megatron Bridge."""
+    if engine == MINDSPEED_LLM:
+        assert model_type_hf is not None
+        argv = [PYTHON, home(HOME_VARS[engine], "convert_ckpt_v2.py"), "--load-model-type", "mg"]
+        argv += ["--save-model-type", "hf"]
+        if job.method.type == "lora":
+            lora = job.method.lora
+            argv += ["--load-dir", paths.base, "--lora-load", paths.checkpoints]
+            argv += ["--lora-r", str(lora.rank), "--lora-alpha", str(lora.alpha or 2 * lora.rank)]
+            argv += ["--lora-target-modules", *lora_target_modules(list(lora.target))]
+        else:
+            argv += ["--load-dir", paths.checkpoints]
+        return [*argv, "--save-dir", paths.final, "--hf-cfg-dir", paths.hf_model, "--model-type-hf", model_type_hf]
+    argv = [
+        PYTHON, home(BRIDGE_HOME_VAR, "scripts", "conversion", "run_conversion.py"), "export",
+        "--device", "cpu",
+        "--hf-model", paths.hf_model,
+        "--megatron-path", paths.checkpoints,
+        "--hf-path", paths.final,
+    ]  # fmt: skip
+    return argv + (["--trust-remote-code"] if job.model.trust_remote_code else [])
+
+
+def plan_megatron(job: MegatronJob, device: DeviceKind, model: ModelFacts, train_samples: int | None = None) -> Plan:
+    """The whole plan for a job whose defaults (device ones included) are resolved.
+
+    `train_samples` is the number of training rows, counted by the caller once the data is read: without
+    train.max_steps the length is --train-iters = ceil(epochs x train_samples / global batch). When it is
+    None (a dry run) the train step has no --train-iters yet and a note says so; `run` plans again with it.
+    """
+    engine = choose_engine(job, device)
+    check_engine_support(job, engine)
+    if model.architecture is None:
+        raise UsageError(
+            f"the megatron backend needs the architecture of `{job.model.name_or_path}`",
+            "use a registry model (factory list models) or a local directory with config.json",
+        )
+    arch = model.architecture
+    paths = MegatronPaths.of(job)
+    needs_model_type = engine == MINDSPEED_LLM and (job.megatron.load is None or job.megatron.save_hf)
+    model_type_hf = MINDSPEED_MODEL_TYPES.get(arch.model_type) if engine == MINDSPEED_LLM else None
+    if needs_model_type and model_type_hf is None:
+        raise UsageError(
+            f"MindSpeed-LLM's convert_ckpt_v2.py has no --model-type-hf for `{arch.model_type}`",
+            "convert the checkpoint yourself, give it as megatron.load and set megatron.save_hf: false",
+        )
+    prompt = prompt_type(model, job.model.template) if engine == MINDSPEED_LLM and job.stage != "pt" else None
+    iters = train_iters(job.train, train_samples)
+    env = {**launch_env(device, job.parallel.nproc_per_node), "CUDA_DEVICE_MAX_CONNECTIONS": "1", **job.env}
+
+    steps: list[Step] = []
+    if job.megatron.load is None:
+        convert = convert_argv(job, engine, model_type_hf, paths, arch.num_hidden_layers)
+        steps.append(Step(name="convert", argv=on_device(convert, device), env=env))
+    preprocess = preprocess_argv(job, engine, paths, prompt)
+    if preprocess is not None:
+        steps.append(Step(name="preprocess", argv=on_device(preprocess, device), env=env))
+    script = "pretrain_gpt.py" if job.stage == "pt" or engine == MEGATRON_LM else "posttrain_gpt.py"
+    args = train_args(job, engine, model, paths, prompt, iters)
+    launch = torchrun_argv(job, home(HOME_VARS[engine], script), args)
+    steps.append(Step(name="train", argv=on_device(launch, device), env=env))
+    if job.megatron.save_hf:
+        export = export_argv(job, engine, model_type_hf, paths)
+        steps.append(Step(name="export", argv=on_device(export, device), env=env))
+
+    return Plan(
+        backend="megatron",
+        stage=job.stage,
+        run_dir=str(paths.run_dir),
+        device=device,
+        steps=steps,
+        engine_config={
+            "engine": engine,
+            "engine_home_var": HOME_VARS[engine],
+            "converter_home_var": BRIDGE_HOME_VAR if engine == MEGATRON_LM else HOME_VARS[engine],
+            "script": script,
+            "train_args": args,
+            "train_iters": iters,
+            "train_samples": train_samples,
+            "hf_model": paths.hf_model,
+            "model_source": model.source,
+            "megatron_checkpoint": paths.base,
+            "train_file": paths.train_file,
+            "data_path": data_path(job, engine, paths),
+            "model_type_hf": model_type_hf,
+            "prompt_type": prompt,
+            "data_parallel_size": data_parallel_size(job),
+        },
+        notes=_notes(job, engine, device, paths, iters, train_samples),
+    )
+
+
+def _notes(
+    job: MegatronJob, engine: str, device: DeviceKind, paths: MegatronPaths, iters: int | None, samples: int | None
+) -> list[str]:
+    p, t = job.parallel, job.train
+    home_var = HOME_VARS[engine]
+    notes = [
+        f"engine: {ENGINE_LABELS[engine]}; its scripts run from ${home_var} (a checkout of it)",
+        f"distributed backend: {dist_backend(device)}",
+        f"world {p.world_size} = DP {data_parallel_size(job)} x TP {p.tp} x PP {p.pp} x CP {p.cp}; global batch "
+        f"{t.global_batch_size} = micro {t.micro_batch_size} x DP {data_parallel_size(job)} x accumulation "
+        f"{t.gradient_accumulation_steps}",
+    ]
+    visible = visible_devices_var(device)
+    if visible:
+        notes.append(f"devices are selected with {visible}")
+    if device == "npu":
+        notes.append(
+            f"Ascend: every step sources {ASCEND_SET_ENV} first; torch_npu serves Megatron's default "
+            "--distributed-backend nccl with HCCL; MindSpeed-LLM 26.x wants Megatron-LM core_v0.12.1's megatron/ "
+            "inside its checkout"
+        )
+    if job.megatron.load is None:
+        if engine == MEGATRON_LM:
+            notes.append(
+                f"HF -> Megatron conversion uses Megatron Bridge (${BRIDGE_HOME_VAR}, a Megatron-Bridge checkout), "
+                "the converter Megatron-LM recommends: tools/checkpoint/convert.py has no Llama/Qwen HF loader any more"
+            )
+        else:
+            notes.append(f"the HF weights are converted at TP {p.tp} / PP {p.pp} into {paths.base}")
+    elif engine == MINDSPEED_LLM:
+        notes.append(f"megatron.load must hold a torch-format checkpoint split for TP {p.tp} / PP {p.pp}")
+    notes.append(f"the run step writes the training rows to {paths.train_file} and the HF model to {paths.hf_model}")
+    if iters is None:
+        notes.append(
+            "train iterations: ceil(epochs x training rows / global batch), fixed once the run step has counted "
+            "the rows (set train.max_steps to fix it here)"
+        )
+    elif t.max_steps is None:
+        notes.append(f"train iterations: {iters} = ceil({t.epochs} epochs x {samples} rows / {t.global_batch_size})")
+    if job.stage == "pt":
+        notes.append("pt: Megatron draws seq_length-token sequences from the packed corpus, so rows only estimate them")
+    if job.output.resume == "auto":
+        notes.append(f"resume: auto continues from {paths.checkpoints}, else starts from {paths.base}")
+    if job.megatron.save_hf:
+        notes.append(f"export: the final checkpoint is converted to Hugging Face format in {paths.final}")
+        if engine == MEGATRON_LM:
+            notes.append(
+                "export: Megatron Bridge needs a run_config.yaml next to the checkpoint, which Megatron-LM does not "
+                "write; see Megatron Bridge's docs/megatron-lm-to-megatron-bridge.md (best-effort export)"
+            )
+    notes += _ignored(job, engine)
+    return notes
+
+
+def _ignored(job: MegatronJob, engine: str) -> list[str]:
+    ignored = []
+    if job.data.eval:
+        ignored.append("data.eval is not used by the megatron backend (data.eval_ratio is, through --split)")
+    if job.output.save_total_limit is not None:
+        ignored.append("output.save_total_limit: Megatron keeps every checkpoint")
+    if job.stage == "sft" and job.data.train_on_prompt:
+        ignored.append("data.train_on_prompt: the engine trains on assistant tokens only")
+    if job.train.optimizer not in ("adamw_torch", "adamw_torch_fused"):
+        ignored.append(f"train.optimizer {job.train.optimizer}: Megatron uses its own AdamW")
+    other = [r for r in job.logging.report_to if r not in ("tensorboard", "wandb")]
+    if other:
+        ignored.append(f"logging.report_to {', '.join(other)}: Megatron logs to tensorboard and wandb only")
+    if job.dpo is not None and job.dpo.loss == "robust":
+        ignored.append("dpo.loss robust: MindSpeed-LLM runs sigmoid DPO with --dpo-label-smoothing (cDPO)")
+    return [f"ignored: {text}" for text in ignored]

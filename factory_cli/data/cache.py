@@ -1,0 +1,137 @@
+"""Content-hash cache of prepared (tokenized, masked, packed) data: `<root>/data/<key>/`.
+
+The key covers everything the prepared rows depend on: the pipeline version, the stage, each dataset's bytes (or Hub
+id and split), its format, the tokenizer, the chat template and the data settings. An entry is built in a temporary
+folder beside its final place and renamed into place, so a reader never sees half an entry, and two runs preparing the
+same data at once both end with one complete entry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+# Bump whenever the prepared rows change for the same inputs (tokenization, masking, packing, report fields).
+PIPELINE_VERSION = 1
+CHUNK_BYTES = 1 << 20
+META_FILE = "meta.json"
+
+
+def cache_root(cache_dir: str | Path | None = None) -> Path:
+    """The cache folder: `data.cache_dir`, else $FACTORY_CACHE, else ~/.cache/factory."""
+    chosen = cache_dir or os.environ.get("FACTORY_CACHE") or Path.home() / ".cache" / "factory"
+    return Path(chosen).expanduser().resolve()
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's bytes (read in 1 MB chunks), or of a folder's data files (names and bytes)."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    if path.is_dir():
+        from factory_cli.data.readers import list_data_files
+
+        for file in list_data_files(path):
+            digest.update(file.name.encode("utf-8") + b"\0" + file_digest(file).encode("ascii"))
+        return digest.hexdigest()
+    with path.open("rb") as handle:
+        while chunk := handle.read(CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> dict[str, Any]:
+    """What identifies a tokenizer: its name, vocabulary size, special tokens and its full serialized form."""
+    fingerprint: dict[str, Any] = {
+        "name_or_path": str(getattr(tokenizer, "name_or_path", "")),
+        "vocab_size": len(tokenizer),
+        "bos": getattr(tokenizer, "bos_token", None),
+        "eos": getattr(tokenizer, "eos_token", None),
+        "pad": getattr(tokenizer, "pad_token", None),
+    }
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None and hasattr(backend, "to_str"):
+        fingerprint["sha256"] = hashlib.sha256(backend.to_str().encode("utf-8")).hexdigest()
+    return fingerprint
+
+
+def _canonical(value: Any) -> Any:
+    """JSON-able form with stable key order (paths as strings, dataclasses and mappings as dicts)."""
+    if isinstance(value, dict):
+        return {str(k): _canonical(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(value, list | tuple):
+        return [_canonical(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "__dataclass_fields__"):
+        import dataclasses
+
+        return _canonical(dataclasses.asdict(value))
+    if hasattr(value, "items"):
+        return _canonical(dict(value.items()))
+    return value
+
+
+def cache_key(parts: dict[str, Any]) -> str:
+    """sha256 over a canonical JSON of the pipeline version and `parts` (stage, data hashes, tokenizer, settings)."""
+    payload = json.dumps(
+        {"pipeline_version": PIPELINE_VERSION, **_canonical(parts)},
+        sort_keys=True,
+        ensure_ascii=False,
+        separators=(",", ":"),
+        default=str,
+    )
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def entry_dir(root: Path, key: str) -> Path:
+    """Where the entry of `key` lives (whether or not it exists yet)."""
+    return Path(root) / "data" / key
+
+
+def lookup(root: Path, key: str) -> Path | None:
+    """The complete entry of `key`, or None (an entry exists only once it has been renamed into place)."""
+    folder = entry_dir(root, key)
+    return folder if (folder / META_FILE).is_file() else None
+
+
+def read_meta(folder: Path) -> dict[str, Any]:
+    """An entry's metadata (report, sample prompt, paths of its splits)."""
+    data: dict[str, Any] = json.loads((Path(folder) / META_FILE).read_text(encoding="utf-8"))
+    return data
+
+
+def staging_dir(root: Path, key: str) -> Path:
+    """A fresh temporary folder on the cache's file system to build the entry of `key` in."""
+    parent = Path(root) / "data"
+    parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{key[:16]}.", suffix=".partial", dir=parent))
+
+
+def commit(staging: Path, root: Path, key: str, meta: dict[str, Any]) -> Path:
+    """Write the metadata, then rename the staging folder into place; a concurrent winner's entry is kept."""
+    (Path(staging) / META_FILE).write_text(json.dumps(meta, indent=1, ensure_ascii=False), encoding="utf-8")
+    final = entry_dir(root, key)
+    try:
+        os.replace(staging, final)
+    except OSError:
+        if lookup(root, key) is None:  # an incomplete leftover (not ours to keep): replace it
+            shutil.rmtree(final, ignore_errors=True)
+            try:
+                os.replace(staging, final)
+                return final
+            except OSError:
+                pass
+        discard(staging)
+    return final
+
+
+def discard(staging: Path) -> None:
+    """Remove a staging folder (after a failure, or when another run committed the same entry first)."""
+    with contextlib.suppress(OSError):
+        shutil.rmtree(staging)

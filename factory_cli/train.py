@@ -1,0 +1,137 @@
+"""`factory train`: validate -> resolve for the device -> plan -> run -> summary. Backend-agnostic."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from factory_cli.config.errors import UsageError
+from factory_cli.config.schema import JobBase
+
+
+class ConsoleProgress:
+    """What a backend reports while it runs, printed to the terminal."""
+
+    def info(self, message: str) -> None:
+        from factory_cli.ui import console
+
+        console.print(message, markup=False)
+
+    def warn(self, message: str) -> None:
+        from factory_cli.ui import console
+
+        console.print(f"[yellow]warning[/yellow] {message}")
+
+
+def device_facts(requested: str) -> Any:
+    """Device-dependent facts. An explicit cuda/npu/cpu is taken as given (plans for other machines work anywhere);
+    `auto` looks at this machine."""
+    from factory_cli.config.defaults import DeviceFacts
+    from factory_cli.devices import cuda_only_features_available, detect_device
+
+    features = cuda_only_features_available()
+    if requested == "auto":
+        try:
+            info = detect_device("auto")
+        except RuntimeError as exc:
+            raise UsageError(str(exc), "set device: cpu, or run on a machine with the device") from None
+        return DeviceFacts(info.kind, info.bf16, features["flash_attn"], features["liger_kernel"])
+    bf16 = requested in ("cuda", "npu")
+    return DeviceFacts(requested, bf16, features["flash_attn"] and requested == "cuda", features["liger_kernel"])
+
+
+def resolved_plan(job: JobBase, base_dir: Path) -> tuple[JobBase, Any]:
+    """The job with device defaults filled, and its backend's plan."""
+    from factory_cli.backends import get_backend
+    from factory_cli.config.defaults import resolve_device_defaults
+
+    job = resolve_device_defaults(job, device_facts(job.device))
+    plan = get_backend(job.backend).plan(job, job.device)
+    plan.base_dirs = [str(base_dir)]
+    return job, plan
+
+
+def train_job(job_file: Path, overrides: Sequence[str], dry_run: bool = False) -> int:
+    """Validate the job, then print the plan (dry run) or run it. Returns the exit code."""
+    from factory_cli.backends import get_backend
+    from factory_cli.config.dump import job_to_yaml
+    from factory_cli.config.validate import load_and_validate
+    from factory_cli.environment import environment_report
+    from factory_cli.runs import plot_metrics, prepare_run_dir, write_json_atomic
+    from factory_cli.ui import console, print_issues
+
+    validated = load_and_validate(job_file, overrides)
+    if validated.warnings:
+        print_issues(validated.warnings)
+    job, plan = resolved_plan(validated.job, validated.base_dir)
+    if dry_run:
+        print_plan(job, plan)
+        return 0
+    run_dir = Path(plan.run_dir)
+    for note in prepare_run_dir(run_dir, job_to_yaml(job)):
+        console.print(f"note: {note}")
+    write_json_atomic(run_dir / "plan.json", plan.to_dict())
+    write_json_atomic(run_dir / "env.json", environment_report(job.device))
+    console.print(f"run directory: {run_dir}")
+    started = time.time()
+    result = get_backend(job.backend).run(plan, ConsoleProgress())
+    plot_metrics(run_dir)
+    print_summary(job, run_dir, time.time() - started, result.ok)
+    return 0 if result.ok else 1
+
+
+def print_plan(job: JobBase, plan: Any) -> None:
+    """The resolved job and the engine-level plan, as --dry-run shows them."""
+    from factory_cli.config.dump import job_to_yaml
+    from factory_cli.ui import console
+
+    console.rule("resolved job")
+    console.print(job_to_yaml(job), markup=False)
+    console.rule("plan")
+    console.print(json.dumps(plan.to_dict(), indent=2, default=str), markup=False)
+    console.rule("launch")
+    for step in plan.steps:
+        console.print(f"{step.name}: {json.dumps(step.argv)}", markup=False)
+        if step.env:
+            console.print("  env: " + " ".join(f"{k}={v}" for k, v in sorted(step.env.items())), markup=False)
+    for note in plan.notes:
+        console.print(f"note: {note}", markup=False)
+
+
+def print_summary(job: JobBase, run_dir: Path, wall: float, ok: bool) -> None:
+    """Wall time, throughput, first/final loss (or reward), where final/ is, and the next commands."""
+    from factory_cli.runs import first_last, read_metrics
+    from factory_cli.ui import console, print_table
+
+    summary_file = run_dir / "summary.json"
+    summary = json.loads(summary_file.read_text()) if summary_file.is_file() and ok else {}
+    records = read_metrics(run_dir)
+    rows: list[tuple[str, str]] = [("wall time", f"{wall:.1f} s")]
+    if summary.get("tokens_per_second"):
+        rows.append(("tokens/s", f"{summary['tokens_per_second']:,.0f}"))
+    key = "reward" if job.stage == "grpo" else "loss"
+    first, last = first_last(records, key)
+    if first is not None and last is not None:
+        rows.append((f"{key} first -> final", f"{first:.4f} -> {last:.4f}"))
+    if job.stage == "dpo":
+        margin = first_last(records, "rewards/margins")
+        if margin[0] is not None and margin[1] is not None:
+            rows.append(("reward margin", f"{margin[0]:.4f} -> {margin[1]:.4f}"))
+    if summary.get("trainable"):
+        rows.append(("trained", summary["trainable"]))
+    if ok:
+        rows.append(("final model", str(run_dir / "final")))
+    print_table("run " + ("finished" if ok else "stopped"), ["", ""], rows)
+    sample = summary.get("sample") or {}
+    if sample.get("answer"):
+        console.print(f"[bold]sample[/bold] Q: {sample['prompt']}", markup=True, highlight=False)
+        console.print(f"           A: {sample['answer']}", markup=False)
+    if ok:
+        final = run_dir / "final"
+        console.print("next:")
+        console.print(f"  factory eval --model {final} --tasks ppl", markup=False)
+        console.print(f"  factory export --model {final} -o {run_dir / 'merged'}", markup=False)
+        console.print(f"  factory chat --model {final}", markup=False)
