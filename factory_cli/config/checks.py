@@ -273,7 +273,7 @@ def check_data(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
                         break
             except ReadError as exc:
                 where = f"{exc.path.name}:{exc.line}: " if exc.path is not None and exc.line else ""
-                yield error(path, f"{where}{exc.message}", exc.hint or "supported files: .json .jsonl .csv .parquet")
+                yield error(path, f"{where}{exc.detail}", exc.hint or "supported files: .json .jsonl .csv .parquet")
 
 
 def _format_hint(declared: str, stage: str) -> str:

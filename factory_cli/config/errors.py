@@ -68,11 +68,12 @@ class JobError(Exception):
         return "\n".join(lines)
 
 
-class UsageError(Exception):
-    """A user mistake outside the job file (bad option, missing file); printed without a traceback."""
+class UsageError(ValueError):
+    """A user mistake outside the job file's schema (bad option, missing file, unusable data): printed as one
+    message and a hint, never a traceback. Errors of the data, model and reward layers derive from it."""
 
     def __init__(self, message: str, hint: str | None = None) -> None:
-        super().__init__(message)
+        super().__init__(f"{message}\n    hint: {hint}" if hint else message)
         self.message = message
         self.hint = hint
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
+from factory_cli.config.errors import UsageError
 
-class ChatTemplateError(ValueError):
+
+class ChatTemplateError(UsageError):
     """A chat template that does not compile, or that refused the conversation (its `raise_exception`)."""
 
 

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from factory_cli.config.errors import UsageError
 from factory_cli.config.schema import DatasetSpec, JobBase
 from factory_cli.data import cache
 from factory_cli.data.chat_templates import ChatTemplateError, render_chat
@@ -42,13 +43,8 @@ REASON_LONG_PROMPT = "prompt longer than grpo.max_prompt_length"
 LEN, SUP, ERR = "length", "supervised", "error"
 
 
-class DataError(ValueError):
+class DataError(UsageError):
     """Data that cannot become a training set (an empty or wholly invalid dataset, a source out of reach)."""
-
-    def __init__(self, message: str, hint: str | None = None) -> None:
-        super().__init__(f"{message}\n    hint: {hint}" if hint else message)
-        self.message = message
-        self.hint = hint
 
 
 @dataclass

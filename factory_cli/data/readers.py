@@ -13,24 +13,24 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from factory_cli.config.errors import UsageError
+
 SUPPORTED_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet")
 _LIST_KEYS = ("data", "train")
 _PARQUET_BATCH = 1024
 
 
-class ReadError(ValueError):
+class ReadError(UsageError):
     """A data file that cannot be read: missing, unsupported, or malformed (with the line when known)."""
 
     def __init__(
         self, message: str, path: Path | None = None, line: int | None = None, hint: str | None = None
     ) -> None:
-        self.message = message
+        self.detail = message
         self.path = path
         self.line = line
-        self.hint = hint
         where = f"{path}:{line}" if path is not None and line is not None else (str(path) if path is not None else "")
-        text = f"{where}: {message}" if where else message
-        super().__init__(f"{text}\n    hint: {hint}" if hint else text)
+        super().__init__(f"{where}: {message}" if where else message, hint)
 
 
 def list_data_files(path: Path) -> list[Path]:

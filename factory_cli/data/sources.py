@@ -7,19 +7,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from factory_cli.config.errors import UsageError
 from factory_cli.config.schema import DatasetSpec
 from factory_cli.data.formats import FormatSpec
 from factory_cli.data.readers import SUPPORTED_SUFFIXES
 from factory_cli.registry.datasets import DatasetEntry, find_dataset, load_dataset_registry
 
 
-class DatasetNotFound(ValueError):
+class DatasetNotFound(UsageError):
     """A dataset reference that resolves to nothing, with a hint."""
-
-    def __init__(self, message: str, hint: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from factory_cli.config.errors import UsageError
 from factory_cli.rewards.builtin import BUILTIN_REWARDS
 
 RewardKind = Literal["builtin", "verl", "trl", "single"]
@@ -27,13 +28,8 @@ ACCEPTED_SIGNATURES = (
 )
 
 
-class RewardLoadError(ValueError):
+class RewardLoadError(UsageError):
     """A reward that cannot be used, with a hint to fix it."""
-
-    def __init__(self, message: str, hint: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
 
 
 @dataclass

@@ -233,11 +233,6 @@ def test_malformed_override_exits_2(deepspeed_job: Path) -> None:
 
 # ------------------------------------------------------------------------------------------------ train --dry-run
 
-NOT_PLANNED = pytest.mark.xfail(
-    strict=False, raises=(NotImplementedError, AttributeError), reason="planner not implemented yet"
-)
-
-
 DEEPSPEED_EXAMPLE = "examples/sft_lora.yaml"
 
 
@@ -245,14 +240,10 @@ DEEPSPEED_EXAMPLE = "examples/sft_lora.yaml"
     "job",
     [
         pytest.param("deepspeed", id="deepspeed_sft"),
-        pytest.param(
-            DEEPSPEED_EXAMPLE,
-            id="deepspeed_example",
-            marks=pytest.mark.skipif(not (REPO_ROOT / DEEPSPEED_EXAMPLE).is_file(), reason=f"no {DEEPSPEED_EXAMPLE}"),
-        ),
-        pytest.param("examples/megatron_sft.yaml", id="megatron_sft", marks=NOT_PLANNED),
-        pytest.param("examples/verl_sft.yaml", id="verl_sft", marks=NOT_PLANNED),
-        pytest.param("examples/verl_grpo.yaml", id="verl_grpo", marks=NOT_PLANNED),
+        pytest.param(DEEPSPEED_EXAMPLE, id="deepspeed_example"),
+        pytest.param("examples/megatron_sft.yaml", id="megatron_sft"),
+        pytest.param("examples/verl_sft.yaml", id="verl_sft"),
+        pytest.param("examples/verl_grpo.yaml", id="verl_grpo"),
     ],
 )
 def test_train_dry_run_shows_the_override(job: str, deepspeed_job: Path, monkeypatch: pytest.MonkeyPatch) -> None:

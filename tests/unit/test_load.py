@@ -93,7 +93,7 @@ def test_parse_override(text: str, path: tuple, value: object) -> None:
 
 
 def test_override_without_equals_is_usage_error() -> None:
-    with pytest.raises(UsageError, match="key.path=value"):
+    with pytest.raises(UsageError, match=r"key\.path=value"):
         parse_override("train.learning_rate")
 
 

@@ -8,7 +8,6 @@ and review the diff. No test needs verl installed.
 from __future__ import annotations
 
 import json
-import os
 import shlex
 from pathlib import Path
 from typing import Any
@@ -25,37 +24,11 @@ from factory_cli.config.defaults import DeviceFacts, resolve_device_defaults
 from factory_cli.config.errors import UsageError
 from factory_cli.config.schema import VerlJob
 from factory_cli.config.validate import load_and_validate
+from tests.unit.plan_helpers import EXAMPLES, Recorder, check_golden
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = REPO_ROOT / "examples"
-GOLDEN = Path(__file__).parent / "golden"
-UPDATE_GOLDEN = os.environ.get("FACTORY_UPDATE_GOLDEN") == "1"
 MATH = {"name": "math_answer", "function": None, "weight": 1.0, "kwargs": {}, "label": "math_answer"}
 
 
-class Recorder:
-    """A Progress that keeps what it is told."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def info(self, message: str) -> None:
-        self.lines.append(message)
-
-    def warn(self, message: str) -> None:
-        self.lines.append(message)
-
-
-def check_golden(name: str, data: dict[str, Any]) -> None:
-    """Compare with tests/unit/golden/<name>.json (FACTORY_UPDATE_GOLDEN=1 rewrites it)."""
-    path = GOLDEN / f"{name}.json"
-    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
-    if UPDATE_GOLDEN:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-        return
-    assert path.is_file(), f"missing golden file {path}; create it with FACTORY_UPDATE_GOLDEN=1"
-    assert json.loads(text) == json.loads(path.read_text(encoding="utf-8")), f"plan differs from {path.name}"
 
 
 def job_of(example: str, device: str = "cuda", overrides: tuple[str, ...] = ()) -> VerlJob:

@@ -186,6 +186,21 @@ def reward_specs(grpo: GRPOSection | None) -> list[dict[str, Any]]:
     return specs
 
 
+PROJECT_VARIABLES = {"wandb": "WANDB_PROJECT", "swanlab": "SWANLAB_PROJECT", "mlflow": "MLFLOW_EXPERIMENT_NAME"}
+
+
+def reporter_env(job: DeepSpeedJob, run_dir: Path) -> dict[str, str]:
+    """Where the optional trackers write: TensorBoard into the run directory, projects by logging.project."""
+    env: dict[str, str] = {}
+    if "tensorboard" in job.logging.report_to:
+        env["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "tensorboard")
+    if job.logging.project:
+        for reporter in job.logging.report_to:
+            if reporter in PROJECT_VARIABLES:
+                env[PROJECT_VARIABLES[reporter]] = job.logging.project
+    return env
+
+
 def plan_deepspeed(job: DeepSpeedJob, device_kind: DeviceKind, cpu_cores: int | None = None) -> Plan:
     """The whole plan for a job whose defaults (device ones included) are resolved."""
     run_dir = run_dir_of(job)
@@ -195,7 +210,7 @@ def plan_deepspeed(job: DeepSpeedJob, device_kind: DeviceKind, cpu_cores: int | 
     args = {**training_arguments(job, run_dir, device_kind, has_eval), **stage_arguments(job)}
     if ds is not None:
         args["deepspeed"] = str(run_dir / "deepspeed.json")
-    env = {**launch_env(device_kind, job.parallel.nproc_per_node, cpu_cores), **job.env}
+    env = {**launch_env(device_kind, job.parallel.nproc_per_node, cpu_cores), **reporter_env(job, run_dir), **job.env}
     launcher = choose_launcher(job.parallel)
     steps = [
         Step(name="prepare", argv=[sys.executable, "-m", PREPARE_MODULE, plan_path]),
