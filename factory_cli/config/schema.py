@@ -378,6 +378,25 @@ class LoggingSection(Section):
     sample_after_training: bool = Field(True, description="print the trained model's answer to one training prompt")
 
 
+class EvalSection(Section):
+    tasks: list[str] = Field(
+        default_factory=lambda: ["ppl"], description="ppl, demo tasks, or lm-eval tasks as lm:<task> (factory list tasks)"
+    )
+    model: str | None = Field(None, description="model to evaluate (default: this run's final/)")
+    compare: str | None = Field(None, description="a second model evaluated on the same tasks, with deltas")
+    limit: int | None = Field(None, ge=1, description="examples per task (default: all)")
+    batch_size: int = Field(8, ge=1, description="examples per forward pass")
+    num_fewshot: int = Field(0, ge=0, description="few-shot examples for lm-eval tasks")
+    max_new_tokens: int = Field(256, ge=1, description="generation budget for accuracy tasks")
+
+    @field_validator("tasks", mode="before")
+    @classmethod
+    def _task_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -393,6 +412,7 @@ class JobBase(Section):
     grpo: GRPOSection | None = Field(None, description="stage grpo only")
     output: OutputSection = Field(default_factory=OutputSection, description="run directory and checkpoints")
     logging: LoggingSection = Field(default_factory=LoggingSection, description="metrics")
+    eval: EvalSection | None = Field(None, description="what `factory eval <job>` measures after training")
     env: dict[str, str] = Field(default_factory=dict, description="environment variables for every process")
 
     @field_validator("env", mode="before")

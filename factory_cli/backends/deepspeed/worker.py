@@ -161,7 +161,7 @@ def run_worker(plan: dict[str, Any], job: DeepSpeedJob, manifest: dict[str, Any]
     if checkpoint is not None:
         say(f"resuming from {checkpoint}")
     started = time.time()
-    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     wall = time.time() - started
 
     if run_state.nan_at_step is not None:
@@ -185,6 +185,8 @@ def run_worker(plan: dict[str, Any], job: DeepSpeedJob, manifest: dict[str, Any]
             "first_loss": run_state.first_loss,
             "final_loss": run_state.last_loss,
             "tokens_per_second": _median(run_state.tokens_per_second),
+            "train_runtime": output.metrics.get("train_runtime"),
+            "num_input_tokens_seen": trainer.state.num_input_tokens_seen,
             "final_dir": str(run_dir / "final"),
             "trainable": describe_trainable(trainer.model),
         }

@@ -1,0 +1,129 @@
+"""Run commands, measure wall time and peak memory of the whole process tree, record the machine and versions."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+RESULTS = BENCH_DIR / "results"
+
+
+@dataclass
+class Measured:
+    """One run of one command."""
+
+    wall_seconds: float
+    peak_rss_mb: float
+    returncode: int
+    stdout_tail: str = ""
+
+
+def run_measured(
+    argv: Sequence[str], env: Mapping[str, str] | None = None, cwd: Path = REPO, timeout: float = 3600
+) -> Measured:
+    """Run argv; the peak RSS is the largest sum over the process and all its children, sampled every 50 ms."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        list(argv), cwd=cwd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    root = psutil.Process(process.pid)
+    peak = 0
+    output: list[str] = []
+    import threading
+
+    def drain() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            output.append(line)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    while process.poll() is None:
+        try:
+            tree = [root, *root.children(recursive=True)]
+            peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+        except psutil.Error:
+            pass
+        if time.perf_counter() - started > timeout:
+            process.kill()
+        time.sleep(0.05)
+    reader.join(timeout=5)
+    wall = time.perf_counter() - started
+    return Measured(wall, peak / 2**20, process.returncode, "".join(output)[-3000:])
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+    }
+
+
+def versions() -> dict[str, str | None]:
+    """Versions of what the benchmarks exercise."""
+    from factory_cli.environment import library_versions
+
+    return {k: v for k, v in library_versions().items() if v}
+
+
+def git_sha() -> str | None:
+    """The commit measured."""
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False)
+    return out.stdout.strip() or None
+
+
+def median(values: Sequence[float]) -> float:
+    """Median of the runs."""
+    return statistics.median(values) if values else float("nan")
+
+
+@dataclass
+class Result:
+    """One benchmark's outcome: per-tool medians, the raw runs, and their ratio."""
+
+    name: str
+    description: str
+    metrics: dict[str, dict[str, float]]
+    runs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    ratio: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def save(self) -> Path:
+        """bench/results/<name>.json with machine, versions and git sha."""
+        RESULTS.mkdir(exist_ok=True)
+        path = RESULTS / f"{self.name}.json"
+        record = {
+            **asdict(self),
+            "machine": machine(),
+            "versions": versions(),
+            "git_sha": git_sha(),
+            "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
+        path.write_text(json.dumps(record, indent=2) + "\n")
+        return path
