@@ -47,3 +47,22 @@ def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]
     for row in rows:
         table.add_row(*(escape(str(cell)) for cell in row))
     console.print(table)
+
+
+def quiet_engine_progress() -> None:
+    """Our progress bar is the one the user watches: the engines' per-file tqdm bars are switched off."""
+    import os
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    try:
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
+    except ImportError:
+        pass
+    try:
+        import datasets
+
+        datasets.disable_progress_bars()
+    except ImportError:
+        pass

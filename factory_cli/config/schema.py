@@ -380,7 +380,8 @@ class LoggingSection(Section):
 
 class EvalSection(Section):
     tasks: list[str] = Field(
-        default_factory=lambda: ["ppl"], description="ppl, demo tasks, or lm-eval tasks as lm:<task> (factory list tasks)"
+        default_factory=lambda: ["ppl"],
+        description="ppl, demo tasks, or lm-eval tasks as lm:<task> (factory list tasks)",
     )
     model: str | None = Field(None, description="model to evaluate (default: this run's final/)")
     compare: str | None = Field(None, description="a second model evaluated on the same tasks, with deltas")

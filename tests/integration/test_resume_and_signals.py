@@ -55,7 +55,9 @@ def test_half_written_checkpoint_is_skipped(tmp_path: Path, tiny_llama_dir: Path
 
 
 def test_sigterm_from_outside_saves_and_exits_cleanly(tmp_path: Path, tiny_llama_dir: Path) -> None:
-    job = write_job(tmp_path, tiny_llama_dir, "sft", "lora", {"train": {"max_steps": 400}, "output": {"save_steps": 1000}})
+    job = write_job(
+        tmp_path, tiny_llama_dir, "sft", "lora", {"train": {"max_steps": 400}, "output": {"save_steps": 1000}}
+    )
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
     process = subprocess.Popen(
         [sys.executable, "-m", "factory_cli", "train", str(job)],

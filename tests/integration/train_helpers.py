@@ -65,7 +65,9 @@ def train_in_process(job_file: Path, *overrides: str) -> int:
     return train_job(job_file, list(overrides))
 
 
-def train_cli(job_file: Path, *overrides: str, env: dict[str, str] | None = None, timeout: int = 900) -> subprocess.CompletedProcess[str]:
+def train_cli(
+    job_file: Path, *overrides: str, env: dict[str, str] | None = None, timeout: int = 900
+) -> subprocess.CompletedProcess[str]:
     """The real command line, in a child process."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200", **(env or {})}
     return subprocess.run(

@@ -120,9 +120,7 @@ def test_grpo_variants_map_to_trl() -> None:
 
 
 def test_reporters_write_into_the_run_directory() -> None:
-    _, plan = planned(
-        "sft_lora", DeviceFacts("cpu"), "logging.report_to=[tensorboard,wandb]", "logging.project=demo"
-    )
+    _, plan = planned("sft_lora", DeviceFacts("cpu"), "logging.report_to=[tensorboard,wandb]", "logging.project=demo")
     env = plan.steps[-1].env
     assert env["TENSORBOARD_LOGGING_DIR"] == str(Path("runs/sft-lora/tensorboard"))
     assert env["WANDB_PROJECT"] == "demo"

@@ -318,3 +318,29 @@ def test_yaml_scalar_other_values() -> None:
     assert yaml_scalar("***") == '"***"'
     for tricky in ("yes", "no", "on", "1e-5", "null", "a: b", "#x", "12"):
         assert yaml.safe_load(yaml_scalar(tricky)) == tricky
+
+
+def test_interactive_config_asks_for_what_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a terminal, `factory config` without options asks (rich prompts) and renders what was chosen."""
+    from rich.prompt import Prompt
+
+    from factory_cli.config.render import TemplateChoice, render_job, resolve_choice
+
+    answers = {"backend": "verl", "stage": "grpo", "method": "full"}
+    asked: list[str] = []
+
+    def fake_ask(label: str, choices: list[str] | None = None, default: str = "", **_: object) -> str:
+        asked.append(label)
+        if label in answers:
+            assert choices is not None and answers[label] in choices
+            return answers[label]
+        return "qwen2.5-7b-instruct" if label.startswith("model") else ""
+
+    monkeypatch.setattr(Prompt, "ask", staticmethod(fake_ask))
+    choice = resolve_choice(TemplateChoice(), interactive=True)
+    assert asked[:3] == ["backend", "stage", "method"]
+    assert (choice.backend, choice.stage, choice.method, choice.model, choice.dataset) == (
+        "verl", "grpo", "full", "qwen2.5-7b-instruct", None
+    )
+    text = render_job(choice)
+    assert "backend: verl" in text and "name_or_path: qwen2.5-7b-instruct" in text

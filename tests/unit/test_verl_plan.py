@@ -29,8 +29,6 @@ from tests.unit.plan_helpers import EXAMPLES, Recorder, check_golden
 MATH = {"name": "math_answer", "function": None, "weight": 1.0, "kwargs": {}, "label": "math_answer"}
 
 
-
-
 def job_of(example: str, device: str = "cuda", overrides: tuple[str, ...] = ()) -> VerlJob:
     job = load_and_validate(EXAMPLES / example, list(overrides)).job
     resolved = resolve_device_defaults(job, DeviceFacts(device, bf16=True))

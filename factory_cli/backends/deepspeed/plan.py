@@ -13,6 +13,7 @@ from typing import Any
 from factory_cli.backends.base import Plan, Step
 from factory_cli.backends.deepspeed.launch import choose_launcher, launch_argv
 from factory_cli.backends.deepspeed.zero import zero_config
+from factory_cli.backends.run_paths import RunPaths
 from factory_cli.config.schema import DeepSpeedJob, GRPOSection
 from factory_cli.devices import DeviceKind, dist_backend, launch_env, visible_devices_var
 
@@ -25,12 +26,6 @@ PRECISION_FLAGS = {
     "fp16": {"bf16": False, "fp16": True},
     "fp32": {"bf16": False, "fp16": False},
 }
-
-
-def run_dir_of(job: DeepSpeedJob) -> Path:
-    """The run directory (relative paths stay relative to where factory runs)."""
-    assert job.output.dir is not None, "resolve_defaults fills output.dir"
-    return Path(job.output.dir)
 
 
 def peft_kwargs(job: DeepSpeedJob) -> dict[str, Any] | None:
@@ -203,7 +198,7 @@ def reporter_env(job: DeepSpeedJob, run_dir: Path) -> dict[str, str]:
 
 def plan_deepspeed(job: DeepSpeedJob, device_kind: DeviceKind, cpu_cores: int | None = None) -> Plan:
     """The whole plan for a job whose defaults (device ones included) are resolved."""
-    run_dir = run_dir_of(job)
+    run_dir = RunPaths.run_dir_of(job)
     plan_path = str(run_dir / "plan.json")
     has_eval = bool(job.data.eval) or job.data.eval_ratio > 0
     ds = zero_config(job.parallel, job.train.precision)

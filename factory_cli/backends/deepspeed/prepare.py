@@ -19,8 +19,9 @@ def prepare_inputs(job: JobBase, run_dir: Path, base_dirs: Sequence[Path]) -> di
     from factory_cli.data.pipeline import prepare_data
     from factory_cli.modeling import ensure_hf_checkpoint, load_tokenizer, resolve_model_source
     from factory_cli.registry.models import find_model
-    from factory_cli.ui import console
+    from factory_cli.ui import console, quiet_engine_progress
 
+    quiet_engine_progress()
     source = resolve_model_source(job.model, base_dirs)
     model_path = ensure_hf_checkpoint(source, trust_remote_code=job.model.trust_remote_code)
     tokenizer = load_tokenizer(

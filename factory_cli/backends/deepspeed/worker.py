@@ -86,7 +86,9 @@ def run_worker(plan: dict[str, Any], job: DeepSpeedJob, manifest: dict[str, Any]
     from factory_cli.methods import apply_freeze, describe_trainable, peft_config_from_kwargs, prepare_for_kbit
     from factory_cli.modeling import load_model, load_tokenizer
     from factory_cli.runs import resume_checkpoint
+    from factory_cli.ui import quiet_engine_progress
 
+    quiet_engine_progress()
     run_dir = Path(plan["run_dir"])
     engine = plan["engine_config"]
     init_distributed(plan)

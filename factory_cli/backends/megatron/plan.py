@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import shlex
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from factory_cli.backends.base import Plan, Step
@@ -37,9 +36,11 @@ from factory_cli.backends.megatron.args import (
     tokenizer_args,
     train_iters,
 )
+from factory_cli.backends.run_paths import RunPaths
 from factory_cli.config.defaults import data_parallel_size
 from factory_cli.config.errors import UsageError
 from factory_cli.config.schema import MegatronJob
+from factory_cli.data.formats import OPENAI_TAGS
 from factory_cli.devices import ASCEND_SET_ENV, DeviceKind, dist_backend, launch_env, visible_devices_var
 from factory_cli.registry.models import Architecture
 
@@ -59,16 +60,6 @@ PROMPT_TYPES = {"chatml": "chatml", "qwen3": "qwen3", "llama3": "llama3", "mistr
 # Qwen2.5 chats in ChatML; MindSpeed-LLM's Qwen2.5 scripts use its `qwen` template (ChatML + Qwen's system).
 MODEL_TYPE_PROMPTS = {"qwen2": "qwen", "qwen3": "qwen3"}
 DPO_LOSSES = {"sigmoid": "sigmoid", "hinge": "hinge", "ipo": "ipo", "robust": "sigmoid"}
-# OpenAI-style messages read by MindSpeed-LLM's sharegpt handlers.
-OPENAI_TAGS = {
-    "role_tag": "role",
-    "content_tag": "content",
-    "user_tag": "user",
-    "assistant_tag": "assistant",
-    "observation_tag": "tool",
-    "function_tag": "function_call",
-    "system_tag": "system",
-}
 PREPROCESS_WORKERS = 8
 
 
@@ -83,24 +74,15 @@ class ModelFacts:
 
 
 @dataclass(frozen=True)
-class MegatronPaths:
+class MegatronPaths(RunPaths):
     """Every path a megatron run reads or writes, under the run directory."""
 
-    run_dir: Path
-    base: str
+    base: str = ""
 
     @classmethod
     def of(cls, job: MegatronJob) -> MegatronPaths:
-        assert job.output.dir is not None, "resolve_defaults fills output.dir"
-        run_dir = Path(job.output.dir)
+        run_dir = cls.run_dir_of(job)
         return cls(run_dir=run_dir, base=job.megatron.load or str(run_dir / "megatron_base"))
-
-    def sub(self, *parts: str) -> str:
-        return str(self.run_dir.joinpath(*parts))
-
-    @property
-    def hf_model(self) -> str:
-        return self.sub("hf_model")
 
     @property
     def train_file(self) -> str:
@@ -180,7 +162,8 @@ def prompt_type(model: ModelFacts, template: str) -> str:
 
 def map_keys(stage: str) -> str:
     """--map-keys for the jsonl rows `megatron_input_row` writes (JSON text, one argv element)."""
-    keys: dict[str, Any] = {"messages": "messages", "system": "system", "tools": "tools", "tags": OPENAI_TAGS}
+    # OpenAI-style messages, read by MindSpeed-LLM's sharegpt handlers.
+    keys: dict[str, Any] = {"messages": "messages", "system": "system", "tools": "tools", "tags": dict(OPENAI_TAGS)}
     if stage == "dpo":
         keys.update({"chosen": "chosen", "rejected": "rejected"})
     return json.dumps(keys, separators=(",", ":"))

@@ -19,12 +19,12 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 from factory_cli.backends.base import Plan, Step
 from factory_cli.backends.megatron.args import LR_DECAY_STYLES, num
 from factory_cli.backends.megatron.plan import PYTHON, on_device
+from factory_cli.backends.run_paths import RunPaths
 from factory_cli.backends.verl.reward_adapter import reward_module_source
 from factory_cli.config.errors import UsageError
 from factory_cli.config.schema import GRPOSection, TrainSection, VerlJob
@@ -52,22 +52,12 @@ _PLAIN = re.compile(r"^[A-Za-z0-9_./:+~@-]*$")
 
 
 @dataclass(frozen=True)
-class VerlPaths:
+class VerlPaths(RunPaths):
     """Every path a verl run reads or writes, under the run directory."""
-
-    run_dir: Path
 
     @classmethod
     def of(cls, job: VerlJob) -> VerlPaths:
-        assert job.output.dir is not None, "resolve_defaults fills output.dir"
-        return cls(run_dir=Path(job.output.dir))
-
-    def sub(self, *parts: str) -> str:
-        return str(self.run_dir.joinpath(*parts))
-
-    @property
-    def hf_model(self) -> str:
-        return self.sub("hf_model")
+        return cls(run_dir=cls.run_dir_of(job))
 
     @property
     def train_file(self) -> str:
