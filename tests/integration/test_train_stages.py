@@ -79,3 +79,10 @@ def test_nan_loss_stops_the_run_and_names_the_step(
     out = capsys.readouterr().out
     assert "NaN/inf at step" in out and "last good checkpoint" in out
     assert not (tmp_path / "run" / "final").exists()
+
+
+def test_tensorboard_reporting_writes_into_the_run_directory(tmp_path: Path, tiny_llama_dir: Path) -> None:
+    job = write_job(tmp_path, tiny_llama_dir, "sft", "lora", {"logging": {"report_to": ["tensorboard"]}})
+    assert train_in_process(job) == 0
+    events = list((tmp_path / "run" / "tensorboard").rglob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0

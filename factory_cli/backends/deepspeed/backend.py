@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from factory_cli.backends.base import Plan, Progress, RunResult
@@ -58,13 +59,28 @@ class DeepSpeedBackend:
         manifest = prepare_inputs(job, run_dir, [Path(d) for d in plan.base_dirs])
         train_step = plan.steps[-1]
         if plan.engine_config.get("launcher") == "inprocess":
-            os.environ.update(train_step.env)
-            _apply_thread_count(train_step.env)
-            code = run_worker(plan.to_dict(), job, manifest)
+            with _environment(train_step.env):
+                _apply_thread_count(train_step.env)
+                code = run_worker(plan.to_dict(), job, manifest)
         else:
             ui.info("launch: " + " ".join(train_step.argv))
             code = run_child(train_step.argv, train_step.env)
         return RunResult(run_dir=run_dir, ok=code == 0, summary={"exit_code": code})
+
+
+@contextmanager
+def _environment(env: dict[str, str]) -> Iterator[None]:
+    """The step's environment for an in-process run, restored afterwards."""
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _apply_thread_count(env: dict[str, str]) -> None:
