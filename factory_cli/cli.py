@@ -124,6 +124,20 @@ def train(
     sys.exit(train_job(job_file, overrides or [], dry_run=dry_run))
 
 
+@app.command()
+def chat(
+    model: str = typer.Option(..., "--model", "-m", help="registry name, model/adapter dir, or a run directory"),
+    system: str | None = typer.Option(None, help="system prompt"),
+    max_new_tokens: int = typer.Option(256, help="longest answer"),
+    temperature: float = typer.Option(0.0, help="0 = greedy"),
+    device: str = typer.Option("auto", help="auto | cuda | npu | cpu"),
+) -> None:
+    """A few turns in the terminal with the model's chat template (reads piped lines too)."""
+    from factory_cli.chat import ChatOptions, run_chat
+
+    run_chat(model, ChatOptions(max_new_tokens, temperature, system), device=device, base_dirs=(Path.cwd(),))
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

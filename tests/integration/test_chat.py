@@ -1,0 +1,23 @@
+"""`factory chat` answers piped turns through the chat template and honours /reset."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from factory_cli.chat import ChatOptions, chat, user_turns
+from factory_cli.inference import load_for_inference
+
+pytestmark = pytest.mark.integration
+
+
+def test_chat_turns_and_reset(tiny_llama_dir: Path) -> None:
+    loaded = load_for_inference(str(tiny_llama_dir), device="cpu")
+    out = io.StringIO()
+    turns = user_turns(io.StringIO("hello\n\n/reset\nsecond question\n/exit\nnever read\n"))
+    history = chat(loaded, turns, ChatOptions(max_new_tokens=4, system="be brief"), out)
+    assert [m["role"] for m in history] == ["system", "user", "assistant"]
+    assert history[1]["content"] == "second question"
+    assert out.getvalue().count("assistant: ") == 2 and "(conversation cleared)" in out.getvalue()
