@@ -72,6 +72,14 @@ def init_distributed(plan: dict[str, Any]) -> None:
 
 def run_worker(plan: dict[str, Any], job: DeepSpeedJob, manifest: dict[str, Any]) -> int:
     """Train one process's share of the job; returns the exit code."""
+    from factory_cli.backends.deepspeed.lm_head import compact_lm_head
+
+    fused_head = plan["engine_config"]["trainer"] != "Trainer"  # TRL's trainers score through a fused LM head
+    with compact_lm_head(plan["device"] if fused_head else None) as compact:
+        return _train(plan, job, manifest, compact)
+
+
+def _train(plan: dict[str, Any], job: DeepSpeedJob, manifest: dict[str, Any], compact_lm_head: bool) -> int:
     from factory_cli.backends.deepspeed.callbacks import (
         CheckpointSealCallback,
         MetricsCallback,
@@ -191,6 +199,7 @@ def run_worker(plan: dict[str, Any], job: DeepSpeedJob, manifest: dict[str, Any]
             "num_input_tokens_seen": trainer.state.num_input_tokens_seen,
             "final_dir": str(run_dir / "final"),
             "trainable": describe_trainable(trainer.model),
+            "compact_lm_head": compact_lm_head,
         }
         if job.logging.sample_after_training and int(os.environ.get("WORLD_SIZE", "1")) == 1:
             summary["sample"] = sample_answer(trainer.model, tokenizer, manifest)

@@ -1,0 +1,80 @@
+"""The compact LM head path (factory_cli/backends/deepspeed/lm_head.py): same loss and gradients, fewer rows scored."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from factory_cli.backends.deepspeed.lm_head import ENV_SWITCH, compact_lm_head
+
+
+def _fused_model(tiny_llama_dir: Path) -> Any:
+    from transformers import AutoModelForCausalLM
+    from trl.trainer.utils import add_fused_lm_head
+
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_llama_dir), dtype=torch.float32)
+    add_fused_lm_head(model, outputs=("log_probs", "entropy", "is_top1"))
+    return model
+
+
+def _loss_and_grads(model: Any, batch: dict[str, torch.Tensor]) -> tuple[float, list[torch.Tensor]]:
+    model.zero_grad()
+    out = model(**batch, fused_lm_head=True)
+    out.loss.backward()
+    return float(out.loss.detach()), [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+
+def _batch(vocab: int) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, vocab, (1, 48), generator=generator)
+    labels = ids.clone()
+    labels[0, :20] = -100  # a prompt of 20 tokens
+    labels[0, 30:34] = -100  # and a second packed example's prompt
+    position_ids = torch.cat([torch.arange(30), torch.arange(18)]).unsqueeze(0)
+    return {"input_ids": ids, "labels": labels, "position_ids": position_ids}
+
+
+def test_compact_head_changes_no_number_and_scores_fewer_rows(
+    tiny_llama_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import trl.trainer.utils as trl_utils
+
+    model = _fused_model(tiny_llama_dir)
+    batch = _batch(model.config.vocab_size)
+    rows: list[int] = []
+    original_apply = trl_utils._ChunkedLogProbFunction.apply
+
+    def counting_apply(hidden: torch.Tensor, *args: Any) -> Any:
+        rows.append(hidden.shape[0])
+        return original_apply(hidden, *args)
+
+    monkeypatch.setattr(trl_utils._ChunkedLogProbFunction, "apply", counting_apply)
+    full_loss, full_grads = _loss_and_grads(model, batch)
+    original_switch = trl_utils._use_triton
+    with compact_lm_head("cpu") as on:
+        assert on
+        compact_loss, compact_grads = _loss_and_grads(model, batch)
+    assert trl_utils._use_triton is original_switch, "the switch is restored after the block"
+
+    supervised = int((batch["labels"][:, 1:] != -100).sum())
+    assert rows == [47, supervised]
+    assert compact_loss == pytest.approx(full_loss, rel=1e-5)
+    assert len(compact_grads) == len(full_grads)
+    for a, b in zip(full_grads, compact_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_switch_off_and_other_devices(monkeypatch: pytest.MonkeyPatch) -> None:
+    import trl.trainer.utils as trl_utils
+
+    original = trl_utils._use_triton
+    with compact_lm_head(None) as on:
+        assert not on and trl_utils._use_triton is original
+    with compact_lm_head("cuda") as on:  # Triton already selects it there
+        assert not on
+    monkeypatch.setenv(ENV_SWITCH, "0")
+    with compact_lm_head("cpu") as on:
+        assert not on and trl_utils._use_triton is original
