@@ -37,6 +37,7 @@ def print_catalog(what: str) -> None:
         "datasets": _datasets,
         "templates": _templates,
         "rewards": _rewards,
+        "tasks": _tasks,
     }
     if what not in printers:
         raise UsageError(f"nothing called `{what}` to list", did_you_mean(what, list(printers)) or ", ".join(printers))
@@ -111,3 +112,9 @@ def _rewards() -> None:
     rows = [(r.name, r.description, "yes" if r.needs_answer else "no") for r in BUILTIN_REWARDS.values()]
     rows.append(("path/to/file.py:function", "your own (verl compute_score, TRL batch, or one completion)", "-"))
     print_table("rewards (grpo.rewards)", ["name", "what", "needs answer"], rows)
+
+
+def _tasks() -> None:
+    from factory_cli.evaluation.tasks import describe_tasks
+
+    print_table("eval tasks", ["task", "kind", "metric", "description"], describe_tasks())

@@ -387,8 +387,10 @@ class EvalSection(Section):
     compare: str | None = Field(None, description="a second model evaluated on the same tasks, with deltas")
     limit: int | None = Field(None, ge=1, description="examples per task (default: all)")
     batch_size: int = Field(8, ge=1, description="examples per forward pass")
-    num_fewshot: int = Field(0, ge=0, description="few-shot examples for lm-eval tasks")
-    max_new_tokens: int = Field(256, ge=1, description="generation budget for accuracy tasks")
+    num_fewshot: int | None = Field(None, ge=0, description="few-shot examples for lm-eval tasks (default: the task's)")
+    max_new_tokens: int | None = Field(
+        None, ge=1, description="generation budget (default: 256 for gsm8k_demo, the task's own for lm-eval tasks)"
+    )
 
     @field_validator("tasks", mode="before")
     @classmethod
