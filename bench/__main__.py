@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import json
 
 BENCHMARKS = {
     "sft_overhead": "bench.sft_overhead",
+    "train_sft_lora": "bench.train_sft_lora",
+    "preprocess": "bench.preprocess",
+    "cli_latency": "bench.cli_latency",
+    "grpo_step": "bench.grpo_step",
 }
 
 
@@ -15,12 +20,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("names", nargs="*", help=f"benchmarks to run (default: all): {', '.join(BENCHMARKS)}")
     parser.add_argument("--runs", type=int, default=3, help="runs per tool (medians are reported)")
+    parser.add_argument("--quick", action="store_true", help="tiny smoke-test settings (results saved as <name>_quick)")
+    parser.add_argument("--tools", help="comma-separated tools, for benchmarks that take a choice (train_sft_lora)")
+    parser.add_argument("--examples", type=int, help="train on the first N rows of the data (train_sft_lora)")
     options = parser.parse_args()
     for name in options.names or list(BENCHMARKS):
         if name not in BENCHMARKS:
             parser.error(f"unknown benchmark {name}; known: {', '.join(BENCHMARKS)}")
         module = importlib.import_module(BENCHMARKS[name])
-        result = module.run(runs=options.runs)
+        accepted = inspect.signature(module.run).parameters
+        extra: dict[str, object] = {}
+        if options.quick and "quick" in accepted:
+            extra["quick"] = True
+        if options.tools and "tools" in accepted:
+            extra["tools"] = [t.strip() for t in options.tools.split(",") if t.strip()]
+        if options.examples and "examples" in accepted:
+            extra["examples"] = options.examples
+        result = module.run(runs=options.runs, **extra)
         path = result.save()
         print(f"{name}: {json.dumps(result.metrics, indent=1)}\nratio: {json.dumps(result.ratio)}\n-> {path}")
 

@@ -55,7 +55,7 @@ def detect_device(requested: str = "auto") -> DeviceInfo:
         )
     if requested in ("cuda", "npu"):
         raise RuntimeError(f"device: {requested} was requested but no {requested} device is available")
-    return DeviceInfo("cpu", os.cpu_count() or 1, _cpu_name(), False, None)
+    return DeviceInfo("cpu", usable_cpu_cores(), _cpu_name(), False, None)
 
 
 def _cpu_name() -> str:
@@ -85,6 +85,14 @@ def alloc_conf_var(kind: DeviceKind) -> str | None:
     return {"cuda": "PYTORCH_CUDA_ALLOC_CONF", "npu": "PYTORCH_NPU_ALLOC_CONF", "cpu": None}[kind]
 
 
+def usable_cpu_cores() -> int:
+    """The cores this process may run on (taskset / cpuset limits count), not every core of the machine."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
+
+
 def launch_env(kind: DeviceKind, nproc_per_node: int, cpu_cores: int | None = None) -> dict[str, str]:
     """Environment for every process of a run on this device kind.
 
@@ -96,7 +104,7 @@ def launch_env(kind: DeviceKind, nproc_per_node: int, cpu_cores: int | None = No
     if alloc:
         env[alloc] = "expandable_segments:True"
     if kind == "cpu":
-        cores = cpu_cores or os.cpu_count() or 1
+        cores = cpu_cores or usable_cpu_cores()
         env["OMP_NUM_THREADS"] = str(max(1, cores // max(1, nproc_per_node)))
         env["CUDA_VISIBLE_DEVICES"] = ""
     if kind == "npu":
