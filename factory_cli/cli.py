@@ -46,7 +46,7 @@ OVERRIDES_HELP = "key.path=value overrides, type-checked like the file (e.g. tra
 
 @app.command("list")
 def list_command(
-    what: str = typer.Argument(..., help="backends | stages | models | datasets | templates | rewards"),
+    what: str = typer.Argument(..., help="backends | stages | models | datasets | templates | rewards | tasks"),
 ) -> None:
     """List what the toolkit knows: backends, stages, models, datasets, chat templates, rewards."""
     from factory_cli.catalog import print_catalog
@@ -136,6 +136,119 @@ def chat(
     from factory_cli.chat import ChatOptions, run_chat
 
     run_chat(model, ChatOptions(max_new_tokens, temperature, system), device=device, base_dirs=(Path.cwd(),))
+
+
+@app.command("eval")
+def eval_command(
+    job_file: Path | None = typer.Argument(None, help="a job YAML: evaluate what its `eval:` section names"),
+    overrides: list[str] | None = typer.Argument(None, help=OVERRIDES_HELP),
+    model: str | None = typer.Option(None, "--model", "-m", help="registry name, model/adapter dir, or run dir"),
+    tasks: str | None = typer.Option(None, help="comma-separated: ppl, gsm8k_demo, arc_demo, ... or lm:<task> [ppl]"),
+    compare: str | None = typer.Option(None, help="a second model on the same tasks; deltas = model - compare"),
+    limit: int | None = typer.Option(None, help="examples per task (default: all)"),
+    batch_size: int | None = typer.Option(None, help="examples per forward pass [8]"),
+    num_fewshot: int | None = typer.Option(None, help="few-shot examples for lm-eval tasks (default: the task's)"),
+    max_new_tokens: int | None = typer.Option(
+        None, help="generation budget (default: 256 for gsm8k_demo, the task's own for lm-eval tasks)"
+    ),
+    dataset: str | None = typer.Option(None, help="ppl data: registry name or file (default: the run's data)"),
+    device: str | None = typer.Option(None, help="auto | cuda | npu | cpu"),
+    dtype: str = typer.Option("auto", help="auto | bf16 | fp16 | fp32"),
+    output: Path | None = typer.Option(None, "-o", "--output", help="JSON report path"),
+) -> None:
+    """Measure a model (perplexity, accuracy, lm-eval tasks); --compare puts two side by side with deltas."""
+    from factory_cli.evaluation import EvalRequest, default_report_path, print_report, run_eval, write_report
+    from factory_cli.ui import console, err_console
+
+    if job_file is not None:
+        from factory_cli.evaluation.from_job import request_from_job
+
+        options = {
+            "model": model,
+            "tasks": tasks,
+            "compare": compare,
+            "limit": limit,
+            "batch_size": batch_size,
+            "num_fewshot": num_fewshot,
+            "max_new_tokens": max_new_tokens,
+        }
+        given = [name for name, value in options.items() if value is not None]
+        if given or dataset is not None:
+            first = (given or ["dataset"])[0]
+            raise UsageError(
+                f"--{first.replace('_', '-')} does not apply with a job file: the job's `eval:` section decides",
+                f"override it instead, e.g. `factory eval {job_file} eval.{first}=...`"
+                + (" (the ppl data is the job's data.eval)" if not given else ""),
+            )
+        request = request_from_job(job_file, overrides or [], device, dtype)
+    elif model is None:
+        raise UsageError("nothing to evaluate", "give --model <dir or name>, or a job file with an `eval:` section")
+    else:
+        request = EvalRequest(
+            model=model,
+            tasks=[t.strip() for t in (tasks or "ppl").split(",") if t.strip()],
+            compare=compare,
+            limit=limit,
+            batch_size=batch_size or 8,
+            num_fewshot=num_fewshot,
+            max_new_tokens=max_new_tokens,
+            dataset=dataset,
+            device=device or "auto",
+            dtype=dtype,
+            base_dirs=(Path.cwd(),),
+        )
+    report = run_eval(request, progress=lambda message: err_console.print(f"[dim]{message}[/dim]"))
+    print_report(report)
+    paths = [p for p in (output, default_report_path(report)) if p is not None]
+    for path in paths:
+        write_report(report, path)
+        console.print(f"report: {path}")
+
+
+@app.command("export")
+def export_command(
+    model: str = typer.Option(..., "--model", "-m", help="model/adapter dir, run dir or registry name"),
+    output: Path = typer.Option(..., "-o", "--output", help="output directory"),
+    quant: str | None = typer.Option(None, help="awq | gptq | int8 | nf4 | fp8 (default: none, merge only)"),
+    format: str = typer.Option("safetensors", "--format", help="safetensors | gguf"),
+    gguf_type: str = typer.Option("f16", help="gguf tensor type: f16 | q8_0"),
+    group_size: int = typer.Option(128, help="awq/gptq group size (falls back to the largest that divides)"),
+    calibration: str | None = typer.Option(None, help="awq/gptq calibration dataset (default: the run's data)"),
+    samples: int = typer.Option(128, help="calibration samples"),
+    max_length: int = typer.Option(512, help="calibration sample length in tokens"),
+    dtype: str = typer.Option("auto", help="auto | bf16 | fp16 | fp32 of the merged weights"),
+    shard_size: str = typer.Option("5GB", help="largest safetensors shard"),
+    device: str = typer.Option("auto", help="auto | cuda | npu | cpu"),
+    no_merge: bool = typer.Option(False, "--no-merge", help="refuse to quantize an adapter instead of merging it"),
+    force: bool = typer.Option(False, "--force", help="replace an existing output directory"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="check the options and print the plan; load nothing"),
+) -> None:
+    """Merge an adapter into its base, optionally quantize or write GGUF, then reload and generate to prove it."""
+    from factory_cli.export import ExportRequest, plan_export, print_export_plan, print_export_report, run_export
+    from factory_cli.ui import err_console
+
+    request = ExportRequest(
+        model=model,
+        output=output,
+        quant=quant,
+        format=format,
+        gguf_type=gguf_type,
+        group_size=group_size,
+        calibration=calibration,
+        samples=samples,
+        max_length=max_length,
+        dtype=dtype,
+        shard_size=shard_size,
+        device=device,
+        merge=not no_merge,
+        overwrite=force,
+        base_dirs=(Path.cwd(),),
+    )
+    if dry_run:
+        print_export_plan(plan_export(request))
+        return
+    report = run_export(request, progress=lambda message: err_console.print(f"[dim]{message}[/dim]"))
+    print_export_report(report)
 
 
 def main() -> None:

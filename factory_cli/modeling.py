@@ -322,12 +322,31 @@ def _is_complete(directory: Path) -> bool:
     return (directory / _SOURCE_FILE).is_file() and (directory / "config.json").is_file()
 
 
+def _conversion_dir(gguf_file: Path) -> Path:
+    """Where `ensure_hf_checkpoint` converts `gguf_file` to."""
+    return cache_root() / "models" / f"{gguf_file.stem}-{content_hash(gguf_file)}"
+
+
+def cached_hf_checkpoint(source: ModelSource) -> Path | None:
+    """The finished conversion of a GGUF source already on disk (pure: converts and downloads nothing)."""
+    if source.kind == "gguf":
+        gguf_file = Path(source.path)
+    elif source.kind == "local" and source.gguf_file is not None:
+        gguf_file = Path(source.path) / source.gguf_file
+    else:
+        return None
+    if not gguf_file.is_file():
+        return None
+    target = _conversion_dir(gguf_file)
+    return target if _is_complete(target) else None
+
+
 def ensure_hf_checkpoint(source: ModelSource, *, trust_remote_code: bool = False, revision: str | None = None) -> str:
     """A path `from_pretrained` loads quickly: GGUF is dequantized once into the cache, anything else passes."""
     if not source.is_gguf:
         return source.path
     gguf_file = _gguf_local_file(source, revision)
-    target = cache_root() / "models" / f"{gguf_file.stem}-{content_hash(gguf_file)}"
+    target = _conversion_dir(gguf_file)
     if _is_complete(target):
         return str(target)
     with _conversion_lock(target.parent / f".{target.name}.lock"):

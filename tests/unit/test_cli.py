@@ -84,6 +84,7 @@ def test_no_arguments_shows_help() -> None:
         ("datasets", ["demo-sft-alpaca", "demo-dpo", "demo-grpo-math", "demo-pt"]),
         ("templates", ["chatml", "llama3", "qwen3"]),
         ("rewards", ["math_answer", "format"]),
+        ("tasks", ["ppl", "gsm8k_demo", "arc_demo", "math_demo_harness", "lm:<task>"]),
     ],
 )
 def test_list(what: str, shown: list[str]) -> None:
