@@ -340,7 +340,11 @@ def test_interactive_config_asks_for_what_is_missing(monkeypatch: pytest.MonkeyP
     choice = resolve_choice(TemplateChoice(), interactive=True)
     assert asked[:3] == ["backend", "stage", "method"]
     assert (choice.backend, choice.stage, choice.method, choice.model, choice.dataset) == (
-        "verl", "grpo", "full", "qwen2.5-7b-instruct", None
+        "verl",
+        "grpo",
+        "full",
+        "qwen2.5-7b-instruct",
+        None,
     )
     text = render_job(choice)
     assert "backend: verl" in text and "name_or_path: qwen2.5-7b-instruct" in text
