@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from bench.harness import BENCH_DIR, REPO, Result, median, run_measured
+from bench.harness import BENCH_DIR, REPO, Measured, Result, median, run_measured
 from bench.train_sft_lora import MODEL, RUN_ENV
 
 NAME = "grpo_step"
@@ -60,6 +60,18 @@ def steady(step_times: list[float]) -> float:
     return median(step_times[1:] if len(step_times) > 1 else step_times)
 
 
+def step_metrics(times: list[float], train_seconds: float, measured: Measured) -> dict[str, float]:
+    """One run's numbers: steady step time, first step, Trainer runtime, wall time, peak RSS, steps."""
+    return {
+        "step_seconds": steady(times),
+        "first_step_seconds": times[0] if times else float("nan"),
+        "train_seconds": train_seconds,
+        "wall_seconds": measured.wall_seconds,
+        "peak_rss_mb": measured.peak_rss_mb,
+        "steps": float(len(times)),
+    }
+
+
 def factory_run(index: int, steps: int) -> tuple[dict[str, float], Path]:
     """One `factory train` of the GRPO job; step times from metrics.jsonl."""
     run_dir = WORK / f"factory-{index}"
@@ -72,14 +84,7 @@ def factory_run(index: int, steps: int) -> tuple[dict[str, float], Path]:
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     times = [float(r["step_time"]) for r in records if "step_time" in r]
     summary = json.loads((run_dir / "summary.json").read_text())
-    return {
-        "step_seconds": steady(times),
-        "first_step_seconds": times[0] if times else float("nan"),
-        "train_seconds": float(summary["train_runtime"]),
-        "wall_seconds": measured.wall_seconds,
-        "peak_rss_mb": measured.peak_rss_mb,
-        "steps": float(len(times)),
-    }, run_dir
+    return step_metrics(times, float(summary["train_runtime"]), measured), run_dir
 
 
 def trl_run(like: Path, index: int) -> dict[str, float]:
@@ -92,15 +97,7 @@ def trl_run(like: Path, index: int) -> dict[str, float]:
     if measured.returncode != 0:
         raise RuntimeError(f"TRL direct GRPO failed:\n{measured.stdout_tail}")
     data = json.loads([row for row in measured.stdout_tail.splitlines() if row.startswith("{")][-1])
-    times = [float(t) for t in data["step_times"]]
-    return {
-        "step_seconds": steady(times),
-        "first_step_seconds": times[0] if times else float("nan"),
-        "train_seconds": float(data["train_runtime"]),
-        "wall_seconds": measured.wall_seconds,
-        "peak_rss_mb": measured.peak_rss_mb,
-        "steps": float(len(times)),
-    }
+    return step_metrics([float(t) for t in data["step_times"]], float(data["train_runtime"]), measured)
 
 
 def run(runs: int = 3, quick: bool = False) -> Result:

@@ -30,8 +30,8 @@ from factory_cli.data import cache
 from factory_cli.data.chat_templates import ChatTemplateError, render_chat
 from factory_cli.data.formats import RowError, convert_row
 from factory_cli.data.masking import IGNORE_INDEX, ConversationEncoder
-from factory_cli.data.readers import ReadError, read_rows
-from factory_cli.data.sources import DatasetNotFound, ResolvedDataset, resolve_dataset
+from factory_cli.data.readers import ReadError
+from factory_cli.data.sources import DatasetNotFound, ResolvedDataset, raw_rows, resolve_dataset
 
 MAX_INVALID_EXAMPLES = 5
 ENCODE_BATCH = 1000
@@ -268,27 +268,11 @@ def _key_parts(job: JobBase, tokenizer: Any, chat_template: str | None, sources:
 
 def _raw_rows(source: _Source) -> Iterator[tuple[int, dict[str, Any]]]:
     """(row number, raw row) of a local file or a Hub dataset, at most max_samples of them."""
-    entry, limit = source.resolved.entry, source.resolved.spec.max_samples
-    if entry.file is not None:
-        try:
-            yield from read_rows(entry.file, limit)
-        except ReadError as exc:
-            raise DataError(str(exc).split("\n    hint:")[0], exc.hint) from None
-        return
+    hint = "download it or give a local file (json, jsonl, csv or parquet)"
     try:
-        from datasets import load_dataset
-
-        hub = load_dataset(entry.hf_hub_url, entry.subset, split=entry.split, data_dir=entry.folder)
-    except Exception as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(
-            f"cannot load the Hub dataset `{entry.hf_hub_url}` (split {entry.split}): {reason}",
-            "download it or give a local file (json, jsonl, csv or parquet)",
-        ) from None
-    for number, row in enumerate(hub, start=1):
-        if limit is not None and number > limit:
-            return
-        yield number, dict(row)
+        yield from raw_rows(source.resolved.entry, source.resolved.spec.max_samples, hint=hint, error=DataError)
+    except ReadError as exc:
+        raise DataError(str(exc).split("\n    hint:")[0], exc.hint) from None
 
 
 def _read_source(source: _Source, stage: str, seed: int) -> None:

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from factory_cli.config.errors import UsageError
 from factory_cli.config.schema import DatasetSpec
 from factory_cli.data.formats import FormatSpec
-from factory_cli.data.readers import SUPPORTED_SUFFIXES
+from factory_cli.data.readers import SUPPORTED_SUFFIXES, read_rows
 from factory_cli.registry.datasets import DatasetEntry, find_dataset, load_dataset_registry
 
 
@@ -90,3 +91,30 @@ def _apply_spec(entry: DatasetEntry, spec: DatasetSpec) -> DatasetEntry:
     if "split" in spec.model_fields_set:
         update["split"] = spec.split
     return entry.model_copy(update=update) if update else entry
+
+
+def raw_rows(
+    entry: DatasetEntry, limit: int | None, *, hint: str, error: type[UsageError] = UsageError
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(row number from 1, raw row) of a local file (read lazily) or a Hub dataset, at most `limit` of them.
+
+    A Hub dataset loads in offline mode when the Hub is unreachable (the cache, or a quick failure instead of
+    minutes of retries); a load failure raises `error` with `hint`. A bad local file raises the reader's ReadError.
+    """
+    if entry.file is not None:
+        yield from read_rows(entry.file, limit)
+        return
+    from factory_cli.hub import offline_unless_reachable
+
+    try:
+        from datasets import load_dataset
+
+        with offline_unless_reachable():
+            hub = load_dataset(entry.hf_hub_url, entry.subset, split=entry.split, data_dir=entry.folder)
+    except Exception as exc:  # offline, missing, private: all the user's to fix
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise error(f"cannot load the Hub dataset `{entry.hf_hub_url}` (split {entry.split}): {reason}", hint) from None
+    for number, row in enumerate(hub, start=1):
+        if limit is not None and number > limit:
+            return
+        yield number, dict(row)

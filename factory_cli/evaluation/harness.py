@@ -8,7 +8,7 @@ and pass the config as a dict to `TaskManager.load`: no temp files. Built-in tas
 lm-eval's task folder and indexed from their own folder (a full index of its ~14k YAML files takes ~25 s on a slow
 CPU); the full index is the fallback. A task whose data must come from the Hub fails offline with a UsageError.
 
-A built-in task loads in Hugging Face offline mode when the Hub is not reachable (evaluation/hub.py): a cached dataset
+A built-in task loads in Hugging Face offline mode when the Hub is not reachable (factory_cli/hub.py): a cached dataset
 still loads, and a missing one fails at once instead of after ~25 s of retries.
 """
 
@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from factory_cli.config.errors import UsageError
-from factory_cli.evaluation.hub import offline_unless_reachable
 from factory_cli.evaluation.report import TaskResult
 from factory_cli.evaluation.tasks import LOCAL_HARNESS_DIR, TaskSpec
+from factory_cli.hub import offline_unless_reachable
 
 EXAMPLES_KEPT = 3
 LOCAL_BUILDERS = {"json", "csv", "parquet", "text", "arrow"}  # datasets' builders over local files

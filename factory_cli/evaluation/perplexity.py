@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,37 +71,10 @@ def _stage_of(raw: dict[str, Any], entry: Any) -> str:
     return "grpo" if fmt == "rl" else "sft"
 
 
-def _raw_rows(entry: Any, limit: int | None) -> Iterator[dict[str, Any]]:
-    """Rows of a local file (read lazily), or of a Hub dataset when the Hub is reachable."""
-    from factory_cli.data.readers import read_rows
-
-    if entry.file is not None:
-        for _, row in read_rows(entry.file, limit):
-            yield row
-        return
-    from factory_cli.evaluation.hub import offline_unless_reachable
-
-    try:
-        from datasets import load_dataset
-
-        with offline_unless_reachable():  # no network: the cache or a quick failure, not minutes of retries
-            hub = load_dataset(entry.hf_hub_url, entry.subset, split=entry.split, data_dir=entry.folder)
-    except Exception as exc:  # offline, missing, private: all the user's to fix
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UsageError(
-            f"ppl: cannot load the Hub dataset `{entry.hf_hub_url}`: {reason}",
-            "give a local file (json, jsonl, csv or parquet) with --dataset",
-        ) from None
-    for number, row in enumerate(hub):
-        if limit is not None and number >= limit:
-            return
-        yield dict(row)
-
-
 def load_ppl_rows(source: PplSource, limit: int | None) -> PplRows:
     """Read and convert the source's rows (at most `limit` valid rows in all), counting the invalid ones."""
     from factory_cli.data.formats import RowError, convert_row
-    from factory_cli.data.sources import resolve_dataset
+    from factory_cli.data.sources import raw_rows, resolve_dataset
 
     out = PplRows()
     for spec in source.specs:
@@ -109,7 +82,8 @@ def load_ppl_rows(source: PplSource, limit: int | None) -> PplRows:
             break
         resolved = resolve_dataset(spec, source.dataset_dir, source.base_dirs)
         stage: str | None = source.stage
-        for raw in _raw_rows(resolved.entry, spec.max_samples):
+        hint = "give a local file (json, jsonl, csv or parquet) with --dataset"
+        for _, raw in raw_rows(resolved.entry, spec.max_samples, hint=hint):
             if limit is not None and len(out.rows) >= limit:
                 break
             stage = stage or _stage_of(raw, resolved.entry)

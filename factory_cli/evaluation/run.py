@@ -139,7 +139,7 @@ def _load(reference: str, request: EvalRequest) -> Any:
     """Load for scoring; weights that may come from the Hub (a Hub id, an adapter's base) load offline without it."""
     import contextlib
 
-    from factory_cli.evaluation.hub import offline_unless_reachable
+    from factory_cli.hub import offline_unless_reachable
     from factory_cli.inference import describe_model_dir, load_for_inference
 
     local = describe_model_dir(reference, request.base_dirs).kind in ("full", "quantized")

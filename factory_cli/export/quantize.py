@@ -189,34 +189,13 @@ def resolve_calibration(source: CalibrationSource) -> list[Any]:
     return resolved
 
 
-def _raw_rows(resolved: Any, limit: int) -> Iterator[dict[str, Any]]:
-    """Raw rows of a resolved dataset: a local file, or a Hub dataset when one can be loaded."""
-    from factory_cli.data.readers import read_rows
-
-    entry = resolved.entry
-    if entry.file is not None:
-        for _, row in read_rows(entry.file, limit):
-            yield row
-        return
-    try:
-        from datasets import load_dataset
-
-        hub = load_dataset(entry.hf_hub_url, entry.subset, split=entry.split, data_dir=entry.folder)
-    except Exception as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UsageError(
-            f"cannot load the calibration dataset `{entry.hf_hub_url}`: {reason}",
-            "give a local file (json, jsonl, csv or parquet) with --calibration",
-        ) from None
-    for number, row in enumerate(hub):
-        if number >= limit:
-            return
-        yield dict(row)
+CALIBRATION_HINT = "give a local file (json, jsonl, csv or parquet) with --calibration"
 
 
 def calibration_rows(source: CalibrationSource, samples: int) -> tuple[list[dict[str, Any]], int]:
     """Up to `samples` canonical rows (messages / text / prompt+chosen) and how many rows could not be used."""
     from factory_cli.data.formats import RowError, convert_row
+    from factory_cli.data.sources import raw_rows
 
     rows: list[dict[str, Any]] = []
     skipped = 0
@@ -228,7 +207,7 @@ def calibration_rows(source: CalibrationSource, samples: int) -> tuple[list[dict
         stages = [declared] if declared else []
         stages += [s for s in _CALIBRATION_STAGES if s not in stages]
         limit = spec.max_samples or samples * 4  # bad rows are skipped; read a few more than needed
-        for raw in _raw_rows(resolved, limit):
+        for _, raw in raw_rows(resolved.entry, limit, hint=CALIBRATION_HINT):
             if len(rows) >= samples:
                 break
             for stage in stages:

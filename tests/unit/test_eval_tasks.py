@@ -325,7 +325,7 @@ def test_demo_arc_rows_are_well_formed() -> None:
 def test_hub_probe_follows_endpoint_and_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
     import socket
 
-    from factory_cli.evaluation import hub
+    from factory_cli import hub
 
     for name in ("HF_ENDPOINT", "HTTPS_PROXY", "https_proxy", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
         monkeypatch.delenv(name, raising=False)
@@ -353,7 +353,7 @@ def test_hub_offline_sets_and_restores_the_flags(monkeypatch: pytest.MonkeyPatch
     import datasets.config
     import huggingface_hub.constants
 
-    from factory_cli.evaluation.hub import hub_offline, offline_unless_reachable
+    from factory_cli.hub import hub_offline, offline_unless_reachable
 
     monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
