@@ -5,7 +5,9 @@ The same job for every tool: the same converted HF checkpoint, dataset, chat tem
 AdamW, effective batch 8 examples, one epoch, fp32, a log every step, no eval, the adapter saved once at the end.
 Each tool runs with its best documented speed settings for a CPU:
 
-* factory            its CPU defaults with packing on (padding-free packed rows, position ids reset per sample);
+* factory            its SFT defaults (no packing, compact LM head) plus its documented speed option
+                     `train.compile: true` (regional torch.compile of the decoder blocks, kernels cached in
+                     ~/.cache/factory/compile, so runs after the first skip most of the compilation);
 * llamafactory default-fast   no packing, `disable_gradient_checkpointing: true`, `bf16: false`, batch 1 x 8;
 * llamafactory neat_packing   packing without cross-attention (its quality equivalent of factory's packing).
 
@@ -42,11 +44,14 @@ WORK = BENCH_DIR / ".work" / NAME
 MODEL = "smollm2-135m-instruct-gguf"
 LF_DATASET = "bench_sft"
 LF_VARIANTS = ("default_fast", "neat_packing")
-# factory with one speed change turned off each: what each change buys (measured on/off in the same invocation).
-FACTORY_VARIANTS = {
+# factory with one speed change switched each: what each change buys (measured on/off in the same invocation).
+# `cold_compile` gives every run an empty compile cache: the price of the first run of an architecture.
+FACTORY_VARIANTS: dict[str, dict[str, Any]] = {
     "factory": {},
+    "factory_cold_compile": {"cold_compile": True},
+    "factory_no_compile": {"compile": False},
     "factory_no_compact_head": {"env": {"FACTORY_COMPACT_LM_HEAD": "0"}},
-    "factory_no_packing": {"packing": False},
+    "factory_packing": {"packing": True},
 }
 TOOLS = (*FACTORY_VARIANTS, *(f"llamafactory_{v}" for v in LF_VARIANTS))
 DEFAULT_TOOLS = ("factory", *(f"llamafactory_{v}" for v in LF_VARIANTS))
@@ -82,7 +87,8 @@ class SftSettings:
     batch_examples: int = 8
     epochs: int = 1
     seed: int = 42
-    factory_packing: bool = True
+    factory_packing: bool = False
+    factory_compile: bool = True
 
 
 FULL = SftSettings()
@@ -110,9 +116,15 @@ def rows_per_step(batch_examples: int, examples: int, rows: int) -> int:
 
 
 def factory_job(
-    settings: SftSettings, data_file: Path, batch: Batch, out_dir: Path, cache_dir: Path, packing: bool | None = None
+    settings: SftSettings,
+    data_file: Path,
+    batch: Batch,
+    out_dir: Path,
+    cache_dir: Path,
+    packing: bool | None = None,
+    compile_blocks: bool | None = None,
 ) -> dict[str, Any]:
-    """The factory job file (as a dict) for the benchmark; `packing` overrides the settings' choice."""
+    """The factory job file (as a dict) for the benchmark; `packing` and `compile_blocks` override the settings."""
     return {
         "backend": "deepspeed",
         "stage": "sft",
@@ -146,6 +158,7 @@ def factory_job(
             "gradient_accumulation_steps": batch.accumulation,
             "precision": "fp32",
             "seed": settings.seed,
+            "compile": settings.factory_compile if compile_blocks is None else compile_blocks,
         },
         "output": {"dir": str(out_dir), "save_steps": 1_000_000, "save_total_limit": 1, "resume": "never"},
         "logging": {"steps": 1, "sample_after_training": False},
@@ -245,6 +258,7 @@ class Prepared:
     supervised_tokens: int
     factory_rows: int
     factory_batch: Batch
+    factory_packed_batch: Batch
     lf_batches: dict[str, Batch]
     lf_packed_rows: int
     lf_supervised_tokens: int
@@ -270,7 +284,7 @@ def model_dir() -> str:
 
 
 def factory_probe(settings: SftSettings, data_file: Path) -> tuple[int, int, int, str]:
-    """(examples, packed rows, supervised tokens, chat template) from factory's own pipeline, in a scratch cache."""
+    """(examples, packed rows, supervised tokens, chat template) from factory's own packing pipeline."""
     from factory_cli.config.validate import load_and_validate
     from factory_cli.data.masking import resolve_chat_template
     from factory_cli.data.pipeline import prepare_data
@@ -281,7 +295,7 @@ def factory_probe(settings: SftSettings, data_file: Path) -> tuple[int, int, int
     shutil.rmtree(probe_dir, ignore_errors=True)
     probe_dir.mkdir(parents=True)
     job_file = probe_dir / "job.yaml"
-    job = factory_job(settings, data_file, Batch(1, 1), probe_dir / "run", probe_dir / "cache")
+    job = factory_job(settings, data_file, Batch(1, 1), probe_dir / "run", probe_dir / "cache", packing=True)
     job_file.write_text(yaml.safe_dump(job, sort_keys=False))
     validated = load_and_validate(job_file, [])
     path = model_dir()
@@ -336,7 +350,8 @@ def prepare(settings: SftSettings) -> Prepared:
     system = default_system(template)
     lf = lf_probe(settings, path, data_file, system)
     lf_rows = int(lf["sequences"])
-    factory_batch = Batch(1, rows_per_step(settings.batch_examples, examples, factory_rows))
+    factory_batch = Batch(1, settings.batch_examples)
+    factory_packed_batch = Batch(1, rows_per_step(settings.batch_examples, examples, factory_rows))
     lf_batches = {
         # LlamaFactory's own example configs train with batch 1 and accumulation; no padding is wasted either.
         "default_fast": Batch(1, settings.batch_examples),
@@ -351,6 +366,7 @@ def prepare(settings: SftSettings) -> Prepared:
         supervised_tokens=supervised,
         factory_rows=factory_rows,
         factory_batch=factory_batch,
+        factory_packed_batch=factory_packed_batch,
         lf_batches=lf_batches,
         lf_packed_rows=lf_rows,
         lf_supervised_tokens=int(lf["supervised_tokens"]),
@@ -383,11 +399,17 @@ def factory_run(settings: SftSettings, prepared: Prepared, index: int, variant: 
     shutil.rmtree(run_dir, ignore_errors=True)
     shutil.rmtree(cache_dir, ignore_errors=True)
     job_file = WORK / f"{variant}-job.yaml"
-    packing = change.get("packing")
-    batch = prepared.factory_batch if packing is None else Batch(1, settings.batch_examples)
-    job = factory_job(settings, prepared.data_file, batch, run_dir, cache_dir, packing=packing)
+    packing = bool(change.get("packing", settings.factory_packing))
+    batch = prepared.factory_packed_batch if packing else prepared.factory_batch
+    job = factory_job(
+        settings, prepared.data_file, batch, run_dir, cache_dir, packing=packing, compile_blocks=change.get("compile")
+    )
     job_file.write_text(yaml.safe_dump(job, sort_keys=False))
     env = {**RUN_ENV, **change.get("env", {})}
+    if change.get("cold_compile"):
+        compile_cache = WORK / "cold-compile-cache"
+        shutil.rmtree(compile_cache, ignore_errors=True)
+        env["TORCHINDUCTOR_CACHE_DIR"] = str(compile_cache)
     measured = run_measured([sys.executable, "-m", "factory_cli", "train", str(job_file)], env=env, timeout=4 * 3600)
     if measured.returncode != 0:
         raise RuntimeError(f"factory train failed:\n{measured.stdout_tail}")
@@ -520,7 +542,8 @@ def run(
         ratio[f"peak_rss_ratio_vs_{variant}"] = ours["peak_rss_mb"] / theirs["peak_rss_mb"]
         ratio[f"last5_loss_delta_vs_{variant}"] = ours["last5_loss"] - theirs["last5_loss"]
     shape = {
-        "factory": asdict(prepared.factory_batch) | {"packed_rows": prepared.factory_rows},
+        "factory": asdict(prepared.factory_batch),
+        "factory_packing": asdict(prepared.factory_packed_batch) | {"packed_rows": prepared.factory_rows},
         **{f"llamafactory_{v}": asdict(b) for v, b in prepared.lf_batches.items()},
     }
     return Result(

@@ -214,6 +214,11 @@ class TrainSection(Section):
     fused_kernels: Literal["auto", True, False] = Field(
         "auto", description="Liger fused kernels where installed (CUDA only)"
     )
+    compile: bool = Field(
+        False,
+        description="torch.compile each decoder block (regional, dynamic shapes; pt/sft, deepspeed backend): "
+        "faster steps after a one-off compile, cached for later runs",
+    )
 
     @model_validator(mode="after")
     def _steps_or_epochs(self) -> TrainSection:

@@ -7,6 +7,7 @@ import json
 import statistics
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -104,7 +105,7 @@ def test_llamafactory_config_matches_the_factory_job(tmp_path: Path, settings: S
     assert lf["default_system"] == "You are SmolLM" and lf["template"] == "smollm2"
     assert lf["per_device_train_batch_size"] * lf["gradient_accumulation_steps"] == lf_batch.rows_per_step
     assert data_section["train"] == [{"path": str(data), "format": "alpaca"}]
-    assert data_section["packing"] is True
+    assert data_section["packing"] is False and job["train"]["compile"] is True
     if variant == "default_fast":
         assert "packing" not in lf and "neat_packing" not in lf
         assert lf_batch.rows_per_step == settings.batch_examples
@@ -201,10 +202,19 @@ def test_benchmarks_are_registered() -> None:
 
 def test_factory_variants_switch_off_one_change_each(tmp_path: Path) -> None:
     batch = Batch(1, 3)
-    on = train_sft_lora.factory_job(FULL, tmp_path / "d.jsonl", batch, tmp_path / "r", tmp_path / "c")
-    off = train_sft_lora.factory_job(FULL, tmp_path / "d.jsonl", batch, tmp_path / "r", tmp_path / "c", packing=False)
-    assert on["data"]["packing"] is True and off["data"]["packing"] is False
-    assert {k: v for k, v in on.items() if k != "data"} == {k: v for k, v in off.items() if k != "data"}
-    assert train_sft_lora.FACTORY_VARIANTS["factory_no_compact_head"]["env"] == {"FACTORY_COMPACT_LM_HEAD": "0"}
+
+    def job(**change: bool) -> dict[str, Any]:
+        return train_sft_lora.factory_job(FULL, tmp_path / "d.jsonl", batch, tmp_path / "r", tmp_path / "c", **change)
+
+    best = job()
+    assert best["data"]["packing"] is False and best["train"]["compile"] is True
+    packed, eager = job(packing=True), job(compile_blocks=False)
+    assert packed["data"] == {**best["data"], "packing": True}
+    assert eager["train"] == {**best["train"], "compile": False}
+    assert {k: v for k, v in packed.items() if k != "data"} == {k: v for k, v in best.items() if k != "data"}
+    assert {k: v for k, v in eager.items() if k != "train"} == {k: v for k, v in best.items() if k != "train"}
+    variants = train_sft_lora.FACTORY_VARIANTS
+    assert variants["factory_no_compact_head"]["env"] == {"FACTORY_COMPACT_LM_HEAD": "0"}
+    assert variants["factory_packing"] == {"packing": True} and variants["factory_no_compile"] == {"compile": False}
     with pytest.raises(ValueError, match="tools must include factory"):
         train_sft_lora.run(runs=1, tools=["llamafactory_default_fast"])

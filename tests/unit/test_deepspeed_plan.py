@@ -57,6 +57,24 @@ def test_cuda_plan_is_bf16_with_checkpointing_and_fused_kernels_when_installed()
     assert job.model.attn_implementation == "flash_attention_2"
 
 
+def test_compile_plan_compiles_decoder_blocks_with_dynamic_shapes_and_a_lasting_cache(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("FACTORY_CACHE", str(tmp_path))
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    _, plain = planned("sft_lora", DeviceFacts("cpu"))
+    assert "torch_compile" not in plain.engine_config["training_args"]
+    assert not any(key.startswith(("ACCELERATE_DYNAMO", "TORCHINDUCTOR")) for key in plain.steps[-1].env)
+    _, plan = planned("sft_lora", DeviceFacts("cpu"), "train.compile=true")
+    env = plan.steps[-1].env
+    assert plan.engine_config["training_args"]["torch_compile"] is True
+    assert env["ACCELERATE_DYNAMO_USE_REGIONAL_COMPILATION"] == "1" and env["ACCELERATE_DYNAMO_USE_DYNAMIC"] == "1"
+    assert env["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "compile")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/elsewhere")
+    _, chosen = planned("sft_lora", DeviceFacts("cpu"), "train.compile=true")
+    assert chosen.steps[-1].env["TORCHINDUCTOR_CACHE_DIR"] == "/elsewhere"
+
+
 def test_npu_plan_uses_hccl_and_no_cuda_only_options() -> None:
     job, plan = planned(
         "sft_lora", DeviceFacts("npu", bf16=True, flash_attn=True, liger=True), "parallel.nproc_per_node=8"

@@ -6,6 +6,7 @@ SFTConfig / DPOConfig / GRPOConfig; `peft` feeds peft.LoraConfig; `deepspeed` is
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,8 @@ def training_arguments(job: DeepSpeedJob, run_dir: Path, device_kind: DeviceKind
         args["lr_scheduler_kwargs"] = {"min_lr_rate": t.min_lr_ratio}
     if t.gradient_checkpointing:
         args["gradient_checkpointing_kwargs"] = {"use_reentrant": False}
+    if t.compile:
+        args["torch_compile"] = True
     if device_kind == "cpu":
         args["use_cpu"] = True
     if job.parallel.world_size > 1 or job.parallel.zero_stage > 0:
@@ -181,6 +184,22 @@ def reward_specs(grpo: GRPOSection | None) -> list[dict[str, Any]]:
     return specs
 
 
+# Accelerate reads these when Trainer hands it torch_compile: compile each repeated block once (the 30 decoder layers
+# share one compiled graph) with dynamic sequence lengths, instead of the whole model per shape.
+COMPILE_ENV = {"ACCELERATE_DYNAMO_USE_REGIONAL_COMPILATION": "1", "ACCELERATE_DYNAMO_USE_DYNAMIC": "1"}
+
+
+def compile_env(job: DeepSpeedJob) -> dict[str, str]:
+    """Regional, dynamic-shape torch.compile when train.compile is on; compiled kernels are kept in the factory
+    cache (next to the converted models), so a later run of the same architecture skips most of the compilation."""
+    if not job.train.compile:
+        return {}
+    from factory_cli.modeling import cache_root
+
+    cache = os.environ.get("TORCHINDUCTOR_CACHE_DIR") or str(cache_root() / "compile")
+    return {**COMPILE_ENV, "TORCHINDUCTOR_CACHE_DIR": cache}
+
+
 PROJECT_VARIABLES = {"wandb": "WANDB_PROJECT", "swanlab": "SWANLAB_PROJECT", "mlflow": "MLFLOW_EXPERIMENT_NAME"}
 
 
@@ -205,7 +224,12 @@ def plan_deepspeed(job: DeepSpeedJob, device_kind: DeviceKind, cpu_cores: int | 
     args = {**training_arguments(job, run_dir, device_kind, has_eval), **stage_arguments(job)}
     if ds is not None:
         args["deepspeed"] = str(run_dir / "deepspeed.json")
-    env = {**launch_env(device_kind, job.parallel.nproc_per_node, cpu_cores), **reporter_env(job, run_dir), **job.env}
+    env = {
+        **launch_env(device_kind, job.parallel.nproc_per_node, cpu_cores),
+        **reporter_env(job, run_dir),
+        **compile_env(job),
+        **job.env,
+    }
     launcher = choose_launcher(job.parallel)
     steps = [
         Step(name="prepare", argv=[sys.executable, "-m", PREPARE_MODULE, plan_path]),
