@@ -65,6 +65,7 @@ METRIC_KEYS = [
     "peak_rss_mb",
     "final_loss",
     "last5_loss",
+    "train_loss",
     "steps",
 ]
 
@@ -376,11 +377,17 @@ def prepare(settings: SftSettings) -> Prepared:
 # ----------------------------------------------------------------------------------------------- runs
 
 
-def _loss_metrics(losses: list[float]) -> dict[str, float]:
+def _loss_metrics(losses: list[float], epoch_mean: float | None = None) -> dict[str, float]:
+    """Last logged loss, mean of the last 5, and the Trainer's mean over the whole epoch (`train_loss`).
+
+    The tools shuffle differently, so the last steps see different examples; the epoch mean covers every example
+    once and is the comparable number.
+    """
     tail = losses[-5:]
     return {
         "final_loss": losses[-1] if losses else float("nan"),
         "last5_loss": sum(tail) / len(tail) if tail else float("nan"),
+        "train_loss": float("nan") if epoch_mean is None else float(epoch_mean),
     }
 
 
@@ -416,13 +423,14 @@ def factory_run(settings: SftSettings, prepared: Prepared, index: int, variant: 
     summary = json.loads((run_dir / "summary.json").read_text())
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     losses = [float(r["loss"]) for r in records if "loss" in r]
+    epoch_mean = next((float(r["train_loss"]) for r in reversed(records) if "train_loss" in r), None)
     train_seconds = float(summary["train_runtime"])
     return {
         "wall_seconds": measured.wall_seconds,
         "train_seconds": train_seconds,
         **_rates(prepared, train_seconds),
         "peak_rss_mb": measured.peak_rss_mb,
-        **_loss_metrics(losses),
+        **_loss_metrics(losses, epoch_mean),
         "steps": float(summary["global_step"]),
     }
 
@@ -462,7 +470,7 @@ def llamafactory_run(settings: SftSettings, prepared: Prepared, variant: str, in
         "train_seconds": train_seconds,
         **_rates(prepared, train_seconds),
         "peak_rss_mb": measured.peak_rss_mb,
-        **_loss_metrics(losses),
+        **_loss_metrics(losses, results.get("train_loss")),
         "steps": float(state["global_step"]),
     }
 
@@ -541,6 +549,7 @@ def run(
         ratio[f"train_speedup_vs_{variant}"] = theirs["train_seconds"] / ours["train_seconds"]
         ratio[f"peak_rss_ratio_vs_{variant}"] = ours["peak_rss_mb"] / theirs["peak_rss_mb"]
         ratio[f"last5_loss_delta_vs_{variant}"] = ours["last5_loss"] - theirs["last5_loss"]
+        ratio[f"train_loss_delta_vs_{variant}"] = ours["train_loss"] - theirs["train_loss"]
     shape = {
         "factory": asdict(prepared.factory_batch),
         "factory_packing": asdict(prepared.factory_packed_batch) | {"packed_rows": prepared.factory_rows},

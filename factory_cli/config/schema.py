@@ -216,8 +216,8 @@ class TrainSection(Section):
     )
     compile: bool = Field(
         False,
-        description="torch.compile each decoder block (regional, dynamic shapes; pt/sft, deepspeed backend): "
-        "faster steps after a one-off compile, cached for later runs",
+        description="torch.compile each decoder block: fused kernels, less activation memory, after a one-off "
+        "compile cached for later runs (pt/sft)",
     )
 
     @model_validator(mode="after")

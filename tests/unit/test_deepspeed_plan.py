@@ -70,6 +70,9 @@ def test_compile_plan_compiles_decoder_blocks_with_dynamic_shapes_and_a_lasting_
     assert plan.engine_config["training_args"]["torch_compile"] is True
     assert env["ACCELERATE_DYNAMO_USE_REGIONAL_COMPILATION"] == "1" and env["ACCELERATE_DYNAMO_USE_DYNAMIC"] == "1"
     assert env["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "compile")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/tmp/torchinductor_someone")  # torch's own default, not a choice
+    _, defaulted = planned("sft_lora", DeviceFacts("cpu"), "train.compile=true")
+    assert defaulted.steps[-1].env["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "compile")
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/elsewhere")
     _, chosen = planned("sft_lora", DeviceFacts("cpu"), "train.compile=true")
     assert chosen.steps[-1].env["TORCHINDUCTOR_CACHE_DIR"] == "/elsewhere"

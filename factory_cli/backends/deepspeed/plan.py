@@ -196,8 +196,12 @@ def compile_env(job: DeepSpeedJob) -> dict[str, str]:
         return {}
     from factory_cli.modeling import cache_root
 
-    cache = os.environ.get("TORCHINDUCTOR_CACHE_DIR") or str(cache_root() / "compile")
-    return {**COMPILE_ENV, "TORCHINDUCTOR_CACHE_DIR": cache}
+    chosen = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if chosen is None or Path(chosen).name.startswith("torchinductor_"):
+        # torch writes its own temp-dir default into the environment once anything asked for it; only a value the
+        # user chose is kept.
+        chosen = str(cache_root() / "compile")
+    return {**COMPILE_ENV, "TORCHINDUCTOR_CACHE_DIR": chosen}
 
 
 PROJECT_VARIABLES = {"wandb": "WANDB_PROJECT", "swanlab": "SWANLAB_PROJECT", "mlflow": "MLFLOW_EXPERIMENT_NAME"}
