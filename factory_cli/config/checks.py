@@ -304,14 +304,18 @@ def check_device(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
         yield warning("train.precision", "bf16 on CPU is emulated on many CPUs and can be slower than fp32")
     if job.device in ("npu", "cpu") and job.train.fused_kernels is True:
         yield error("train.fused_kernels", "Liger fused kernels are CUDA-only", "set train.fused_kernels: auto")
+    if job.backend != "deepspeed" and job.device == "cpu":
+        yield error("device", f"the {job.backend} backend needs GPUs or NPUs", "use backend: deepspeed on CPU")
+
+
+def check_compile(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
+    """Regional compilation is wired into the deepspeed backend's Trainer for pt and sft only."""
     if job.train.compile and (job.backend != "deepspeed" or job.stage not in ("pt", "sft")):
         yield error(
             "train.compile",
             f"train.compile is for pt and sft on the deepspeed backend, not {job.stage} on {job.backend}",
             "remove train.compile (set it to false)",
         )
-    if job.backend != "deepspeed" and job.device == "cpu":
-        yield error("device", f"the {job.backend} backend needs GPUs or NPUs", "use backend: deepspeed on CPU")
 
 
 def check_output(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
@@ -373,6 +377,7 @@ ALL_CHECKS: tuple[Check, ...] = (
     check_grpo,
     check_data,
     check_device,
+    check_compile,
     check_output,
     check_ranges,
 )
