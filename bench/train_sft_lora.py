@@ -51,6 +51,7 @@ FACTORY_VARIANTS: dict[str, dict[str, Any]] = {
     "factory_cold_compile": {"cold_compile": True},
     "factory_no_compile": {"compile": False},
     "factory_no_compact_head": {"env": {"FACTORY_COMPACT_LM_HEAD": "0"}},
+    "factory_no_dense_logprob": {"env": {"FACTORY_DENSE_LOGPROB": "0"}},
     "factory_packing": {"packing": True},
 }
 TOOLS = (*FACTORY_VARIANTS, *(f"llamafactory_{v}" for v in LF_VARIANTS))

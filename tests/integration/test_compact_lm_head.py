@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 import torch
 
-from factory_cli.backends.deepspeed.lm_head import ENV_SWITCH, compact_lm_head
+from factory_cli.backends.deepspeed.dense_logprob import DenseLogProb
+from factory_cli.backends.deepspeed.lm_head import DENSE_ENV_SWITCH, ENV_SWITCH, compact_lm_head
 
 
 def _fused_model(tiny_llama_dir: Path) -> Any:
@@ -42,6 +43,7 @@ def test_compact_head_changes_no_number_and_scores_fewer_rows(
 ) -> None:
     import trl.trainer.utils as trl_utils
 
+    monkeypatch.setenv(DENSE_ENV_SWITCH, "0")  # count the rows TRL's own tiled kernel scores
     model = _fused_model(tiny_llama_dir)
     batch = _batch(model.config.vocab_size)
     rows: list[int] = []
@@ -67,6 +69,22 @@ def test_compact_head_changes_no_number_and_scores_fewer_rows(
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
+def test_dense_logprob_in_the_compact_head_changes_no_number(tiny_llama_dir: Path) -> None:
+    import trl.trainer.utils as trl_utils
+
+    model = _fused_model(tiny_llama_dir)
+    batch = _batch(model.config.vocab_size)
+    tiled = trl_utils._ChunkedLogProbFunction
+    full_loss, full_grads = _loss_and_grads(model, batch)
+    with compact_lm_head("cpu"):
+        assert isinstance(trl_utils._ChunkedLogProbFunction, DenseLogProb)
+        dense_loss, dense_grads = _loss_and_grads(model, batch)
+    assert trl_utils._ChunkedLogProbFunction is tiled, "TRL's kernel is restored after the block"
+    assert dense_loss == pytest.approx(full_loss, rel=1e-5)
+    for a, b in zip(full_grads, dense_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
 def test_switch_off_and_other_devices(monkeypatch: pytest.MonkeyPatch) -> None:
     import trl.trainer.utils as trl_utils
 
@@ -78,3 +96,7 @@ def test_switch_off_and_other_devices(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(ENV_SWITCH, "0")
     with compact_lm_head("cpu") as on:
         assert not on and trl_utils._use_triton is original
+    monkeypatch.setenv(ENV_SWITCH, "1")
+    monkeypatch.setenv(DENSE_ENV_SWITCH, "0")
+    with compact_lm_head("cpu") as on:
+        assert on and not isinstance(trl_utils._ChunkedLogProbFunction, DenseLogProb)

@@ -215,6 +215,7 @@ def test_factory_variants_switch_off_one_change_each(tmp_path: Path) -> None:
     assert {k: v for k, v in eager.items() if k != "train"} == {k: v for k, v in best.items() if k != "train"}
     variants = train_sft_lora.FACTORY_VARIANTS
     assert variants["factory_no_compact_head"]["env"] == {"FACTORY_COMPACT_LM_HEAD": "0"}
+    assert variants["factory_no_dense_logprob"]["env"] == {"FACTORY_DENSE_LOGPROB": "0"}
     assert variants["factory_packing"] == {"packing": True} and variants["factory_no_compile"] == {"compile": False}
     with pytest.raises(ValueError, match="tools must include factory"):
         train_sft_lora.run(runs=1, tools=["llamafactory_default_fast"])

@@ -10,6 +10,9 @@ number: the scored positions are the same, the others are zero either way.
 The switch is the module-level `_use_triton` that `trl.trainer.utils` imported; the kernels module keeps its own
 reference, so the tiles themselves still run the plain-torch implementation off CUDA. FACTORY_COMPACT_LM_HEAD=0
 turns it off (the benchmark in bench/train_sft_lora.py measures both).
+
+While the compact path is on, the projection itself goes through `dense_logprob.DenseLogProb` (two GEMMs instead of
+TRL's three, see that module); FACTORY_DENSE_LOGPROB=0 keeps TRL's tiled kernel.
 """
 
 from __future__ import annotations
@@ -20,12 +23,17 @@ from contextlib import contextmanager
 from typing import Any
 
 ENV_SWITCH = "FACTORY_COMPACT_LM_HEAD"
+DENSE_ENV_SWITCH = "FACTORY_DENSE_LOGPROB"
 COMPACT_DEVICES = ("cpu", "npu")
+
+
+def _switched_on(name: str) -> bool:
+    return os.environ.get(name, "1").strip().lower() not in ("0", "false")
 
 
 def compact_lm_head_wanted(device_type: str) -> bool:
     """Whether the compact path should be selected for this device (and the switch allows it)."""
-    return device_type in COMPACT_DEVICES and os.environ.get(ENV_SWITCH, "1").strip().lower() not in ("0", "false")
+    return device_type in COMPACT_DEVICES and _switched_on(ENV_SWITCH)
 
 
 @contextmanager
@@ -47,8 +55,16 @@ def compact_lm_head(device_type: str | None) -> Iterator[bool]:
     def use_compact(device: Any) -> bool:
         return device.type == device_type or original(device)
 
-    trl_utils._use_triton = use_compact  # type: ignore[attr-defined]
+    tiled = getattr(trl_utils, "_ChunkedLogProbFunction", None)
+    namespace = vars(trl_utils)  # the module globals TRL's fused head reads at call time
+    namespace["_use_triton"] = use_compact
+    if tiled is not None and _switched_on(DENSE_ENV_SWITCH):
+        from factory_cli.backends.deepspeed.dense_logprob import DenseLogProb
+
+        namespace["_ChunkedLogProbFunction"] = DenseLogProb(tiled)
     try:
         yield True
     finally:
-        trl_utils._use_triton = original  # type: ignore[attr-defined]
+        namespace["_use_triton"] = original
+        if tiled is not None:
+            namespace["_ChunkedLogProbFunction"] = tiled

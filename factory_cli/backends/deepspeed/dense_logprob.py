@@ -1,0 +1,129 @@
+"""Per-token log-probabilities through the LM head in two GEMMs, for CPUs (fp32), where TRL's tiled kernel needs three.
+
+TRL's fused LM head (`trl.kernels.ChunkedLogProbFunction`) never keeps the `[tokens, vocab]` logits: its backward
+recomputes every tile (a second vocabulary projection) and then folds it in a dozen element-wise torch passes. That is
+the right trade on a GPU, where memory is short and Triton fuses the passes; on a CPU it makes the LM head the most
+expensive layer of a LoRA step. Here the forward keeps the probabilities of the scored rows, so the backward is one
+GEMM (`grad_hidden = g * (W[target] - p @ W)`) and no pass over the vocabulary at all when, as in SFT, only the
+log-probabilities carry a gradient and the head is frozen.
+
+Same signature, same outputs, same gradients (to float rounding) as TRL's function; `DenseLogProb.apply` takes this
+path only where it holds — float32 inputs outside autocast, no logit soft-capping, at most `MAX_KEPT_ELEMENTS`
+probabilities kept per call — and hands every other call to TRL's kernel unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+OPTIONAL_OUTPUTS = ("entropy", "log_sum_sq_probs", "mean_logits", "is_top1")
+# Probabilities kept for the backward: 32M floats = 128 MiB (plus as much again, briefly, in the forward).
+MAX_KEPT_ELEMENTS = 32 * 1024 * 1024
+
+
+def dense_path_applies(hidden: torch.Tensor, weight: torch.Tensor, softcap: float | None) -> bool:
+    """Whether the two-GEMM path computes this call exactly and within its memory bound."""
+    return (
+        hidden.dtype == torch.float32
+        and weight.dtype == torch.float32
+        and softcap is None
+        and not torch.is_autocast_enabled(hidden.device.type)
+        and hidden.shape[0] * weight.shape[0] <= MAX_KEPT_ELEMENTS
+    )
+
+
+class DenseLogProbFunction(torch.autograd.Function):
+    """`log p(target)` of `(hidden @ weight.T + bias) * logit_scale / temperature`, with TRL's optional outputs."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        hidden: torch.Tensor,  # [N, H]
+        weight: torch.Tensor,  # [V, H]
+        bias: torch.Tensor | None,  # [V]
+        targets: torch.Tensor,  # [N]
+        scale: float,
+        outputs: tuple[str, ...],
+    ) -> tuple[torch.Tensor | None, ...]:
+        ctx.set_materialize_grads(False)
+        logits = torch.nn.functional.linear(hidden, weight, bias)
+        if scale != 1.0:
+            logits.mul_(scale)
+        mean_logits = logits.mean(-1) if "mean_logits" in outputs else None
+        target_logit = logits.gather(1, targets.unsqueeze(1)).squeeze(1)
+        # argmax returns the first maximum: a tie with an earlier token is not a top-1 prediction (as in TRL)
+        is_top1 = logits.argmax(-1) == targets if "is_top1" in outputs else None
+        log_z = torch.logsumexp(logits, -1)
+        log_p = logits.sub_(log_z.unsqueeze(1))  # in place: the logits are not needed any more
+        probs = log_p.exp()
+        entropy = -torch.bmm(probs.unsqueeze(1), log_p.unsqueeze(2)).view(-1) if "entropy" in outputs else None
+        log_sum_sq = (
+            torch.log(torch.bmm(probs.unsqueeze(1), probs.unsqueeze(2)).view(-1))
+            if "log_sum_sq_probs" in outputs
+            else None
+        )
+        del log_p
+        ctx.save_for_backward(hidden, weight, targets, probs, entropy if entropy is not None else log_z)
+        ctx.scale = scale
+        ctx.has_bias = bias is not None
+        ctx.mark_non_differentiable(*(x for x in (log_sum_sq, mean_logits, is_top1) if x is not None))
+        return target_logit - log_z, entropy, log_sum_sq, mean_logits, is_top1
+
+    @staticmethod
+    def backward(  # type: ignore[override]
+        ctx: Any, grad_logprobs: torch.Tensor | None, grad_entropy: torch.Tensor | None, *_: Any
+    ) -> tuple[torch.Tensor | None, ...]:
+        hidden, weight, targets, probs, entropy = ctx.saved_tensors
+        needs_hidden, needs_weight, needs_bias = ctx.needs_input_grad[:3]
+        needs_bias = needs_bias and ctx.has_bias
+        if grad_logprobs is None and grad_entropy is None:
+            return None, None, None, None, None, None
+        if grad_entropy is None and not needs_weight and not needs_bias:
+            # d log p_t / d z = onehot(t) - p, so grad_hidden = g * (W[t] - p @ W): one GEMM, no vocabulary pass
+            assert grad_logprobs is not None
+            g = grad_logprobs.unsqueeze(1) * ctx.scale
+            grad_hidden = (weight.index_select(0, targets) - probs @ weight).mul_(g) if needs_hidden else None
+            return grad_hidden, None, None, None, None, None
+        grad_logits = torch.zeros_like(probs)
+        if grad_logprobs is not None:
+            grad_logits.sub_(probs * grad_logprobs.unsqueeze(1))
+            grad_logits.scatter_add_(1, targets.unsqueeze(1), grad_logprobs.unsqueeze(1))
+        if grad_entropy is not None:
+            # d H / d z_j = -p_j (log p_j + H); p log p is taken as 0 where p underflowed to 0
+            p_log_p = torch.special.xlogy(probs, probs)
+            grad_logits.sub_((p_log_p + probs * entropy.unsqueeze(1)) * grad_entropy.unsqueeze(1))
+        grad_logits.mul_(ctx.scale)
+        grad_hidden = grad_logits @ weight if needs_hidden else None
+        grad_weight = grad_logits.t() @ hidden if needs_weight else None
+        grad_bias = grad_logits.sum(0) if needs_bias else None
+        return grad_hidden, grad_weight, grad_bias, None, None, None
+
+
+class DenseLogProb:
+    """Drop-in for TRL's `ChunkedLogProbFunction` (same `apply` signature and results); other calls go to `fallback`."""
+
+    def __init__(self, fallback: Any) -> None:
+        self.fallback = fallback
+
+    def apply(
+        self,
+        hidden: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        targets: torch.Tensor,
+        temperature: float,
+        chunk_size: int,
+        final_logit_softcapping: float | None = None,
+        logit_scale: float = 1.0,
+        outputs: tuple[str, ...] = OPTIONAL_OUTPUTS,
+    ) -> tuple[torch.Tensor | None, ...]:
+        if not dense_path_applies(hidden, weight, final_logit_softcapping):
+            return self.fallback.apply(  # type: ignore[no-any-return]
+                hidden, weight, bias, targets, temperature, chunk_size, final_logit_softcapping, logit_scale, outputs
+            )
+        result: tuple[torch.Tensor | None, ...] = DenseLogProbFunction.apply(
+            hidden, weight, bias, targets, logit_scale / temperature, tuple(outputs)
+        )
+        return result
