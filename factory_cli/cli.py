@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -16,7 +15,7 @@ from factory_cli.config.errors import JobError, UsageError
 class FactoryGroup(TyperGroup):
     """Turns user mistakes into one readable message and exit code 2; bugs keep their traceback."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: Any) -> Any:  # typer >= 0.29 types it with its vendored click Context
         from factory_cli import ui
 
         try:

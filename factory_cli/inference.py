@@ -103,7 +103,7 @@ def load_for_inference(
     weights = info.base if info.kind == "adapter" else info.path
     assert weights is not None
     weights_path = weights if info.kind in ("full", "quantized") else _hf_path(weights, base_dirs)
-    model = AutoModelForCausalLM.from_pretrained(weights_path, **kwargs)
+    model: Any = AutoModelForCausalLM.from_pretrained(weights_path, **kwargs)
     tokenizer_path = info.path if info.kind != "reference" else weights_path
     if info.kind == "adapter":
         from peft import PeftModel

@@ -33,20 +33,20 @@ def method_line(job: JobBase) -> str:
 def parallel_line(job: JobBase) -> str:
     """Processes and parallel sizes, backend-specific."""
     if isinstance(job, DeepSpeedJob):
-        p = job.parallel
-        zero = f"ZeRO-{p.zero_stage}" if p.zero_stage else "no ZeRO"
-        offload = f", offload {p.offload}" if p.offload != "none" else ""
-        return f"{p.nnodes} node(s) x {p.nproc_per_node} process(es), {zero}{offload}"
+        ds = job.parallel
+        zero = f"ZeRO-{ds.zero_stage}" if ds.zero_stage else "no ZeRO"
+        offload = f", offload {ds.offload}" if ds.offload != "none" else ""
+        return f"{ds.nnodes} node(s) x {ds.nproc_per_node} process(es), {zero}{offload}"
     if isinstance(job, MegatronJob):
-        p = job.parallel
+        mg = job.parallel
         return (
-            f"{p.world_size} ranks = DP {data_parallel_size(job)} x TP {p.tp} x PP {p.pp} x CP {p.cp}"
-            + (f", EP {p.ep}" if p.ep > 1 else "")
-            + (", sequence parallel" if p.sequence_parallel else "")
+            f"{mg.world_size} ranks = DP {data_parallel_size(job)} x TP {mg.tp} x PP {mg.pp} x CP {mg.cp}"
+            + (f", EP {mg.ep}" if mg.ep > 1 else "")
+            + (", sequence parallel" if mg.sequence_parallel else "")
         )
     if isinstance(job, VerlJob):
-        p = job.parallel
-        return f"{p.world_size} devices, actor {p.strategy}, rollout {job.rollout.engine} tp={job.rollout.tp}"
+        vl = job.parallel
+        return f"{vl.world_size} devices, actor {vl.strategy}, rollout {job.rollout.engine} tp={job.rollout.tp}"
     return ""
 
 

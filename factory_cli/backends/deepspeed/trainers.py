@@ -102,7 +102,8 @@ def build_trainer(
     elif trainer_name == "GRPOTrainer":
         from trl import GRPOTrainer
 
-        trainer = GRPOTrainer(reward_funcs=reward_functions or [], peft_config=peft_config, **common)
+        reward_funcs: Any = reward_functions or []
+        trainer = GRPOTrainer(reward_funcs=reward_funcs, peft_config=peft_config, **common)
     else:
         raise ValueError(f"unknown trainer {trainer_name}")
     trainer.remove_callback(PrinterCallback)

@@ -108,7 +108,7 @@ def _train(plan: dict[str, Any], job: DeepSpeedJob, manifest: dict[str, Any], co
     train_dataset, eval_dataset = load_prepared(manifest)
 
     device = DeviceInfo(plan["device"], 1, plan["device"], job.train.precision == "bf16")
-    model = load_model(
+    model: Any = load_model(
         manifest["model_path"],
         dtype=job.model.dtype,
         attn_implementation=job.model.attn_implementation,
