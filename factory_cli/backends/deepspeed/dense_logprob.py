@@ -17,8 +17,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from trl.kernels.chunked_logprob import OPTIONAL_OUTPUTS
 
-OPTIONAL_OUTPUTS = ("entropy", "log_sum_sq_probs", "mean_logits", "is_top1")
 # Probabilities kept for the backward: 32M floats = 128 MiB (plus as much again, briefly, in the forward).
 MAX_KEPT_ELEMENTS = 32 * 1024 * 1024
 
