@@ -5,11 +5,13 @@ The same job for every tool: the same converted HF checkpoint, dataset, chat tem
 AdamW, effective batch 8 examples, one epoch, fp32, a log every step, no eval, the adapter saved once at the end.
 Each tool runs with its best documented speed settings for a CPU:
 
-* factory            its SFT defaults (no packing, compact LM head) plus its documented speed option
-                     `train.compile: true` (regional torch.compile of the decoder blocks, kernels cached in
-                     ~/.cache/factory/compile, so runs after the first skip most of the compilation);
+* factory            its SFT defaults for the machine: no packing, the compact LM head, LoRA dropout masks from a
+                     counter hash, and on a CPU with AMX-BF16 the frozen base layers in bf16
+                     (`method.lora.base_precision: auto`); eager (`train.compile` is a variant: on an AVX-512
+                     CPU its steady state is no faster than eager and its start-up costs ~15 s);
 * llamafactory default-fast   no packing, `disable_gradient_checkpointing: true`, `bf16: false`, batch 1 x 8;
-* llamafactory neat_packing   packing without cross-attention (its quality equivalent of factory's packing).
+* llamafactory neat_packing   packing without cross-attention (its quality equivalent of factory's packing);
+* llamafactory bf16   `bf16: true` (bf16 weights and autocast), for CPUs with bf16 units.
 
 "Effective batch in examples" under packing: a packed row holds several examples, so the rows per optimizer step
 are chosen to average 8 examples: rows/step = round(8 x packed rows / examples), with each tool's own packing
@@ -43,16 +45,18 @@ DATA = BENCH_DIR / "data" / "bench_sft.jsonl"
 WORK = BENCH_DIR / ".work" / NAME
 MODEL = "smollm2-135m-instruct-gguf"
 LF_DATASET = "bench_sft"
-LF_VARIANTS = ("default_fast", "neat_packing")
+LF_VARIANTS = ("default_fast", "neat_packing", "bf16")
 # factory with one speed change switched each: what each change buys (measured on/off in the same invocation).
 # `cold_compile` gives every run an empty compile cache: the price of the first run of an architecture.
 FACTORY_VARIANTS: dict[str, dict[str, Any]] = {
     "factory": {},
-    "factory_cold_compile": {"cold_compile": True},
-    "factory_no_compile": {"compile": False},
+    "factory_compile": {"compile": True},
+    "factory_cold_compile": {"compile": True, "cold_compile": True},
     "factory_no_compact_head": {"env": {"FACTORY_COMPACT_LM_HEAD": "0"}},
     "factory_no_dense_logprob": {"env": {"FACTORY_DENSE_LOGPROB": "0"}},
     "factory_packing": {"packing": True},
+    "factory_fp32_base": {"base_precision": "fp32"},
+    "factory_torch_dropout": {"env": {"FACTORY_HASH_DROPOUT": "0"}},
 }
 TOOLS = (*FACTORY_VARIANTS, *(f"llamafactory_{v}" for v in LF_VARIANTS))
 DEFAULT_TOOLS = ("factory", *(f"llamafactory_{v}" for v in LF_VARIANTS))
@@ -90,7 +94,7 @@ class SftSettings:
     epochs: int = 1
     seed: int = 42
     factory_packing: bool = False
-    factory_compile: bool = True
+    factory_compile: bool = False
 
 
 FULL = SftSettings()
@@ -125,8 +129,10 @@ def factory_job(
     cache_dir: Path,
     packing: bool | None = None,
     compile_blocks: bool | None = None,
+    base_precision: str = "auto",
 ) -> dict[str, Any]:
-    """The factory job file (as a dict) for the benchmark; `packing` and `compile_blocks` override the settings."""
+    """The factory job file (as a dict) for the benchmark; `packing` and `compile_blocks` override the settings,
+    `base_precision` is method.lora.base_precision (auto: factory's default for the machine)."""
     return {
         "backend": "deepspeed",
         "stage": "sft",
@@ -139,6 +145,7 @@ def factory_job(
                 "alpha": settings.lora_alpha,
                 "dropout": settings.lora_dropout,
                 "target": ["all"],
+                "base_precision": base_precision,
             },
         },
         "data": {
@@ -187,7 +194,7 @@ def llamafactory_config(
     batch: Batch,
     system: str | None,
 ) -> dict[str, Any]:
-    """The LlamaFactory training YAML (as a dict) for one variant: default_fast or neat_packing."""
+    """The LlamaFactory training YAML (as a dict) for one variant: default_fast, neat_packing or bf16."""
     if variant not in LF_VARIANTS:
         raise ValueError(f"unknown LlamaFactory variant {variant}; known: {', '.join(LF_VARIANTS)}")
     config: dict[str, Any] = {
@@ -233,6 +240,9 @@ def llamafactory_config(
         config["default_system"] = system
     if variant == "neat_packing":
         config.update({"packing": True, "neat_packing": True})
+    if variant == "bf16":
+        # LlamaFactory's documented mixed precision: bf16 weights and autocast (fast where the CPU has AMX-BF16).
+        config["bf16"] = True
     return config
 
 
@@ -358,6 +368,7 @@ def prepare(settings: SftSettings) -> Prepared:
         # LlamaFactory's own example configs train with batch 1 and accumulation; no padding is wasted either.
         "default_fast": Batch(1, settings.batch_examples),
         "neat_packing": Batch(1, rows_per_step(settings.batch_examples, examples, lf_rows)),
+        "bf16": Batch(1, settings.batch_examples),
     }
     return Prepared(
         data_file=data_file,
@@ -410,7 +421,14 @@ def factory_run(settings: SftSettings, prepared: Prepared, index: int, variant: 
     packing = bool(change.get("packing", settings.factory_packing))
     batch = prepared.factory_packed_batch if packing else prepared.factory_batch
     job = factory_job(
-        settings, prepared.data_file, batch, run_dir, cache_dir, packing=packing, compile_blocks=change.get("compile")
+        settings,
+        prepared.data_file,
+        batch,
+        run_dir,
+        cache_dir,
+        packing=packing,
+        compile_blocks=change.get("compile"),
+        base_precision=change.get("base_precision", "auto"),
     )
     job_file.write_text(yaml.safe_dump(job, sort_keys=False))
     env = {**RUN_ENV, **change.get("env", {})}

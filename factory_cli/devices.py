@@ -70,6 +70,22 @@ def _cpu_name() -> str:
     return platform.processor() or "cpu"
 
 
+def cpu_flags() -> frozenset[str]:
+    """The instruction-set flags of this machine's CPU (empty where /proc/cpuinfo cannot be read)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def cpu_has_amx_bf16() -> bool:
+    """Whether this CPU multiplies bf16 matrices in hardware (Intel AMX, Xeon Sapphire Rapids and later)."""
+    return "amx_bf16" in cpu_flags()
+
+
 def dist_backend(kind: DeviceKind) -> str:
     """torch.distributed backend: nccl on CUDA, hccl on Ascend, gloo on CPU."""
     return {"cuda": "nccl", "npu": "hccl", "cpu": "gloo"}[kind]

@@ -15,6 +15,7 @@ from factory_cli.config.defaults import data_parallel_size, usual_lr
 from factory_cli.config.errors import Issue, UsageError
 from factory_cli.config.pydantic_issues import did_you_mean
 from factory_cli.config.schema import DeepSpeedJob, JobBase, MegatronJob
+from factory_cli.devices import cpu_has_amx_bf16
 from factory_cli.registry.models import Architecture, ModelSpec, architecture_of, find_model, gguf_path
 
 ROWS_CHECKED = 5
@@ -318,6 +319,24 @@ def check_compile(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
         )
 
 
+def check_lora_base_precision(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
+    """bf16 frozen base layers are wired for an fp32 LoRA run in one process on the deepspeed backend."""
+    if job.method.lora.base_precision != "bf16":
+        return
+    path, fix = "method.lora.base_precision", "set method.lora.base_precision: auto"
+    parallel = job.parallel if isinstance(job, DeepSpeedJob) else None
+    if job.backend != "deepspeed" or job.method.type != "lora":
+        yield error(path, "bf16 base layers are for method.type: lora on the deepspeed backend", fix)
+    elif job.train.precision not in ("fp32", "auto"):
+        yield error(path, f"train.precision {job.train.precision} already runs the base layers in 16 bits", fix)
+    elif job.method.lora.use_dora:
+        yield error(path, "DoRA reads the full-precision base weight in every step", fix)
+    elif parallel is not None and (parallel.world_size > 1 or parallel.zero_stage > 0):
+        yield error(path, "bf16 base layers run in a single process without ZeRO", f"{fix} (fp32 base layers)")
+    elif job.device == "cpu" and not cpu_has_amx_bf16():
+        yield warning(path, "this CPU has no AMX-BF16 units: bf16 matrix multiplies are emulated and slower", fix)
+
+
 def check_output(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
     """Resume target exists; reporters are installed."""
     from factory_cli.data.sources import find_local_path
@@ -378,6 +397,7 @@ ALL_CHECKS: tuple[Check, ...] = (
     check_data,
     check_device,
     check_compile,
+    check_lora_base_precision,
     check_output,
     check_ranges,
 )

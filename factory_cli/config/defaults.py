@@ -142,6 +142,7 @@ class DeviceFacts:
     bf16: bool = False
     flash_attn: bool = False
     liger: bool = False
+    amx_bf16: bool = False
 
 
 def resolve_device_defaults(job: JobBase, facts: DeviceFacts) -> JobBase:
@@ -165,7 +166,27 @@ def resolve_device_defaults(job: JobBase, facts: DeviceFacts) -> JobBase:
     )
     model = m.model_copy(update={"dtype": dtype, "attn_implementation": attn})
     update: dict[str, Any] = {"device": facts.kind, "train": train, "model": model}
+    if job.method.type in ("lora", "qlora") and job.method.lora.base_precision == "auto":
+        base = "bf16" if lora_base_bf16_fits(job, facts, precision) else "fp32"
+        lora = job.method.lora.model_copy(update={"base_precision": base})
+        update["method"] = job.method.model_copy(update={"lora": lora})
     if job.method.type == "qlora" and job.method.quant.compute_dtype == "auto":
         quant = job.method.quant.model_copy(update={"compute_dtype": "fp32" if facts.kind == "cpu" else precision})
-        update["method"] = job.method.model_copy(update={"quant": quant})
+        update["method"] = update.get("method", job.method).model_copy(update={"quant": quant})
     return job.model_copy(update=update)
+
+
+def lora_base_bf16_fits(job: JobBase, facts: DeviceFacts, precision: str) -> bool:
+    """Where bf16 frozen base layers are the right default: an fp32 LoRA run in one process on a CPU with AMX-BF16
+    (there a bf16 GEMM is ~3x an fp32 one; on GPUs and NPUs the run itself is bf16)."""
+    parallel = getattr(job, "parallel", None)
+    single = parallel is not None and parallel.world_size == 1 and getattr(parallel, "zero_stage", 0) == 0
+    return (
+        job.backend == "deepspeed"
+        and facts.kind == "cpu"
+        and facts.amx_bf16
+        and precision == "fp32"
+        and job.method.type == "lora"
+        and not job.method.lora.use_dora
+        and single
+    )

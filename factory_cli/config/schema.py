@@ -95,6 +95,12 @@ class LoraConfig(Section):
     use_rslora: bool = Field(False, description="rank-stabilized scaling alpha / sqrt(r)")
     use_dora: bool = Field(False, description="weight-decomposed LoRA (DoRA)")
     modules_to_save: list[str] = Field(default_factory=list, description="extra modules trained in full, e.g. lm_head")
+    base_precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto",
+        description="frozen base layers of an fp32 LoRA run: bf16 stores them in bf16 and multiplies on bf16 "
+        "matrix units (Intel AMX) while activations, adapters, gradients and optimizer stay fp32; auto: bf16 on a "
+        "CPU with AMX-BF16 in one process, else fp32",
+    )
 
     @field_validator("target", mode="before")
     @classmethod

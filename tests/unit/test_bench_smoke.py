@@ -105,7 +105,8 @@ def test_llamafactory_config_matches_the_factory_job(tmp_path: Path, settings: S
     assert lf["default_system"] == "You are SmolLM" and lf["template"] == "smollm2"
     assert lf["per_device_train_batch_size"] * lf["gradient_accumulation_steps"] == lf_batch.rows_per_step
     assert data_section["train"] == [{"path": str(data), "format": "alpaca"}]
-    assert data_section["packing"] is False and job["train"]["compile"] is True
+    assert data_section["packing"] is False and job["train"]["compile"] is False
+    assert job["method"]["lora"]["base_precision"] == "auto"
     if variant == "default_fast":
         assert "packing" not in lf and "neat_packing" not in lf
         assert lf_batch.rows_per_step == settings.batch_examples
@@ -207,15 +208,22 @@ def test_factory_variants_switch_off_one_change_each(tmp_path: Path) -> None:
         return train_sft_lora.factory_job(FULL, tmp_path / "d.jsonl", batch, tmp_path / "r", tmp_path / "c", **change)
 
     best = job()
-    assert best["data"]["packing"] is False and best["train"]["compile"] is True
-    packed, eager = job(packing=True), job(compile_blocks=False)
+    assert best["data"]["packing"] is False and best["train"]["compile"] is False
+    packed, compiled = job(packing=True), job(compile_blocks=True)
+    fp32_base = train_sft_lora.factory_job(
+        FULL, tmp_path / "d.jsonl", batch, tmp_path / "r", tmp_path / "c", base_precision="fp32"
+    )
     assert packed["data"] == {**best["data"], "packing": True}
-    assert eager["train"] == {**best["train"], "compile": False}
+    assert compiled["train"] == {**best["train"], "compile": True}
+    assert fp32_base["method"]["lora"] == {**best["method"]["lora"], "base_precision": "fp32"}
     assert {k: v for k, v in packed.items() if k != "data"} == {k: v for k, v in best.items() if k != "data"}
-    assert {k: v for k, v in eager.items() if k != "train"} == {k: v for k, v in best.items() if k != "train"}
+    assert {k: v for k, v in compiled.items() if k != "train"} == {k: v for k, v in best.items() if k != "train"}
+    assert {k: v for k, v in fp32_base.items() if k != "method"} == {k: v for k, v in best.items() if k != "method"}
     variants = train_sft_lora.FACTORY_VARIANTS
     assert variants["factory_no_compact_head"]["env"] == {"FACTORY_COMPACT_LM_HEAD": "0"}
     assert variants["factory_no_dense_logprob"]["env"] == {"FACTORY_DENSE_LOGPROB": "0"}
-    assert variants["factory_packing"] == {"packing": True} and variants["factory_no_compile"] == {"compile": False}
+    assert variants["factory_packing"] == {"packing": True} and variants["factory_compile"] == {"compile": True}
+    assert variants["factory_fp32_base"] == {"base_precision": "fp32"}
+    assert variants["factory_torch_dropout"]["env"] == {"FACTORY_HASH_DROPOUT": "0"}
     with pytest.raises(ValueError, match="tools must include factory"):
         train_sft_lora.run(runs=1, tools=["llamafactory_default_fast"])

@@ -283,6 +283,28 @@ def test_cpu_device_defaults() -> None:
     assert job.train.fused_kernels is False
 
 
+@pytest.mark.parametrize(
+    ("facts", "sections", "expected"),
+    [
+        (DeviceFacts("cpu", amx_bf16=True), {}, "bf16"),
+        (DeviceFacts("cpu", amx_bf16=False), {}, "fp32"),
+        (DeviceFacts("cuda", bf16=True, amx_bf16=True), {}, "fp32"),
+        (DeviceFacts("cpu", amx_bf16=True), {"parallel": {"nproc_per_node": 2}}, "fp32"),
+        (DeviceFacts("cpu", amx_bf16=True), {"parallel": {"zero_stage": 2}}, "fp32"),
+        (DeviceFacts("cpu", amx_bf16=True), {"train": {"precision": "bf16"}}, "fp32"),
+        (DeviceFacts("cpu", amx_bf16=True), {"method": {"type": "lora", "lora": {"use_dora": True}}}, "fp32"),
+        (DeviceFacts("cpu", amx_bf16=True), {"method": {"type": "qlora"}}, "fp32"),
+        (DeviceFacts("cpu", amx_bf16=False), {"method": {"type": "lora", "lora": {"base_precision": "bf16"}}}, "bf16"),
+    ],
+)
+def test_lora_base_precision_is_bf16_only_on_a_single_cpu_process_with_amx(
+    facts: DeviceFacts, sections: dict[str, Any], expected: str
+) -> None:
+    sections = {"method": {"type": "lora"}, **sections}
+    job = resolve_device_defaults(resolved(**sections), facts)
+    assert job.method.lora.base_precision == expected
+
+
 def test_cuda_bf16_device_defaults() -> None:
     job = resolve_device_defaults(resolved(), DeviceFacts("cuda", bf16=True, flash_attn=False))
     assert job.train.precision == "bf16"

@@ -27,13 +27,14 @@ DENSE_ENV_SWITCH = "FACTORY_DENSE_LOGPROB"
 COMPACT_DEVICES = ("cpu", "npu")
 
 
-def _switched_on(name: str) -> bool:
+def switched_on(name: str) -> bool:
+    """A FACTORY_* speed switch: on unless set to 0 / false."""
     return os.environ.get(name, "1").strip().lower() not in ("0", "false")
 
 
 def compact_lm_head_wanted(device_type: str) -> bool:
     """Whether the compact path should be selected for this device (and the switch allows it)."""
-    return device_type in COMPACT_DEVICES and _switched_on(ENV_SWITCH)
+    return device_type in COMPACT_DEVICES and switched_on(ENV_SWITCH)
 
 
 @contextmanager
@@ -58,7 +59,7 @@ def compact_lm_head(device_type: str | None) -> Iterator[bool]:
     tiled = getattr(trl_utils, "_ChunkedLogProbFunction", None)
     namespace = vars(trl_utils)  # the module globals TRL's fused head reads at call time
     namespace["_use_triton"] = use_compact
-    if tiled is not None and _switched_on(DENSE_ENV_SWITCH):
+    if tiled is not None and switched_on(DENSE_ENV_SWITCH):
         from factory_cli.backends.deepspeed.dense_logprob import DenseLogProb
 
         namespace["_ChunkedLogProbFunction"] = DenseLogProb(tiled)

@@ -117,6 +117,11 @@ def _train(plan: dict[str, Any], job: DeepSpeedJob, manifest: dict[str, Any], co
         trust_remote_code=job.model.trust_remote_code,
         revision=job.model.revision,
     )
+    if engine["training_args"].get("padding_free") or (engine["trainer"] == "Trainer" and job.data.packing):
+        from factory_cli.backends.deepspeed.varlen_attention import use_varlen_sdpa
+
+        if use_varlen_sdpa(model):
+            say("attention: sdpa per example of each padding-free row (factory_varlen_sdpa)")
     peft_config = None
     if job.method.type == "freeze":
         apply_freeze(model, job.method.freeze)
@@ -166,6 +171,8 @@ def _train(plan: dict[str, Any], job: DeepSpeedJob, manifest: dict[str, Any], co
         packed=bool(job.data.packing),
     )
     say(describe_trainable(trainer.model))
+    for note in speed_up_lora(trainer.model, plan["device"], job):
+        say(note)
 
     checkpoint = resume_checkpoint(run_dir, job.output.resume)
     if checkpoint is not None:
@@ -214,6 +221,25 @@ def _median(values: list[float]) -> float | None:
         return None
     ordered = sorted(values)
     return ordered[len(ordered) // 2]
+
+
+def speed_up_lora(model: Any, device: str, job: DeepSpeedJob) -> list[str]:
+    """The LoRA speed kernels the job and device call for, applied to the PEFT model; one note per kernel used."""
+    if job.method.type != "lora":
+        return []
+    notes: list[str] = []
+    if job.method.lora.base_precision == "bf16":
+        from factory_cli.backends.deepspeed.frozen_bf16 import bf16_frozen_base_layers
+
+        notes.append(f"frozen base layers in bf16 (fp32 activations and adapters): {bf16_frozen_base_layers(model)}")
+    from factory_cli.backends.deepspeed.lm_head import switched_on
+    from factory_cli.backends.deepspeed.lora_dropout import ENV_SWITCH, hash_lora_dropout
+
+    if device == "cpu" and switched_on(ENV_SWITCH):
+        replaced = hash_lora_dropout(model)
+        if replaced:
+            notes.append(f"LoRA dropout masks from a counter hash: {replaced} modules")
+    return notes
 
 
 def save_final(trainer: Any, tokenizer: Any, run_dir: Path) -> None:

@@ -1,0 +1,106 @@
+"""LoRA dropout whose masks come from a counter-based hash instead of torch's serial CPU generator.
+
+PEFT puts an `nn.Dropout` in front of every LoRA adapter; with `target: all` that is 7 modules per decoder layer,
+each drawing one random number per input element per step. torch's CPU generator (mt19937, one element at a time)
+makes that ~16% of a LoRA step on the CPU — more than attention. Here each mask is a hash of the element's
+position, drawn in a handful of vectorized integer passes over the tensor: the murmur3 finalizer of
+`position x odd_key + offset_key`, compared with a threshold. Each element is kept with probability 1 - p (p
+resolved to 2^-32), and the mask is scaled by 1 / (1 - p), as nn.Dropout does. The two keys are drawn per call from
+torch's own generator, so a seed fixes every mask, resumed runs (whose generator state is restored) continue the
+same stream, and no two calls share a stream. The masks are different numbers from nn.Dropout's, drawn from the
+same distribution; like nn.Dropout's, the scaled mask is kept in fp32 for the backward.
+
+CPU only: CUDA's fused dropout is already fast. FACTORY_HASH_DROPOUT=0 keeps PEFT's nn.Dropout.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+ENV_SWITCH = "FACTORY_HASH_DROPOUT"
+_M1, _M2 = 0x85EBCA6B, 0xC2B2AE35  # murmur3 fmix32 multipliers
+
+
+def _int32(value: int) -> int:
+    """`value` modulo 2^32 as a signed 32-bit integer (what an int32 tensor holds)."""
+    return ((value + 2**31) % 2**32) - 2**31
+
+
+def _xorshift_right(h: torch.Tensor, bits: int) -> None:
+    """h ^= h >>> bits, a logical shift on int32 (the arithmetic shift's sign bits masked off)."""
+    h.bitwise_xor_(h.bitwise_right_shift(bits).bitwise_and_((1 << (32 - bits)) - 1))
+
+
+def hash_uniform_int32(rows: int, cols: int, odd_key: int, offset_key: int, device: Any = None) -> torch.Tensor:
+    """(rows, cols) int32 values, uniform over all 2^32 of them: fmix32(position x odd_key + offset_key)."""
+    odd = _int32(odd_key | 1)
+    row_part = torch.arange(rows, dtype=torch.int32, device=device).mul_(_int32(odd * cols))
+    col_part = torch.arange(cols, dtype=torch.int32, device=device).mul_(odd).add_(_int32(offset_key))
+    h = row_part[:, None] + col_part[None, :]
+    _xorshift_right(h, 16)
+    h.mul_(_int32(_M1))
+    _xorshift_right(h, 13)
+    h.mul_(_int32(_M2))
+    _xorshift_right(h, 16)
+    return h
+
+
+def scaled_keep_mask(shape: torch.Size, p: float, device: Any = None) -> torch.Tensor:
+    """A float32 mask of `shape`: 1 / (1 - p) with probability 1 - p, else 0; keys from torch's default generator."""
+    odd_key, offset_key = torch.randint(0, 2**32, (2,), dtype=torch.int64).tolist()
+    cols = shape[-1] if len(shape) else 1
+    rows = max(1, shape.numel() // max(1, cols))
+    threshold = round(p * 2**32) - 2**31  # h >= threshold for a fraction 1 - p of all int32 values
+    h = hash_uniform_int32(rows, cols, odd_key, offset_key, device)
+    # In place and in int32 -> float32: torch's bool kernels are several times slower on the CPU.
+    return h.ge_(threshold).to(torch.float32).mul_(1.0 / (1.0 - p)).view(shape)
+
+
+class _Masked(torch.autograd.Function):
+    """y = x * mask; the backward applies the same mask."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(mask)
+        return x * mask.to(x.dtype)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (mask,) = ctx.saved_tensors
+        return grad * mask.to(grad.dtype), None
+
+
+class HashDropout(torch.nn.Module):
+    """nn.Dropout(p) with hash-drawn masks (see the module docstring)."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0 or x.numel() == 0:
+            return x
+        result: torch.Tensor = _Masked.apply(x, scaled_keep_mask(x.shape, self.p, x.device))
+        return result
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+def hash_lora_dropout(model: Any) -> int:
+    """Replace the nn.Dropout in front of every LoRA adapter with HashDropout; returns how many were replaced."""
+    from peft.tuners.lora import LoraLayer
+
+    replaced = 0
+    for module in model.modules():
+        if not isinstance(module, LoraLayer):
+            continue
+        for name, dropout in list(module.lora_dropout.items()):
+            if type(dropout) is torch.nn.Dropout and dropout.p > 0:
+                module.lora_dropout[name] = HashDropout(dropout.p)
+                replaced += 1
+    return replaced

@@ -1,0 +1,215 @@
+"""The CPU speed kernels of LoRA runs: hash-drawn dropout, bf16 frozen base layers, per-example sdpa for padding-free
+rows (factory_cli/backends/deepspeed/lora_dropout.py, frozen_bf16.py, varlen_attention.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from factory_cli.backends.deepspeed.frozen_bf16 import bf16_frozen_base_layers
+from factory_cli.backends.deepspeed.lora_dropout import (
+    HashDropout,
+    hash_lora_dropout,
+    hash_uniform_int32,
+    scaled_keep_mask,
+)
+from factory_cli.backends.deepspeed.varlen_attention import segment_bounds, use_varlen_sdpa, varlen_fits
+from tests.integration.train_helpers import losses, train_cli, write_job
+
+pytestmark = pytest.mark.integration
+
+
+def _lora_model(tiny_llama_dir: Path, dropout: float = 0.05, **lora: Any) -> Any:
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_llama_dir), dtype=torch.float32)
+    config = LoraConfig(r=4, lora_alpha=8, lora_dropout=dropout, target_modules="all-linear", **lora)
+    return get_peft_model(model, config)
+
+
+# ------------------------------------------------------------------------------------------------- hash dropout
+
+
+def test_hash_matches_the_murmur3_finalizer_in_unsigned_arithmetic() -> None:
+    rows, cols, odd_key, offset_key = 7, 13, 0x12345677, 0xDEADBEEF
+    got = hash_uniform_int32(rows, cols, odd_key, offset_key).numpy().view(np.uint32).reshape(-1)
+    mask32 = np.uint64(0xFFFFFFFF)
+    h = (np.arange(rows * cols, dtype=np.uint64) * np.uint64(odd_key | 1) + np.uint64(offset_key)) & mask32
+    h ^= h >> np.uint64(16)
+    h = (h * np.uint64(0x85EBCA6B)) & mask32
+    h ^= h >> np.uint64(13)
+    h = (h * np.uint64(0xC2B2AE35)) & mask32
+    h ^= h >> np.uint64(16)
+    assert np.array_equal(got, h.astype(np.uint32))
+
+
+@pytest.mark.parametrize("p", [0.05, 0.1, 0.5])
+def test_masks_keep_one_minus_p_unbiased_and_uncorrelated(p: float) -> None:
+    torch.manual_seed(1)
+    first = scaled_keep_mask(torch.Size([512, 1024]), p)
+    second = scaled_keep_mask(torch.Size([512, 1024]), p)
+    kept = (first > 0).float()
+    n = kept.numel()
+    tolerance = 5 * (p * (1 - p) / n) ** 0.5
+    assert abs(kept.mean().item() - (1 - p)) < tolerance
+    assert torch.allclose(first[first > 0], torch.tensor(1 / (1 - p)))
+    assert abs(first.mean().item() - 1.0) < 5 * tolerance / (1 - p)  # E[mask] = 1: dropout keeps the mean
+    both = ((first > 0) & (second > 0)).float().mean().item()
+    assert abs(both - (1 - p) ** 2) < 2 * tolerance  # two calls draw independent masks
+    flat = kept.view(-1)
+    neighbours = (flat[1:] * flat[:-1]).mean().item()
+    assert abs(neighbours - (1 - p) ** 2) < 2 * tolerance  # adjacent elements are independent
+    rows = kept.mean(1)
+    assert rows.std().item() < 3 * ((p * (1 - p) / 1024) ** 0.5)  # no row is special
+
+
+def test_a_seed_fixes_the_masks_and_the_backward_uses_the_forward_mask() -> None:
+    layer = HashDropout(0.2).train()
+    x = torch.randn(3, 5, 64, requires_grad=True)
+    torch.manual_seed(7)
+    y1 = layer(x)
+    torch.manual_seed(7)
+    y2 = layer(x)
+    assert torch.equal(y1, y2)
+    assert not torch.equal(y1, layer(x))
+    (y1 * 2).sum().backward()
+    assert x.grad is not None
+    assert torch.allclose(x.grad, 2 * y1.detach() / x.detach())
+    layer.eval()
+    assert layer(x) is x
+    with pytest.raises(ValueError, match="dropout probability"):
+        HashDropout(1.0)
+
+
+def test_lora_dropouts_are_replaced_and_zero_dropout_is_left_alone(tiny_llama_dir: Path) -> None:
+    model = _lora_model(tiny_llama_dir)
+    assert hash_lora_dropout(model) == 14  # 7 linear layers x 2 decoder layers
+    assert all(
+        isinstance(d, HashDropout) for m in model.modules() if hasattr(m, "lora_dropout") for d in m.lora_dropout.values()
+    )
+    assert hash_lora_dropout(_lora_model(tiny_llama_dir, dropout=0.0)) == 0
+
+
+# ---------------------------------------------------------------------------------------- bf16 frozen base layers
+
+
+def _loss_and_lora_grads(model: Any, ids: torch.Tensor) -> tuple[float, dict[str, torch.Tensor]]:
+    model.zero_grad()
+    model.eval()  # no dropout: the two models must see the same computation
+    loss = model(input_ids=ids, labels=ids).loss
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad and p.grad is not None}
+    return float(loss.detach()), grads
+
+
+def test_bf16_base_layers_keep_loss_and_adapter_gradients_close(tiny_llama_dir: Path) -> None:
+    reference = _lora_model(tiny_llama_dir, init_lora_weights=False)
+    fast = _lora_model(tiny_llama_dir, init_lora_weights=False)
+    fast.load_state_dict(reference.state_dict())
+    ids = torch.randint(5, reference.config.vocab_size, (1, 40), generator=torch.Generator().manual_seed(0))
+    ref_loss, ref_grads = _loss_and_lora_grads(reference, ids)
+
+    assert bf16_frozen_base_layers(fast) == 14
+    frozen = {n: p for n, p in fast.named_parameters() if "base_layer" in n}
+    assert frozen and all(p.dtype == torch.bfloat16 and not p.requires_grad for p in frozen.values())
+    trainable = [p for p in fast.parameters() if p.requires_grad]
+    assert all(p.dtype == torch.float32 for p in trainable)
+    loss, grads = _loss_and_lora_grads(fast, ids)
+
+    assert loss == pytest.approx(ref_loss, rel=1e-2)
+    assert grads.keys() == ref_grads.keys()
+    for name, grad in grads.items():
+        assert grad.dtype == torch.float32
+        cosine = torch.nn.functional.cosine_similarity(grad.flatten(), ref_grads[name].flatten(), dim=0)
+        assert cosine > 0.99, name
+    assert all(p.grad is None for p in frozen.values())
+
+
+def test_bf16_base_layers_skip_what_they_cannot_take(tiny_llama_dir: Path) -> None:
+    model = _lora_model(tiny_llama_dir)
+    for parameter in model.parameters():
+        parameter.data = parameter.data.to(torch.bfloat16)
+    assert bf16_frozen_base_layers(model) == 0  # already 16-bit
+
+
+# -------------------------------------------------------------------------------------------- per-example sdpa
+
+
+def _tiny_sdpa_model(tiny_llama_dir: Path) -> Any:
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_llama_dir), dtype=torch.float32).eval()
+    model.set_attn_implementation("sdpa")
+    return model
+
+
+def test_flattened_row_gives_each_example_its_own_logits(tiny_llama_dir: Path) -> None:
+    model = _tiny_sdpa_model(tiny_llama_dir)
+    lengths = [5, 9, 3]
+    generator = torch.Generator().manual_seed(0)
+    examples = [torch.randint(5, model.config.vocab_size, (n,), generator=generator) for n in lengths]
+    with torch.no_grad():
+        separate = torch.cat([model(input_ids=x[None]).logits[0] for x in examples])
+        prompt = examples[1][None]
+        greedy = model.generate(prompt, max_new_tokens=6, do_sample=False)
+        assert use_varlen_sdpa(model)
+        assert model.config._attn_implementation == "factory_varlen_sdpa"
+        row = torch.cat(examples)[None]
+        positions = torch.cat([torch.arange(n) for n in lengths])[None]
+        by_positions = model(input_ids=row, position_ids=positions).logits[0]
+        bounds = torch.tensor([0, 5, 14, 17], dtype=torch.int32)
+        by_bounds = model(input_ids=row, position_ids=positions, cu_seq_lens_q=bounds, cu_seq_lens_k=bounds).logits[0]
+        assert torch.allclose(by_positions, separate, atol=1e-5)
+        assert torch.allclose(by_bounds, separate, atol=1e-5)
+        # generation (a cache, one query at a time) takes Transformers' own sdpa path: the same tokens
+        assert torch.equal(model.generate(prompt, max_new_tokens=6, do_sample=False), greedy)
+
+
+def test_segment_bounds_and_which_models_fit() -> None:
+    assert segment_bounds(6, None, torch.tensor([[0, 1, 2, 0, 1, 0]])) == [0, 3, 5, 6]
+    assert segment_bounds(4, torch.tensor([0, 4]), None) == [0, 4]
+    assert segment_bounds(4, None, None) == [0, 4]
+    with pytest.raises(ValueError, match="do not cover"):
+        segment_bounds(5, torch.tensor([0, 4]), None)
+
+    class Config:
+        sliding_window = 4096
+        use_sliding_window = True
+
+    assert not varlen_fits(Config())
+    Config.use_sliding_window = False
+    assert varlen_fits(Config())
+    Config.layer_types = ["full_attention", "sliding_attention"]  # type: ignore[attr-defined]
+    assert not varlen_fits(Config())
+
+
+# ------------------------------------------------------------------------------------------------ through a run
+
+
+def test_a_cpu_lora_run_uses_the_kernels_and_the_switches_turn_them_off(tmp_path: Path, tiny_llama_dir: Path) -> None:
+    extra = {"data": {"packing": True}, "method": {"lora": {"base_precision": "bf16"}}}
+    job = write_job(tmp_path / "fast", tiny_llama_dir, "sft", "lora", extra)
+    fast = train_cli(job)
+    assert fast.returncode == 0, fast.stdout[-3000:] + fast.stderr[-3000:]
+    assert "frozen base layers in bf16" in fast.stdout
+    assert "LoRA dropout masks from a counter hash: 14 modules" in fast.stdout
+    assert "sdpa per example" in fast.stdout
+
+    plain_extra = {"data": {"packing": True}, "method": {"lora": {"base_precision": "fp32"}}}
+    plain_job = write_job(tmp_path / "plain", tiny_llama_dir, "sft", "lora", plain_extra)
+    plain = train_cli(plain_job, env={"FACTORY_HASH_DROPOUT": "0"})
+    assert plain.returncode == 0, plain.stdout[-3000:] + plain.stderr[-3000:]
+    assert "frozen base layers" not in plain.stdout and "counter hash" not in plain.stdout
+    fast_losses, plain_losses = losses(tmp_path / "fast" / "run"), losses(tmp_path / "plain" / "run")
+    assert sorted(fast_losses) == sorted(plain_losses) == [1, 2, 3]
+    # different dropout draws and bf16 products: close, not equal, losses
+    assert fast_losses[1] == pytest.approx(plain_losses[1], rel=0.05)
+    resolved = json.loads((tmp_path / "fast" / "run" / "plan.json").read_text())
+    assert resolved["engine_config"]["training_args"]["padding_free"] is True
