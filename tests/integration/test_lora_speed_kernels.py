@@ -91,9 +91,8 @@ def test_a_seed_fixes_the_masks_and_the_backward_uses_the_forward_mask() -> None
 def test_lora_dropouts_are_replaced_and_zero_dropout_is_left_alone(tiny_llama_dir: Path) -> None:
     model = _lora_model(tiny_llama_dir)
     assert hash_lora_dropout(model) == 14  # 7 linear layers x 2 decoder layers
-    assert all(
-        isinstance(d, HashDropout) for m in model.modules() if hasattr(m, "lora_dropout") for d in m.lora_dropout.values()
-    )
+    dropouts = [d for m in model.modules() if hasattr(m, "lora_dropout") for d in m.lora_dropout.values()]
+    assert dropouts and all(isinstance(d, HashDropout) for d in dropouts)
     assert hash_lora_dropout(_lora_model(tiny_llama_dir, dropout=0.0)) == 0
 
 
