@@ -16,7 +16,7 @@ from factory_cli.backends.deepspeed.lora_dropout import (
     HashDropout,
     hash_lora_dropout,
     hash_uniform_int32,
-    scaled_keep_mask,
+    keep_mask,
 )
 from factory_cli.backends.deepspeed.varlen_attention import segment_bounds, use_varlen_sdpa, varlen_fits
 from tests.integration.train_helpers import losses, train_cli, write_job
@@ -53,14 +53,16 @@ def test_hash_matches_the_murmur3_finalizer_in_unsigned_arithmetic() -> None:
 @pytest.mark.parametrize("p", [0.05, 0.1, 0.5])
 def test_masks_keep_one_minus_p_unbiased_and_uncorrelated(p: float) -> None:
     torch.manual_seed(1)
-    first = scaled_keep_mask(torch.Size([512, 1024]), p)
-    second = scaled_keep_mask(torch.Size([512, 1024]), p)
-    kept = (first > 0).float()
+    first = keep_mask(torch.Size([512, 1024]), p)
+    second = keep_mask(torch.Size([512, 1024]), p)
+    assert first.dtype == torch.uint8 and set(first.unique().tolist()) <= {0, 1}
+    kept = first.float()
     n = kept.numel()
     tolerance = 5 * (p * (1 - p) / n) ** 0.5
     assert abs(kept.mean().item() - (1 - p)) < tolerance
-    assert torch.allclose(first[first > 0], torch.tensor(1 / (1 - p)))
-    assert abs(first.mean().item() - 1.0) < 5 * tolerance / (1 - p)  # E[mask] = 1: dropout keeps the mean
+    dropped = HashDropout(p).train()(torch.ones(512, 1024))
+    assert torch.allclose(dropped[dropped > 0], torch.tensor(1 / (1 - p)))
+    assert abs(dropped.mean().item() - 1.0) < 5 * tolerance / (1 - p)  # E[output] = input: dropout keeps the mean
     both = ((first > 0) & (second > 0)).float().mean().item()
     assert abs(both - (1 - p) ** 2) < 2 * tolerance  # two calls draw independent masks
     flat = kept.view(-1)

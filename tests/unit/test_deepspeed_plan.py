@@ -146,3 +146,14 @@ def test_reporters_write_into_the_run_directory() -> None:
     assert env["TENSORBOARD_LOGGING_DIR"] == str(Path("runs/sft-lora/tensorboard"))
     assert env["WANDB_PROJECT"] == "demo"
     assert plan.engine_config["training_args"]["report_to"] == ["tensorboard", "wandb"]
+
+
+def test_amx_cpu_lora_plan_runs_bf16_base_layers_with_a_bounded_onednn_cache() -> None:
+    job, plan = planned("quickstart_sft", DeviceFacts("cpu", amx_bf16=True))
+    assert job.method.lora.base_precision == "bf16"
+    assert plan.steps[-1].env["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "32"
+    job, plan = planned("quickstart_sft", DeviceFacts("cpu", amx_bf16=True), "method.lora.base_precision=fp32")
+    assert job.method.lora.base_precision == "fp32"
+    assert "ONEDNN_PRIMITIVE_CACHE_CAPACITY" not in plan.steps[-1].env
+    _, plan = planned("quickstart_sft", DeviceFacts("cpu"))
+    assert "ONEDNN_PRIMITIVE_CACHE_CAPACITY" not in plan.steps[-1].env
