@@ -242,7 +242,7 @@ def llamafactory_config(
         config.update({"packing": True, "neat_packing": True})
     if variant == "bf16":
         # LlamaFactory's documented mixed precision: bf16 weights and autocast (fast where the CPU has AMX-BF16).
-        config["bf16"] = True
+        config.update({"bf16": True, "use_cpu": True})  # transformers refuses bf16 on a CPU without use_cpu
     return config
 
 
