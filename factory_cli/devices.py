@@ -6,6 +6,7 @@ Planning code uses the pure helpers (dist backend, env vars) with a device kind;
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 from dataclasses import dataclass
@@ -58,13 +59,22 @@ def detect_device(requested: str = "auto") -> DeviceInfo:
     return DeviceInfo("cpu", usable_cpu_cores(), _cpu_name(), False, None)
 
 
-def _cpu_name() -> str:
+@functools.cache
+def _cpuinfo_field(name: str) -> str | None:
+    """The first `name : value` line of /proc/cpuinfo (None where it cannot be read); read once per field."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith(name):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return None
+
+
+def _cpu_name() -> str:
+    name = _cpuinfo_field("model name")
+    if name:
+        return name
     import platform
 
     return platform.processor() or "cpu"
@@ -72,13 +82,7 @@ def _cpu_name() -> str:
 
 def cpu_flags() -> frozenset[str]:
     """The instruction-set flags of this machine's CPU (empty where /proc/cpuinfo cannot be read)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return frozenset()
+    return frozenset((_cpuinfo_field("flags") or "").split())
 
 
 def cpu_has_amx_bf16() -> bool:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from factory_cli.config.defaults import data_parallel_size, usual_lr
+from factory_cli.config.defaults import data_parallel_size, lora_base_bf16_obstacle, usual_lr
 from factory_cli.config.errors import Issue, UsageError
 from factory_cli.config.pydantic_issues import did_you_mean
 from factory_cli.config.schema import DeepSpeedJob, JobBase, MegatronJob
@@ -324,15 +324,9 @@ def check_lora_base_precision(job: JobBase, ctx: CheckContext) -> Iterator[Issue
     if job.method.lora.base_precision != "bf16":
         return
     path, fix = "method.lora.base_precision", "set method.lora.base_precision: auto"
-    parallel = job.parallel if isinstance(job, DeepSpeedJob) else None
-    if job.backend != "deepspeed" or job.method.type != "lora":
-        yield error(path, "bf16 base layers are for method.type: lora on the deepspeed backend", fix)
-    elif job.train.precision not in ("fp32", "auto"):
-        yield error(path, f"train.precision {job.train.precision} already runs the base layers in 16 bits", fix)
-    elif job.method.lora.use_dora:
-        yield error(path, "DoRA reads the full-precision base weight in every step", fix)
-    elif parallel is not None and (parallel.world_size > 1 or parallel.zero_stage > 0):
-        yield error(path, "bf16 base layers run in a single process without ZeRO", f"{fix} (fp32 base layers)")
+    obstacle = lora_base_bf16_obstacle(job, job.train.precision)
+    if obstacle is not None:
+        yield error(path, obstacle, fix)
     elif job.device == "cpu" and not cpu_has_amx_bf16():
         yield warning(path, "this CPU has no AMX-BF16 units: bf16 matrix multiplies are emulated and slower", fix)
 

@@ -176,17 +176,27 @@ def resolve_device_defaults(job: JobBase, facts: DeviceFacts) -> JobBase:
     return job.model_copy(update=update)
 
 
-def lora_base_bf16_fits(job: JobBase, facts: DeviceFacts, precision: str) -> bool:
-    """Where bf16 frozen base layers are the right default: an fp32 LoRA run in one process on a CPU with AMX-BF16
-    (there a bf16 GEMM is ~3x an fp32 one; on GPUs and NPUs the run itself is bf16)."""
+def lora_base_bf16_obstacle(job: JobBase, precision: str) -> str | None:
+    """Why a job's frozen base layers cannot run in bf16 (None when they can): they are wired for an fp32 LoRA run in
+    one process without ZeRO on the deepspeed backend."""
     parallel = getattr(job, "parallel", None)
-    single = parallel is not None and parallel.world_size == 1 and getattr(parallel, "zero_stage", 0) == 0
+    if job.backend != "deepspeed" or job.method.type != "lora":
+        return "bf16 base layers are for method.type: lora on the deepspeed backend"
+    if precision not in ("fp32", "auto"):
+        return f"train.precision {precision} already runs the base layers in 16 bits"
+    if job.method.lora.use_dora:
+        return "DoRA reads the full-precision base weight in every step"
+    if parallel is not None and (parallel.world_size > 1 or getattr(parallel, "zero_stage", 0) > 0):
+        return "bf16 base layers run in a single process without ZeRO"
+    return None
+
+
+def lora_base_bf16_fits(job: JobBase, facts: DeviceFacts, precision: str) -> bool:
+    """Where bf16 frozen base layers are the right default: where they can run, on a CPU with AMX-BF16 (there a
+    bf16 GEMM is ~3x an fp32 one; on GPUs and NPUs the run itself is bf16)."""
     return (
-        job.backend == "deepspeed"
-        and facts.kind == "cpu"
+        facts.kind == "cpu"
         and facts.amx_bf16
         and precision == "fp32"
-        and job.method.type == "lora"
-        and not job.method.lora.use_dora
-        and single
+        and lora_base_bf16_obstacle(job, precision) is None
     )

@@ -117,7 +117,7 @@ def _train(plan: dict[str, Any], job: DeepSpeedJob, manifest: dict[str, Any], co
         trust_remote_code=job.model.trust_remote_code,
         revision=job.model.revision,
     )
-    if engine["training_args"].get("padding_free") or (engine["trainer"] == "Trainer" and job.data.packing):
+    if job.data.packing:  # packed rows are padding-free (TRL's padding_free, the pt collator's)
         from factory_cli.backends.deepspeed.varlen_attention import use_varlen_sdpa
 
         if use_varlen_sdpa(model):
