@@ -67,19 +67,16 @@ def run_measured(
 
 
 def machine() -> dict[str, Any]:
-    """What the numbers were measured on."""
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    """What the numbers were measured on (the vector and matrix extensions decide which kernels run)."""
+    from factory_cli.devices import cpu_bf16_matmul_flag, cpu_flags, cpu_name
+
+    flags = cpu_flags()
     return {
-        "cpu": cpu,
+        "cpu": cpu_name(),
         "cores": os.cpu_count(),
         "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "vector_isa": next((isa for isa in ("avx512f", "avx2", "asimd") if isa in flags), None),
+        "bf16_matmul": cpu_bf16_matmul_flag(flags),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
     }

@@ -64,7 +64,10 @@ def _machine_line(record: dict[str, Any]) -> str:
     parts = [
         f"measured {record.get('time', '?')}",
         f"git {record.get('git_sha') or '?'}",
-        f"{machine.get('cpu', '?')} ({machine.get('cores', '?')} cores, {machine.get('memory_gb', '?')} GB)",
+        f"{machine.get('cpu', '?')} ({machine.get('cores', '?')} cores, {machine.get('memory_gb', '?')} GB"
+        + (f", {machine['vector_isa']}" if machine.get("vector_isa") else "")
+        + (f", bf16 matmul: {machine['bf16_matmul']}" if machine.get("bf16_matmul") else "")
+        + ")",
     ]
     if libs:
         parts.append(libs)

@@ -56,10 +56,22 @@ FACTORY_VARIANTS: dict[str, dict[str, Any]] = {
     "factory_no_dense_logprob": {"env": {"FACTORY_DENSE_LOGPROB": "0"}},
     "factory_packing": {"packing": True},
     "factory_fp32_base": {"base_precision": "fp32"},
+    "factory_bf16_base": {"base_precision": "bf16"},
+    "factory_fp32_head": {"env": {"FACTORY_BF16_LM_HEAD": "0"}},
     "factory_torch_dropout": {"env": {"FACTORY_HASH_DROPOUT": "0"}},
 }
 TOOLS = (*FACTORY_VARIANTS, *(f"llamafactory_{v}" for v in LF_VARIANTS))
 DEFAULT_TOOLS = ("factory", "llamafactory_default_fast", "llamafactory_neat_packing")
+
+
+def default_tools() -> tuple[str, ...]:
+    """DEFAULT_TOOLS, plus LlamaFactory's bf16 mode where this CPU multiplies bf16 in hardware: there it can be
+    LlamaFactory's fastest setting (elsewhere bf16 is emulated, several times slower, and not worth the runs)."""
+    from factory_cli.devices import cpu_has_bf16_matmul
+
+    return (*DEFAULT_TOOLS, "llamafactory_bf16") if cpu_has_bf16_matmul() else DEFAULT_TOOLS
+
+
 # Realistic installs write bytecode caches; the sandbox default PYTHONDONTWRITEBYTECODE=1 would recompile every run.
 RUN_ENV = {"PYTHONDONTWRITEBYTECODE": "", "HF_HUB_OFFLINE": "1"}
 METRIC_KEYS = [
@@ -527,16 +539,15 @@ def llamafactory_smoke(max_steps: int = 2) -> dict[str, float]:
     }
 
 
-def run(
-    runs: int = 3, quick: bool = False, tools: Sequence[str] = DEFAULT_TOOLS, examples: int | None = None
-) -> Result:
+def run(runs: int = 3, quick: bool = False, tools: Sequence[str] | None = None, examples: int | None = None) -> Result:
     """Alternate the tools `runs` times; medians, speedups, memory and loss ratios against factory.
 
-    `tools` picks among TOOLS (factory's variants switch one speed change off each); `examples` trains on the first
-    N rows of the data instead of all of them.
+    `tools` picks among TOOLS (factory's variants switch one speed change off each; default: `default_tools()`);
+    `examples` trains on the first N rows of the data instead of all of them.
     """
     from bench import llamafactory_env
 
+    tools = default_tools() if tools is None else tools
     unknown = [t for t in tools if t not in TOOLS]
     if unknown or "factory" not in tools:
         raise ValueError(f"tools must include factory and come from {', '.join(TOOLS)}; got {', '.join(tools)}")
@@ -569,6 +580,11 @@ def run(
         ratio[f"peak_rss_ratio_vs_{variant}"] = ours["peak_rss_mb"] / theirs["peak_rss_mb"]
         ratio[f"last5_loss_delta_vs_{variant}"] = ours["last5_loss"] - theirs["last5_loss"]
         ratio[f"train_loss_delta_vs_{variant}"] = ours["train_loss"] - theirs["train_loss"]
+    peers = [tool for tool in tools if tool.startswith("llamafactory_")]
+    fastest = min(peers, key=lambda tool: medians[tool]["train_seconds"]) if peers else None
+    if fastest is not None:  # the peer at its best setting on this machine, whichever that is
+        ratio["train_speedup_vs_fastest_llamafactory"] = medians[fastest]["train_seconds"] / ours["train_seconds"]
+        ratio["wall_speedup_vs_fastest_llamafactory"] = medians[fastest]["wall_seconds"] / ours["wall_seconds"]
     shape = {
         "factory": asdict(prepared.factory_batch),
         "factory_packing": asdict(prepared.factory_packed_batch) | {"packed_rows": prepared.factory_rows},
@@ -582,7 +598,7 @@ def run(
         description=(
             f"LoRA SFT of {MODEL} on {prepared.examples} examples of bench/data/bench_sft.jsonl, seq "
             f"{settings.max_length}, r{settings.lora_rank}/a{settings.lora_alpha}, lr {settings.learning_rate:g}, "
-            f"{settings.batch_examples} examples/step, {settings.epochs} epoch, fp32 CPU: "
+            f"{settings.batch_examples} examples/step, {settings.epochs} epoch, fp32 job on the CPU: "
             f"{', '.join(tools)}; medians of alternating runs"
         ),
         metrics=medians,
@@ -596,6 +612,7 @@ def run(
             f"LlamaFactory neat_packing packed {prepared.examples} examples into {prepared.lf_packed_rows} rows; "
             f"factory into {prepared.factory_rows}",
             "wall time includes interpreter start, imports, model load, data preparation from scratch and saving",
+            *([f"fastest LlamaFactory setting on this machine (train time): {fastest}"] if fastest else []),
             f"llamafactory venv: {json.dumps(llamafactory_env.versions())}",
         ],
     )

@@ -56,7 +56,7 @@ def detect_device(requested: str = "auto") -> DeviceInfo:
         )
     if requested in ("cuda", "npu"):
         raise RuntimeError(f"device: {requested} was requested but no {requested} device is available")
-    return DeviceInfo("cpu", usable_cpu_cores(), _cpu_name(), False, None)
+    return DeviceInfo("cpu", usable_cpu_cores(), cpu_name(), False, None)
 
 
 @functools.cache
@@ -71,7 +71,8 @@ def _cpuinfo_field(name: str) -> str | None:
     return None
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The CPU's model name, as /proc/cpuinfo or the platform gives it."""
     name = _cpuinfo_field("model name")
     if name:
         return name
@@ -85,9 +86,20 @@ def cpu_flags() -> frozenset[str]:
     return frozenset((_cpuinfo_field("flags") or "").split())
 
 
-def cpu_has_amx_bf16() -> bool:
-    """Whether this CPU multiplies bf16 matrices in hardware (Intel AMX, Xeon Sapphire Rapids and later)."""
-    return "amx_bf16" in cpu_flags()
+# Instruction sets that multiply bf16 matrices with fp32 accumulation in hardware, which oneDNN uses for bf16 GEMMs:
+# Intel AMX tiles (Xeon Sapphire Rapids and later) and AVX512-BF16 dot products (Xeon Cooper Lake, AMD Zen 4 and later).
+BF16_MATMUL_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+def cpu_bf16_matmul_flag(flags: frozenset[str] | None = None) -> str | None:
+    """The first of BF16_MATMUL_FLAGS this CPU (or `flags`) has, None where bf16 GEMMs would be emulated."""
+    have = cpu_flags() if flags is None else flags
+    return next((flag for flag in BF16_MATMUL_FLAGS if flag in have), None)
+
+
+def cpu_has_bf16_matmul() -> bool:
+    """Whether this CPU multiplies bf16 matrices in hardware (AMX-BF16 or AVX512-BF16)."""
+    return cpu_bf16_matmul_flag() is not None
 
 
 def dist_backend(kind: DeviceKind) -> str:

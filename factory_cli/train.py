@@ -30,7 +30,7 @@ def device_facts(requested: str) -> Any:
     """Device-dependent facts. An explicit cuda/npu/cpu is taken as given (plans for other machines work anywhere);
     `auto` looks at this machine."""
     from factory_cli.config.defaults import DeviceFacts
-    from factory_cli.devices import cpu_has_amx_bf16, cuda_only_features_available, detect_device
+    from factory_cli.devices import cpu_has_bf16_matmul, cuda_only_features_available, detect_device
 
     features = cuda_only_features_available()
     if requested == "auto":
@@ -38,11 +38,11 @@ def device_facts(requested: str) -> Any:
             info = detect_device("auto")
         except RuntimeError as exc:
             raise UsageError(str(exc), "set device: cpu, or run on a machine with the device") from None
-        amx = info.kind == "cpu" and cpu_has_amx_bf16()
-        return DeviceFacts(info.kind, info.bf16, features["flash_attn"], features["liger_kernel"], amx)
+        bf16_matmul = info.kind == "cpu" and cpu_has_bf16_matmul()
+        return DeviceFacts(info.kind, info.bf16, features["flash_attn"], features["liger_kernel"], bf16_matmul)
     bf16 = requested in ("cuda", "npu")
     flash = features["flash_attn"] and requested == "cuda"
-    return DeviceFacts(requested, bf16, flash, features["liger_kernel"], requested == "cpu" and cpu_has_amx_bf16())
+    return DeviceFacts(requested, bf16, flash, features["liger_kernel"], requested == "cpu" and cpu_has_bf16_matmul())
 
 
 def resolved_plan(job: JobBase, base_dir: Path) -> tuple[JobBase, Any]:

@@ -15,7 +15,7 @@ from factory_cli.config.defaults import data_parallel_size, lora_base_bf16_obsta
 from factory_cli.config.errors import Issue, UsageError
 from factory_cli.config.pydantic_issues import did_you_mean
 from factory_cli.config.schema import DeepSpeedJob, JobBase, MegatronJob
-from factory_cli.devices import cpu_has_amx_bf16
+from factory_cli.devices import cpu_has_bf16_matmul
 from factory_cli.registry.models import Architecture, ModelSpec, architecture_of, find_model, gguf_path
 
 ROWS_CHECKED = 5
@@ -327,8 +327,9 @@ def check_lora_base_precision(job: JobBase, ctx: CheckContext) -> Iterator[Issue
     obstacle = lora_base_bf16_obstacle(job, job.train.precision)
     if obstacle is not None:
         yield error(path, obstacle, fix)
-    elif job.device == "cpu" and not cpu_has_amx_bf16():
-        yield warning(path, "this CPU has no AMX-BF16 units: bf16 matrix multiplies are emulated and slower", fix)
+    elif job.device == "cpu" and not cpu_has_bf16_matmul():
+        no_units = "this CPU has no bf16 matrix instructions (AMX-BF16, AVX512-BF16): bf16 multiplies are emulated"
+        yield warning(path, f"{no_units} and slower", fix)
 
 
 def check_output(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:

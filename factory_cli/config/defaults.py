@@ -142,7 +142,7 @@ class DeviceFacts:
     bf16: bool = False
     flash_attn: bool = False
     liger: bool = False
-    amx_bf16: bool = False
+    cpu_bf16_matmul: bool = False
 
 
 def resolve_device_defaults(job: JobBase, facts: DeviceFacts) -> JobBase:
@@ -192,11 +192,12 @@ def lora_base_bf16_obstacle(job: JobBase, precision: str) -> str | None:
 
 
 def lora_base_bf16_fits(job: JobBase, facts: DeviceFacts, precision: str) -> bool:
-    """Where bf16 frozen base layers are the right default: where they can run, on a CPU with AMX-BF16 (there a
-    bf16 GEMM is ~3x an fp32 one; on GPUs and NPUs the run itself is bf16)."""
+    """Where bf16 frozen base layers are the right default: where they can run, on a CPU with bf16 matrix
+    instructions, AMX-BF16 or AVX512-BF16 (there a bf16 GEMM is 3-4x an fp32 one; on GPUs and NPUs the run itself
+    is bf16)."""
     return (
         facts.kind == "cpu"
-        and facts.amx_bf16
+        and facts.cpu_bf16_matmul
         and precision == "fp32"
         and lora_base_bf16_obstacle(job, precision) is None
     )

@@ -98,8 +98,8 @@ class LoraConfig(Section):
     base_precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto",
         description="frozen base layers of an fp32 LoRA run: bf16 stores them in bf16 and multiplies on bf16 "
-        "matrix units (Intel AMX) while activations, adapters, gradients and optimizer stay fp32; auto: bf16 on a "
-        "CPU with AMX-BF16 in one process, else fp32",
+        "matrix instructions (AMX-BF16, AVX512-BF16) while activations, adapters, gradients and optimizer stay fp32; "
+        "auto: bf16 on a CPU with them in one process, else fp32",
     )
 
     @field_validator("target", mode="before")

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from factory_cli.backends.deepspeed.frozen_bf16 import bf16_frozen_base_layers
+from factory_cli.backends.deepspeed.dense_logprob import gemm_weight
+from factory_cli.backends.deepspeed.frozen_bf16 import bf16_frozen_base_layers, bf16_lm_head
 from factory_cli.backends.deepspeed.lora_dropout import (
     HashDropout,
     hash_lora_dropout,
@@ -138,6 +139,17 @@ def test_bf16_base_layers_skip_what_they_cannot_take(tiny_llama_dir: Path) -> No
     for parameter in model.parameters():
         parameter.data = parameter.data.to(torch.bfloat16)
     assert bf16_frozen_base_layers(model) == 0  # already 16-bit
+    assert not bf16_lm_head(model)
+
+
+def test_the_frozen_lm_head_gets_a_bf16_copy_and_keeps_its_fp32_weight(tiny_llama_dir: Path) -> None:
+    model = _lora_model(tiny_llama_dir)
+    weight = model.get_output_embeddings().weight
+    assert bf16_lm_head(model)
+    assert weight.dtype == torch.float32 and gemm_weight(weight).dtype == torch.bfloat16
+    assert torch.equal(gemm_weight(weight).float(), weight.detach().bfloat16().float())
+    ids = torch.tensor([[5, 6, 7]])
+    assert model.get_input_embeddings()(ids).dtype == torch.float32  # a tied embedding still looks up fp32 rows
 
 
 # -------------------------------------------------------------------------------------------- per-example sdpa
@@ -200,6 +212,7 @@ def test_a_cpu_lora_run_uses_the_kernels_and_the_switches_turn_them_off(tmp_path
     fast = train_cli(job)
     assert fast.returncode == 0, fast.stdout[-3000:] + fast.stderr[-3000:]
     assert "frozen base layers in bf16" in fast.stdout
+    assert "LM head GEMMs in bf16" in fast.stdout
     assert "LoRA dropout masks from a counter hash: 14 modules" in fast.stdout
     assert "sdpa per example" in fast.stdout
 
@@ -208,6 +221,7 @@ def test_a_cpu_lora_run_uses_the_kernels_and_the_switches_turn_them_off(tmp_path
     plain = train_cli(plain_job, env={"FACTORY_HASH_DROPOUT": "0"})
     assert plain.returncode == 0, plain.stdout[-3000:] + plain.stderr[-3000:]
     assert "frozen base layers" not in plain.stdout and "counter hash" not in plain.stdout
+    assert "LM head GEMMs" not in plain.stdout
     fast_losses, plain_losses = losses(tmp_path / "fast" / "run"), losses(tmp_path / "plain" / "run")
     assert sorted(fast_losses) == sorted(plain_losses) == [1, 2, 3]
     # different dropout draws and bf16 products: close, not equal, losses

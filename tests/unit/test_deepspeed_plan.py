@@ -148,11 +148,11 @@ def test_reporters_write_into_the_run_directory() -> None:
     assert plan.engine_config["training_args"]["report_to"] == ["tensorboard", "wandb"]
 
 
-def test_amx_cpu_lora_plan_runs_bf16_base_layers_with_a_bounded_onednn_cache() -> None:
-    job, plan = planned("quickstart_sft", DeviceFacts("cpu", amx_bf16=True))
+def test_bf16_matmul_cpu_lora_plan_runs_bf16_base_layers_with_a_bounded_onednn_cache() -> None:
+    job, plan = planned("quickstart_sft", DeviceFacts("cpu", cpu_bf16_matmul=True))
     assert job.method.lora.base_precision == "bf16"
     assert plan.steps[-1].env["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "32"
-    job, plan = planned("quickstart_sft", DeviceFacts("cpu", amx_bf16=True), "method.lora.base_precision=fp32")
+    job, plan = planned("quickstart_sft", DeviceFacts("cpu", cpu_bf16_matmul=True), "method.lora.base_precision=fp32")
     assert job.method.lora.base_precision == "fp32"
     assert "ONEDNN_PRIMITIVE_CACHE_CAPACITY" not in plan.steps[-1].env
     _, plan = planned("quickstart_sft", DeviceFacts("cpu"))

@@ -286,23 +286,39 @@ def test_cpu_device_defaults() -> None:
 @pytest.mark.parametrize(
     ("facts", "sections", "expected"),
     [
-        (DeviceFacts("cpu", amx_bf16=True), {}, "bf16"),
-        (DeviceFacts("cpu", amx_bf16=False), {}, "fp32"),
-        (DeviceFacts("cuda", bf16=True, amx_bf16=True), {}, "fp32"),
-        (DeviceFacts("cpu", amx_bf16=True), {"parallel": {"nproc_per_node": 2}}, "fp32"),
-        (DeviceFacts("cpu", amx_bf16=True), {"parallel": {"zero_stage": 2}}, "fp32"),
-        (DeviceFacts("cpu", amx_bf16=True), {"train": {"precision": "bf16"}}, "fp32"),
-        (DeviceFacts("cpu", amx_bf16=True), {"method": {"type": "lora", "lora": {"use_dora": True}}}, "fp32"),
-        (DeviceFacts("cpu", amx_bf16=True), {"method": {"type": "qlora"}}, "fp32"),
-        (DeviceFacts("cpu", amx_bf16=False), {"method": {"type": "lora", "lora": {"base_precision": "bf16"}}}, "bf16"),
+        (DeviceFacts("cpu", cpu_bf16_matmul=True), {}, "bf16"),
+        (DeviceFacts("cpu", cpu_bf16_matmul=False), {}, "fp32"),
+        (DeviceFacts("cuda", bf16=True, cpu_bf16_matmul=True), {}, "fp32"),
+        (DeviceFacts("cpu", cpu_bf16_matmul=True), {"parallel": {"nproc_per_node": 2}}, "fp32"),
+        (DeviceFacts("cpu", cpu_bf16_matmul=True), {"parallel": {"zero_stage": 2}}, "fp32"),
+        (DeviceFacts("cpu", cpu_bf16_matmul=True), {"train": {"precision": "bf16"}}, "fp32"),
+        (DeviceFacts("cpu", cpu_bf16_matmul=True), {"method": {"type": "lora", "lora": {"use_dora": True}}}, "fp32"),
+        (DeviceFacts("cpu", cpu_bf16_matmul=True), {"method": {"type": "qlora"}}, "fp32"),
+        (DeviceFacts("cpu"), {"method": {"type": "lora", "lora": {"base_precision": "bf16"}}}, "bf16"),
     ],
 )
-def test_lora_base_precision_is_bf16_only_on_a_single_cpu_process_with_amx(
+def test_lora_base_precision_is_bf16_only_on_a_single_cpu_process_with_bf16_matmul(
     facts: DeviceFacts, sections: dict[str, Any], expected: str
 ) -> None:
     sections = {"method": {"type": "lora"}, **sections}
     job = resolve_device_defaults(resolved(**sections), facts)
     assert job.method.lora.base_precision == expected
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        ("fpu sse avx2 avx512f avx512_bf16 amx_tile amx_bf16", "amx_bf16"),  # Xeon Sapphire Rapids
+        ("fpu sse avx2 avx512f avx512_bf16 avx512_vnni", "avx512_bf16"),  # AMD Zen 4 / 5, Xeon Cooper Lake
+        ("fpu sse avx2 avx512f avx512_vnni", None),  # Ice Lake: no bf16 dot products
+        ("fpu sse avx2 fma", None),
+        ("", None),  # /proc/cpuinfo not readable
+    ],
+)
+def test_bf16_matmul_flag_of_a_cpu(flags: str, expected: str | None) -> None:
+    from factory_cli.devices import cpu_bf16_matmul_flag
+
+    assert cpu_bf16_matmul_flag(frozenset(flags.split())) == expected
 
 
 def test_cuda_bf16_device_defaults() -> None:

@@ -10,6 +10,12 @@ log-probabilities carry a gradient and the head is frozen.
 Same signature, same outputs, same gradients (to float rounding) as TRL's function; `DenseLogProb.apply` takes this
 path only where it holds — float32 inputs outside autocast, no logit soft-capping, at most `MAX_KEPT_ELEMENTS`
 probabilities kept per call — and hands every other call to TRL's kernel unchanged.
+
+A frozen head whose weight carries a bf16 copy (`attach_bf16_copy`, done for LoRA runs with bf16 frozen base layers,
+frozen_bf16.py) runs both vocabulary GEMMs on that copy: bf16 x bf16 with fp32 accumulation, the logits rounded to
+bf16 once and everything after them (log-sum-exp, probabilities, outputs, gradients) in fp32 — as a bf16 run on a GPU
+does with its logits. The head's own weight stays fp32 for everything else (the embedding lookup of a tied head,
+generation).
 """
 
 from __future__ import annotations
@@ -21,6 +27,26 @@ from trl.kernels.chunked_logprob import OPTIONAL_OUTPUTS
 
 # Probabilities kept for the backward: 32M floats = 128 MiB (plus as much again, briefly, in the forward).
 MAX_KEPT_ELEMENTS = 32 * 1024 * 1024
+_BF16_COPY = "factory_bf16_copy"  # attribute of a frozen head weight: its bf16 copy for the GEMMs
+
+
+def attach_bf16_copy(weight: torch.Tensor) -> bool:
+    """Give a frozen fp32 head weight a bf16 copy that the dense path multiplies with; returns whether it did."""
+    if weight.requires_grad or weight.dtype != torch.float32:
+        return False
+    setattr(weight, _BF16_COPY, weight.detach().to(torch.bfloat16))
+    return True
+
+
+def gemm_weight(weight: torch.Tensor) -> torch.Tensor:
+    """The weight the vocabulary GEMMs use: the bf16 copy of a frozen head that has one, else the weight itself."""
+    copy: torch.Tensor | None = getattr(weight, _BF16_COPY, None)
+    return weight if copy is None or weight.requires_grad else copy
+
+
+def _mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a @ b in b's dtype, the result in a's."""
+    return a @ b if a.dtype == b.dtype else (a.to(b.dtype) @ b).to(a.dtype)
 
 
 def dense_path_applies(hidden: torch.Tensor, weight: torch.Tensor, softcap: float | None) -> bool:
@@ -48,7 +74,10 @@ class DenseLogProbFunction(torch.autograd.Function):
         outputs: tuple[str, ...],
     ) -> tuple[torch.Tensor | None, ...]:
         ctx.set_materialize_grads(False)
-        logits = torch.nn.functional.linear(hidden, weight, bias)
+        matmul_weight = gemm_weight(weight)
+        logits = _mm(hidden, matmul_weight.t())
+        if bias is not None:
+            logits.add_(bias)
         if scale != 1.0:
             logits.mul_(scale)
         mean_logits = logits.mean(-1) if "mean_logits" in outputs else None
@@ -65,7 +94,7 @@ class DenseLogProbFunction(torch.autograd.Function):
             else None
         )
         del log_p
-        ctx.save_for_backward(hidden, weight, targets, probs, entropy if entropy is not None else log_z)
+        ctx.save_for_backward(hidden, weight, matmul_weight, targets, probs, entropy if entropy is not None else log_z)
         ctx.scale = scale
         ctx.has_bias = bias is not None
         ctx.mark_non_differentiable(*(x for x in (log_sum_sq, mean_logits, is_top1) if x is not None))
@@ -75,7 +104,7 @@ class DenseLogProbFunction(torch.autograd.Function):
     def backward(  # type: ignore[override]
         ctx: Any, grad_logprobs: torch.Tensor | None, grad_entropy: torch.Tensor | None, *_: Any
     ) -> tuple[torch.Tensor | None, ...]:
-        hidden, weight, targets, probs, entropy = ctx.saved_tensors
+        hidden, weight, matmul_weight, targets, probs, entropy = ctx.saved_tensors
         needs_hidden, needs_weight, needs_bias = ctx.needs_input_grad[:3]
         needs_bias = needs_bias and ctx.has_bias
         if grad_logprobs is None and grad_entropy is None:
@@ -84,7 +113,9 @@ class DenseLogProbFunction(torch.autograd.Function):
             # d log p_t / d z = onehot(t) - p, so grad_hidden = g * (W[t] - p @ W): one GEMM, no vocabulary pass
             assert grad_logprobs is not None
             g = grad_logprobs.unsqueeze(1) * ctx.scale
-            grad_hidden = (weight.index_select(0, targets) - probs @ weight).mul_(g) if needs_hidden else None
+            if not needs_hidden:
+                return None, None, None, None, None, None
+            grad_hidden = (weight.index_select(0, targets) - _mm(probs, matmul_weight)).mul_(g)
             return grad_hidden, None, None, None, None, None
         grad_logits = torch.zeros_like(probs)
         if grad_logprobs is not None:
@@ -95,7 +126,7 @@ class DenseLogProbFunction(torch.autograd.Function):
             p_log_p = torch.special.xlogy(probs, probs)
             grad_logits.sub_((p_log_p + probs * entropy.unsqueeze(1)) * grad_entropy.unsqueeze(1))
         grad_logits.mul_(ctx.scale)
-        grad_hidden = grad_logits @ weight if needs_hidden else None
+        grad_hidden = _mm(grad_logits, matmul_weight) if needs_hidden else None
         grad_weight = grad_logits.t() @ hidden if needs_weight else None
         grad_bias = grad_logits.sum(0) if needs_bias else None
         return grad_hidden, grad_weight, grad_bias, None, None, None

@@ -10,6 +10,10 @@ counterpart of training over a bf16 base on a GPU, with fp32 activations.
 Nothing but the frozen weight is saved for the backward (its gradient is not wanted), so the layer also keeps no
 copy of its input. The fp32 originals are released: the other frozen weights are copied out of the memory-mapped
 checkpoint, so the run holds ~2 bytes per frozen base parameter instead of 4.
+
+The frozen LM head (tied to the embedding in most small models) gets a bf16 copy for its two vocabulary GEMMs in the
+compact scoring path (`bf16_lm_head`, dense_logprob.py); its fp32 weight stays for the embedding lookup.
+FACTORY_BF16_LM_HEAD=0 keeps the head's products in fp32.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+
+LM_HEAD_ENV_SWITCH = "FACTORY_BF16_LM_HEAD"
 
 
 class _FrozenBf16Linear(torch.autograd.Function):
@@ -69,3 +75,12 @@ def _own_frozen_tensors(model: Any) -> None:
     for parameter in model.parameters():
         if not parameter.requires_grad and parameter.dtype == torch.float32:
             parameter.data = parameter.data.clone()
+
+
+def bf16_lm_head(model: Any) -> bool:
+    """Let the compact scoring path multiply by a bf16 copy of the frozen LM head; returns whether it will."""
+    from factory_cli.backends.deepspeed.dense_logprob import attach_bf16_copy
+
+    head = model.get_output_embeddings()
+    weight = getattr(head, "weight", None)
+    return isinstance(weight, torch.Tensor) and attach_bf16_copy(weight)

@@ -228,11 +228,14 @@ def speed_up_lora(model: Any, device: str, job: DeepSpeedJob) -> list[str]:
     if job.method.type != "lora":
         return []
     notes: list[str] = []
+    from factory_cli.backends.deepspeed.lm_head import switched_on
+
     if job.method.lora.base_precision == "bf16":
-        from factory_cli.backends.deepspeed.frozen_bf16 import bf16_frozen_base_layers
+        from factory_cli.backends.deepspeed.frozen_bf16 import LM_HEAD_ENV_SWITCH, bf16_frozen_base_layers, bf16_lm_head
 
         notes.append(f"frozen base layers in bf16 (fp32 activations and adapters): {bf16_frozen_base_layers(model)}")
-    from factory_cli.backends.deepspeed.lm_head import switched_on
+        if switched_on(LM_HEAD_ENV_SWITCH) and bf16_lm_head(model):
+            notes.append("LM head GEMMs in bf16 (log-probabilities and gradients in fp32)")
     from factory_cli.backends.deepspeed.lora_dropout import ENV_SWITCH, hash_lora_dropout
 
     if device == "cpu" and switched_on(ENV_SWITCH):
