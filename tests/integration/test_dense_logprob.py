@@ -86,14 +86,14 @@ def test_falls_back_to_trl_where_the_dense_path_does_not_hold(monkeypatch: pytes
     assert recorder.calls == 3
 
 
-def test_a_frozen_head_with_a_bf16_copy_multiplies_in_bf16_and_stays_close() -> None:
+def test_a_frozen_bf16_head_multiplies_in_bf16_and_stays_close_to_fp32() -> None:
     hidden, weight, bias, targets = _inputs(with_bias=True, weight_grad=False)
     settings = {"temperature": 1.0, "logit_scale": 1.0}
     expected = _run(DenseLogProb(fallback=None), (hidden, weight, bias, targets), 0.3, **settings)
-    assert dense_logprob.attach_bf16_copy(weight)
-    assert dense_logprob.gemm_weight(weight).dtype == torch.bfloat16
-    got = _run(DenseLogProb(fallback=None), (hidden, weight, bias, targets), 0.3, **settings)
-    assert weight.dtype == torch.float32 and got[0].dtype == torch.float32 and got[5].dtype == torch.float32
+    bf16_weight = weight.detach().bfloat16()
+    assert dense_logprob.dense_path_applies(hidden, bf16_weight, None)
+    got = _run(DenseLogProb(fallback=None), (hidden, bf16_weight, bias, targets), 0.3, **settings)
+    assert got[0].dtype == torch.float32 and got[5].dtype == torch.float32  # log-probs and grad_hidden in fp32
     assert not torch.equal(got[0], expected[0]), "the products ran in bf16"
     torch.testing.assert_close(got[0], expected[0], rtol=0, atol=0.05)  # logits rounded to bf16 once
     torch.testing.assert_close(got[1], expected[1], rtol=0, atol=0.05)
@@ -101,10 +101,16 @@ def test_a_frozen_head_with_a_bf16_copy_multiplies_in_bf16_and_stays_close() -> 
     assert cosine > 0.999
 
 
-def test_a_head_that_trains_keeps_its_fp32_weight_for_the_products() -> None:
-    weight = torch.randn(50, 8)
-    assert dense_logprob.attach_bf16_copy(weight)
-    weight.requires_grad_(True)  # e.g. lm_head in modules_to_save: its gradient needs the exact products
-    assert dense_logprob.gemm_weight(weight) is weight
-    assert not dense_logprob.attach_bf16_copy(torch.randn(50, 8, requires_grad=True))
-    assert not dense_logprob.attach_bf16_copy(torch.randn(50, 8).bfloat16())
+def test_a_bf16_head_that_trains_or_a_long_call_goes_to_trl_in_one_dtype(monkeypatch: pytest.MonkeyPatch) -> None:
+    hidden, weight = torch.randn(4, 8), torch.randn(50, 8).bfloat16()
+    assert not dense_logprob.dense_path_applies(hidden, weight.requires_grad_(True), None)
+    seen: list[torch.dtype] = []
+
+    class DtypeRecorder:
+        def apply(self, hidden: torch.Tensor, weight: torch.Tensor, *args: Any) -> Any:
+            seen.append(weight.dtype)
+            return ChunkedLogProbFunction.apply(hidden, weight, *args)
+
+    monkeypatch.setattr(dense_logprob, "MAX_KEPT_ELEMENTS", 4 * 50 - 1)
+    _call(DenseLogProb(fallback=DtypeRecorder()), hidden, weight.detach())
+    assert seen == [torch.float32]

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 
-from factory_cli.backends.deepspeed.dense_logprob import gemm_weight
 from factory_cli.backends.deepspeed.frozen_bf16 import bf16_frozen_base_layers, bf16_lm_head
 from factory_cli.backends.deepspeed.lora_dropout import (
     HashDropout,
@@ -142,14 +141,24 @@ def test_bf16_base_layers_skip_what_they_cannot_take(tiny_llama_dir: Path) -> No
     assert not bf16_lm_head(model)
 
 
-def test_the_frozen_lm_head_gets_a_bf16_copy_and_keeps_its_fp32_weight(tiny_llama_dir: Path) -> None:
-    model = _lora_model(tiny_llama_dir)
-    weight = model.get_output_embeddings().weight
-    assert bf16_lm_head(model)
-    assert weight.dtype == torch.float32 and gemm_weight(weight).dtype == torch.bfloat16
-    assert torch.equal(gemm_weight(weight).float(), weight.detach().bfloat16().float())
-    ids = torch.tensor([[5, 6, 7]])
-    assert model.get_input_embeddings()(ids).dtype == torch.float32  # a tied embedding still looks up fp32 rows
+def test_the_frozen_lm_head_goes_to_bf16_and_a_tied_embedding_still_returns_fp32(tiny_llama_dir: Path) -> None:
+    reference = _lora_model(tiny_llama_dir, init_lora_weights=False)
+    fast = _lora_model(tiny_llama_dir, init_lora_weights=False)
+    fast.load_state_dict(reference.state_dict())
+    ids = torch.randint(5, reference.config.vocab_size, (1, 40), generator=torch.Generator().manual_seed(0))
+    ref_loss, ref_grads = _loss_and_lora_grads(reference, ids)
+
+    tied = fast.get_input_embeddings().weight is fast.get_output_embeddings().weight
+    assert bf16_lm_head(fast)
+    assert fast.get_output_embeddings().weight.dtype == torch.bfloat16
+    assert tied == (fast.get_input_embeddings().weight.dtype == torch.bfloat16)
+    assert fast.get_input_embeddings()(ids).dtype == torch.float32
+    loss, grads = _loss_and_lora_grads(fast, ids)  # the model's own head forward: bf16 GEMM, fp32 logits
+    assert loss == pytest.approx(ref_loss, rel=1e-2)
+    for name, grad in grads.items():
+        cosine = torch.nn.functional.cosine_similarity(grad.flatten(), ref_grads[name].flatten(), dim=0)
+        assert cosine > 0.99, name
+    assert not bf16_lm_head(fast)  # already bf16
 
 
 # -------------------------------------------------------------------------------------------- per-example sdpa
@@ -212,7 +221,7 @@ def test_a_cpu_lora_run_uses_the_kernels_and_the_switches_turn_them_off(tmp_path
     fast = train_cli(job)
     assert fast.returncode == 0, fast.stdout[-3000:] + fast.stderr[-3000:]
     assert "frozen base layers in bf16" in fast.stdout
-    assert "LM head GEMMs in bf16" in fast.stdout
+    assert "frozen LM head in bf16" in fast.stdout
     assert "LoRA dropout masks from a counter hash: 14 modules" in fast.stdout
     assert "sdpa per example" in fast.stdout
 
@@ -221,10 +230,19 @@ def test_a_cpu_lora_run_uses_the_kernels_and_the_switches_turn_them_off(tmp_path
     plain = train_cli(plain_job, env={"FACTORY_HASH_DROPOUT": "0"})
     assert plain.returncode == 0, plain.stdout[-3000:] + plain.stderr[-3000:]
     assert "frozen base layers" not in plain.stdout and "counter hash" not in plain.stdout
-    assert "LM head GEMMs" not in plain.stdout
+    assert "LM head in bf16" not in plain.stdout
     fast_losses, plain_losses = losses(tmp_path / "fast" / "run"), losses(tmp_path / "plain" / "run")
     assert sorted(fast_losses) == sorted(plain_losses) == [1, 2, 3]
     # different dropout draws and bf16 products: close, not equal, losses
     assert fast_losses[1] == pytest.approx(plain_losses[1], rel=0.05)
     resolved = json.loads((tmp_path / "fast" / "run" / "plan.json").read_text())
     assert resolved["engine_config"]["training_args"]["padding_free"] is True
+
+
+def test_a_dpo_lora_run_scores_through_the_bf16_head_and_its_reference(tmp_path: Path, tiny_llama_dir: Path) -> None:
+    extra = {"method": {"lora": {"base_precision": "bf16"}}}
+    result = train_cli(write_job(tmp_path, tiny_llama_dir, "dpo", "lora", extra))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "frozen LM head in bf16" in result.stdout
+    steps = losses(tmp_path / "run")
+    assert sorted(steps) == [1, 2, 3] and all(np.isfinite(list(steps.values())))

@@ -11,11 +11,10 @@ Same signature, same outputs, same gradients (to float rounding) as TRL's functi
 path only where it holds — float32 inputs outside autocast, no logit soft-capping, at most `MAX_KEPT_ELEMENTS`
 probabilities kept per call — and hands every other call to TRL's kernel unchanged.
 
-A frozen head whose weight carries a bf16 copy (`attach_bf16_copy`, done for LoRA runs with bf16 frozen base layers,
-frozen_bf16.py) runs both vocabulary GEMMs on that copy: bf16 x bf16 with fp32 accumulation, the logits rounded to
-bf16 once and everything after them (log-sum-exp, probabilities, outputs, gradients) in fp32 — as a bf16 run on a GPU
-does with its logits. The head's own weight stays fp32 for everything else (the embedding lookup of a tied head,
-generation).
+A frozen head stored in bf16 (LoRA runs with bf16 frozen base layers, frozen_bf16.py `bf16_lm_head`) takes the same
+path with fp32 hidden states: both vocabulary GEMMs run bf16 x bf16 with fp32 accumulation, the logits are rounded to
+bf16 once, and everything after them (log-sum-exp, probabilities, outputs, gradients) is fp32 — as a bf16 run on a
+GPU treats its logits. Calls handed to TRL's kernel get that weight in the hidden states' dtype.
 """
 
 from __future__ import annotations
@@ -27,21 +26,11 @@ from trl.kernels.chunked_logprob import OPTIONAL_OUTPUTS
 
 # Probabilities kept for the backward: 32M floats = 128 MiB (plus as much again, briefly, in the forward).
 MAX_KEPT_ELEMENTS = 32 * 1024 * 1024
-_BF16_COPY = "factory_bf16_copy"  # attribute of a frozen head weight: its bf16 copy for the GEMMs
 
 
-def attach_bf16_copy(weight: torch.Tensor) -> bool:
-    """Give a frozen fp32 head weight a bf16 copy that the dense path multiplies with; returns whether it did."""
-    if weight.requires_grad or weight.dtype != torch.float32:
-        return False
-    setattr(weight, _BF16_COPY, weight.detach().to(torch.bfloat16))
-    return True
-
-
-def gemm_weight(weight: torch.Tensor) -> torch.Tensor:
-    """The weight the vocabulary GEMMs use: the bf16 copy of a frozen head that has one, else the weight itself."""
-    copy: torch.Tensor | None = getattr(weight, _BF16_COPY, None)
-    return weight if copy is None or weight.requires_grad else copy
+def frozen_bf16_head(hidden: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether fp32 hidden states meet a frozen bf16 head (the products then run in bf16, see the module docstring)."""
+    return hidden.dtype == torch.float32 and weight.dtype == torch.bfloat16 and not weight.requires_grad
 
 
 def _mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -53,7 +42,7 @@ def dense_path_applies(hidden: torch.Tensor, weight: torch.Tensor, softcap: floa
     """Whether the two-GEMM path computes this call exactly and within its memory bound."""
     return (
         hidden.dtype == torch.float32
-        and weight.dtype == torch.float32
+        and (weight.dtype == torch.float32 or frozen_bf16_head(hidden, weight))
         and softcap is None
         and not torch.is_autocast_enabled(hidden.device.type)
         and hidden.shape[0] * weight.shape[0] <= MAX_KEPT_ELEMENTS
@@ -74,8 +63,7 @@ class DenseLogProbFunction(torch.autograd.Function):
         outputs: tuple[str, ...],
     ) -> tuple[torch.Tensor | None, ...]:
         ctx.set_materialize_grads(False)
-        matmul_weight = gemm_weight(weight)
-        logits = _mm(hidden, matmul_weight.t())
+        logits = _mm(hidden, weight.t())
         if bias is not None:
             logits.add_(bias)
         if scale != 1.0:
@@ -94,7 +82,7 @@ class DenseLogProbFunction(torch.autograd.Function):
             else None
         )
         del log_p
-        ctx.save_for_backward(hidden, weight, matmul_weight, targets, probs, entropy if entropy is not None else log_z)
+        ctx.save_for_backward(hidden, weight, targets, probs, entropy if entropy is not None else log_z)
         ctx.scale = scale
         ctx.has_bias = bias is not None
         ctx.mark_non_differentiable(*(x for x in (log_sum_sq, mean_logits, is_top1) if x is not None))
@@ -104,7 +92,7 @@ class DenseLogProbFunction(torch.autograd.Function):
     def backward(  # type: ignore[override]
         ctx: Any, grad_logprobs: torch.Tensor | None, grad_entropy: torch.Tensor | None, *_: Any
     ) -> tuple[torch.Tensor | None, ...]:
-        hidden, weight, matmul_weight, targets, probs, entropy = ctx.saved_tensors
+        hidden, weight, targets, probs, entropy = ctx.saved_tensors
         needs_hidden, needs_weight, needs_bias = ctx.needs_input_grad[:3]
         needs_bias = needs_bias and ctx.has_bias
         if grad_logprobs is None and grad_entropy is None:
@@ -115,7 +103,7 @@ class DenseLogProbFunction(torch.autograd.Function):
             g = grad_logprobs.unsqueeze(1) * ctx.scale
             if not needs_hidden:
                 return None, None, None, None, None, None
-            grad_hidden = (weight.index_select(0, targets) - _mm(probs, matmul_weight)).mul_(g)
+            grad_hidden = (weight.index_select(0, targets).to(probs.dtype) - _mm(probs, weight)).mul_(g)
             return grad_hidden, None, None, None, None, None
         grad_logits = torch.zeros_like(probs)
         if grad_logprobs is not None:
@@ -126,7 +114,7 @@ class DenseLogProbFunction(torch.autograd.Function):
             p_log_p = torch.special.xlogy(probs, probs)
             grad_logits.sub_((p_log_p + probs * entropy.unsqueeze(1)) * grad_entropy.unsqueeze(1))
         grad_logits.mul_(ctx.scale)
-        grad_hidden = _mm(grad_logits, matmul_weight) if needs_hidden else None
+        grad_hidden = _mm(grad_logits, weight) if needs_hidden else None
         grad_weight = grad_logits.t() @ hidden if needs_weight else None
         grad_bias = grad_logits.sum(0) if needs_bias else None
         return grad_hidden, grad_weight, grad_bias, None, None, None
@@ -151,6 +139,8 @@ class DenseLogProb:
         outputs: tuple[str, ...] = OPTIONAL_OUTPUTS,
     ) -> tuple[torch.Tensor | None, ...]:
         if not dense_path_applies(hidden, weight, final_logit_softcapping):
+            if frozen_bf16_head(hidden, weight):
+                weight = weight.to(hidden.dtype)  # TRL's kernel multiplies in one dtype
             return self.fallback.apply(  # type: ignore[no-any-return]
                 hidden, weight, bias, targets, temperature, chunk_size, final_logit_softcapping, logit_scale, outputs
             )

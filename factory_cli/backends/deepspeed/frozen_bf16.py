@@ -11,9 +11,9 @@ Nothing but the frozen weight is saved for the backward (its gradient is not wan
 copy of its input. The fp32 originals are released: the other frozen weights are copied out of the memory-mapped
 checkpoint, so the run holds ~2 bytes per frozen base parameter instead of 4.
 
-The frozen LM head (tied to the embedding in most small models) gets a bf16 copy for its two vocabulary GEMMs in the
-compact scoring path (`bf16_lm_head`, dense_logprob.py); its fp32 weight stays for the embedding lookup.
-FACTORY_BF16_LM_HEAD=0 keeps the head's products in fp32.
+The frozen LM head is stored in bf16 the same way (`bf16_lm_head`): its vocabulary GEMMs (the compact scoring path of
+dense_logprob.py, or the head's own forward) run in bf16, and an input embedding tied to it hands fp32 rows to the
+model. FACTORY_BF16_LM_HEAD=0 keeps the head in fp32.
 """
 
 from __future__ import annotations
@@ -78,9 +78,20 @@ def _own_frozen_tensors(model: Any) -> None:
 
 
 def bf16_lm_head(model: Any) -> bool:
-    """Let the compact scoring path multiply by a bf16 copy of the frozen LM head; returns whether it will."""
-    from factory_cli.backends.deepspeed.dense_logprob import attach_bf16_copy
-
+    """Store the frozen LM head in bf16 with bf16 GEMMs and fp32 outputs; a tied input embedding keeps returning fp32.
+    Returns whether the head was switched (not when it trains or is not a plain fp32 Linear)."""
     head = model.get_output_embeddings()
-    weight = getattr(head, "weight", None)
-    return isinstance(weight, torch.Tensor) and attach_bf16_copy(weight)
+    if type(head) is not torch.nn.Linear or head.weight.requires_grad or head.weight.dtype != torch.float32:
+        return False
+    embedding = model.get_input_embeddings()
+    tied = embedding is not None and getattr(embedding, "weight", None) is head.weight
+    head.weight.data = head.weight.data.to(torch.bfloat16)
+    head.forward = _bf16_forward(head)  # type: ignore[method-assign]
+    if tied:
+        embedding.register_forward_hook(_fp32_rows)
+    return True
+
+
+def _fp32_rows(module: Any, inputs: Any, output: torch.Tensor) -> torch.Tensor:
+    """Forward hook of an embedding whose (tied) weight is bf16: the model's activations stay fp32."""
+    return output.float()

@@ -37,6 +37,11 @@ def compact_lm_head_wanted(device_type: str) -> bool:
     return device_type in COMPACT_DEVICES and switched_on(ENV_SWITCH)
 
 
+def dense_kernel_on(compact: bool) -> bool:
+    """Whether TRL's fused head runs factory's dense kernel: inside a `compact_lm_head` block that yielded True."""
+    return compact and switched_on(DENSE_ENV_SWITCH)
+
+
 @contextmanager
 def compact_lm_head(device_type: str | None) -> Iterator[bool]:
     """Select TRL's compact scoring path for `device_type` while the block runs; yields whether it is on."""
@@ -59,7 +64,7 @@ def compact_lm_head(device_type: str | None) -> Iterator[bool]:
     tiled = getattr(trl_utils, "_ChunkedLogProbFunction", None)
     namespace = vars(trl_utils)  # the module globals TRL's fused head reads at call time
     namespace["_use_triton"] = use_compact
-    if tiled is not None and switched_on(DENSE_ENV_SWITCH):
+    if tiled is not None and dense_kernel_on(True):
         from factory_cli.backends.deepspeed.dense_logprob import DenseLogProb
 
         namespace["_ChunkedLogProbFunction"] = DenseLogProb(tiled)

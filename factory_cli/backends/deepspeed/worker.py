@@ -88,6 +88,7 @@ def _train(plan: dict[str, Any], job: DeepSpeedJob, manifest: dict[str, Any], co
         StopOnSignalCallback,
         last_good_checkpoint,
     )
+    from factory_cli.backends.deepspeed.lm_head import dense_kernel_on
     from factory_cli.backends.deepspeed.trainers import build_trainer, make_training_args, trl_reward_functions
     from factory_cli.data.pipeline import load_prepared
     from factory_cli.devices import DeviceInfo
@@ -171,7 +172,9 @@ def _train(plan: dict[str, Any], job: DeepSpeedJob, manifest: dict[str, Any], co
         packed=bool(job.data.packing),
     )
     say(describe_trainable(trainer.model))
-    for note in speed_up_lora(trainer.model, plan["device"], job):
+    # TRL's own fused kernel multiplies in one dtype: a bf16 head needs the model's forward or factory's dense kernel
+    bf16_head_fits = engine["trainer"] == "Trainer" or dense_kernel_on(compact_lm_head)
+    for note in speed_up_lora(trainer.model, plan["device"], job, bf16_head_fits):
         say(note)
 
     checkpoint = resume_checkpoint(run_dir, job.output.resume)
@@ -223,8 +226,9 @@ def _median(values: list[float]) -> float | None:
     return ordered[len(ordered) // 2]
 
 
-def speed_up_lora(model: Any, device: str, job: DeepSpeedJob) -> list[str]:
-    """The LoRA speed kernels the job and device call for, applied to the PEFT model; one note per kernel used."""
+def speed_up_lora(model: Any, device: str, job: DeepSpeedJob, bf16_head_fits: bool = True) -> list[str]:
+    """The LoRA speed kernels the job and device call for, applied to the PEFT model; one note per kernel used.
+    `bf16_head_fits`: whether the LM head may go to bf16 with the base layers (it scores through code that takes it)."""
     if job.method.type != "lora":
         return []
     notes: list[str] = []
@@ -234,8 +238,8 @@ def speed_up_lora(model: Any, device: str, job: DeepSpeedJob) -> list[str]:
         from factory_cli.backends.deepspeed.frozen_bf16 import LM_HEAD_ENV_SWITCH, bf16_frozen_base_layers, bf16_lm_head
 
         notes.append(f"frozen base layers in bf16 (fp32 activations and adapters): {bf16_frozen_base_layers(model)}")
-        if switched_on(LM_HEAD_ENV_SWITCH) and bf16_lm_head(model):
-            notes.append("LM head GEMMs in bf16 (log-probabilities and gradients in fp32)")
+        if bf16_head_fits and switched_on(LM_HEAD_ENV_SWITCH) and bf16_lm_head(model):
+            notes.append("frozen LM head in bf16 (log-probabilities and gradients in fp32)")
     from factory_cli.backends.deepspeed.lora_dropout import ENV_SWITCH, hash_lora_dropout
 
     if device == "cpu" and switched_on(ENV_SWITCH):
