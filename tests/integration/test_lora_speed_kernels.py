@@ -14,6 +14,7 @@ import torch
 from factory_cli.backends.deepspeed.frozen_bf16 import bf16_frozen_base_layers, bf16_lm_head
 from factory_cli.backends.deepspeed.lora_dropout import (
     HashDropout,
+    folded_dropout_forward,
     hash_lora_dropout,
     hash_uniform_int32,
     keep_mask,
@@ -93,9 +94,37 @@ def test_a_seed_fixes_the_masks_and_the_backward_uses_the_forward_mask() -> None
 def test_lora_dropouts_are_replaced_and_zero_dropout_is_left_alone(tiny_llama_dir: Path) -> None:
     model = _lora_model(tiny_llama_dir)
     assert hash_lora_dropout(model) == 14  # 7 linear layers x 2 decoder layers
-    dropouts = [d for m in model.modules() if hasattr(m, "lora_dropout") for d in m.lora_dropout.values()]
-    assert dropouts and all(isinstance(d, HashDropout) for d in dropouts)
+    layers = [m for m in model.modules() if hasattr(m, "lora_dropout")]
+    # plain LoRA: the dropout is folded into A (one autograd node that keeps x and a byte mask)
+    assert layers and all(isinstance(d, torch.nn.Identity) for m in layers for d in m.lora_dropout.values())
+    assert all("forward" in vars(a) for m in layers for a in m.lora_A.values())
     assert hash_lora_dropout(_lora_model(tiny_llama_dir, dropout=0.0)) == 0
+    dora = _lora_model(tiny_llama_dir, use_dora=True)
+    assert hash_lora_dropout(dora) == 14  # DoRA reads the dropped input itself: a HashDropout module
+    dropouts = [d for m in dora.modules() if hasattr(m, "lora_dropout") for d in m.lora_dropout.values()]
+    assert all(isinstance(d, HashDropout) for d in dropouts)
+
+
+def test_dropout_folded_into_a_equals_hash_dropout_then_a() -> None:
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(64, 8, bias=False)
+    x = torch.randn(2, 5, 64, requires_grad=True)
+    grad_out = torch.randn(2, 5, 8)
+
+    def run(forward: Any) -> list[torch.Tensor]:
+        x.grad, linear.weight.grad = None, None
+        torch.manual_seed(11)
+        y = forward(x)
+        y.backward(grad_out)
+        assert x.grad is not None and linear.weight.grad is not None
+        return [y.detach(), x.grad.clone(), linear.weight.grad.clone()]
+
+    reference = run(lambda t: linear(HashDropout(0.25).train()(t)))
+    folded = run(folded_dropout_forward(linear.train(), 0.25))
+    for want, have in zip(reference, folded, strict=True):
+        torch.testing.assert_close(have, want, rtol=1e-6, atol=1e-6)
+    linear.eval()
+    assert torch.equal(folded_dropout_forward(linear, 0.25)(x), linear(x))  # no dropout outside training
 
 
 # ---------------------------------------------------------------------------------------- bf16 frozen base layers

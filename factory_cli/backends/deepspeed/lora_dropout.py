@@ -10,6 +10,11 @@ torch's own generator, so a seed fixes every mask, resumed runs (whose generator
 same stream, and no two calls share a stream. The masks are different numbers from nn.Dropout's, drawn from the
 same distribution. The mask is kept for the backward as one byte per element (nn.Dropout keeps four).
 
+In plain LoRA (no DoRA or other variant) the dropout is folded into the adapter's A matrix: `(x * keep * scale) @
+A.T` is one autograd node that keeps its input `x` and the byte mask, and recomputes the dropped copy for A's
+gradient. `x` is the very tensor the neighbouring adapters see (q, k and v read one input, gate and up another), so
+the step keeps one copy of it where PEFT's dropout -> A chain keeps a dropped fp32 copy per adapter.
+
 CPU only: CUDA's fused dropout is already fast. FACTORY_HASH_DROPOUT=0 keeps PEFT's nn.Dropout.
 """
 
@@ -73,6 +78,38 @@ class _Masked(torch.autograd.Function):
         return grad.mul(keep).mul_(ctx.scale), None, None
 
 
+class _DroppedLinear(torch.autograd.Function):
+    """y = (x * keep * scale) @ W.T; keeps x, W and the byte mask, and recomputes the dropped input for W's gradient."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, keep: torch.Tensor, scale: float) -> torch.Tensor:
+        ctx.save_for_backward(x, weight, keep)
+        ctx.scale = scale
+        return torch.nn.functional.linear(x.mul(keep).mul_(scale), weight)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None]:
+        x, weight, keep = ctx.saved_tensors
+        grad_x = (grad @ weight).mul_(keep).mul_(ctx.scale) if ctx.needs_input_grad[0] else None
+        grad_weight = None
+        if ctx.needs_input_grad[1]:
+            dropped = x.mul(keep).mul_(ctx.scale)
+            grad_weight = grad.reshape(-1, grad.shape[-1]).t() @ dropped.reshape(-1, dropped.shape[-1])
+        return grad_x, grad_weight, None, None
+
+
+def folded_dropout_forward(lora_a: torch.nn.Linear, p: float) -> Any:
+    """The forward of a LoRA A matrix with the adapter's dropout folded in (plain matmul outside training)."""
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        if not lora_a.training or x.numel() == 0:
+            return torch.nn.functional.linear(x, lora_a.weight)
+        result: torch.Tensor = _DroppedLinear.apply(x, lora_a.weight, keep_mask(x.shape, p, x.device), 1 / (1 - p))
+        return result
+
+    return forward
+
+
 class HashDropout(torch.nn.Module):
     """nn.Dropout(p) with hash-drawn masks (see the module docstring)."""
 
@@ -93,7 +130,8 @@ class HashDropout(torch.nn.Module):
 
 
 def hash_lora_dropout(model: Any) -> int:
-    """Replace the nn.Dropout in front of every LoRA adapter with HashDropout; returns how many were replaced."""
+    """Replace the nn.Dropout in front of every LoRA adapter with hash-drawn masks — folded into the A matrix of a
+    plain adapter, a HashDropout module where a variant (DoRA ...) reads the dropout itself; returns how many."""
     from peft.tuners.lora import LoraLayer
 
     replaced = 0
@@ -101,7 +139,14 @@ def hash_lora_dropout(model: Any) -> int:
         if not isinstance(module, LoraLayer):
             continue
         for name, dropout in list(module.lora_dropout.items()):
-            if type(dropout) is torch.nn.Dropout and dropout.p > 0:
+            if type(dropout) is not torch.nn.Dropout or dropout.p == 0:
+                continue
+            lora_a: Any = module.lora_A[name] if name in module.lora_A else None  # noqa: SIM401 (a ModuleDict)
+            plain = type(lora_a) is torch.nn.Linear and lora_a.bias is None
+            if not plain or name in getattr(module, "lora_variant", {}):
                 module.lora_dropout[name] = HashDropout(dropout.p)
-                replaced += 1
+            else:
+                module.lora_dropout[name] = torch.nn.Identity()
+                lora_a.forward = folded_dropout_forward(lora_a, dropout.p)
+            replaced += 1
     return replaced
