@@ -72,8 +72,11 @@ def init_distributed(plan: dict[str, Any]) -> None:
 
 def run_worker(plan: dict[str, Any], job: DeepSpeedJob, manifest: dict[str, Any]) -> int:
     """Train one process's share of the job; returns the exit code."""
-    from factory_cli.backends.deepspeed.lm_head import compact_lm_head
+    from factory_cli.backends.deepspeed import cpu_malloc
+    from factory_cli.backends.deepspeed.lm_head import compact_lm_head, switched_on
 
+    if plan["device"] == "cpu" and switched_on(cpu_malloc.ENV_SWITCH) and cpu_malloc.fix_mmap_threshold():
+        say(f"malloc: blocks over {cpu_malloc.MMAP_THRESHOLD_BYTES >> 20} MiB are returned to the system when freed")
     fused_head = plan["engine_config"]["trainer"] != "Trainer"  # TRL's trainers score through a fused LM head
     with compact_lm_head(plan["device"] if fused_head else None) as compact:
         return _train(plan, job, manifest, compact)
