@@ -42,9 +42,17 @@ def _run(kernel: Any, inputs: tuple[torch.Tensor, ...], entropy_weight: float, *
 @pytest.mark.parametrize("weight_grad", [False, True])
 @pytest.mark.parametrize("entropy_weight", [0.0, 0.3])
 @pytest.mark.parametrize(("temperature", "logit_scale"), [(1.0, 1.0), (0.7, 1.3)])
+@pytest.mark.parametrize("rows_per_chunk", [128, 4])  # one block, or 4 blocks with a partial last one
 def test_same_outputs_and_gradients_as_trl(
-    with_bias: bool, weight_grad: bool, entropy_weight: float, temperature: float, logit_scale: float
+    with_bias: bool,
+    weight_grad: bool,
+    entropy_weight: float,
+    temperature: float,
+    logit_scale: float,
+    rows_per_chunk: int,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(dense_logprob, "ROWS_PER_CHUNK", rows_per_chunk)
     inputs = _inputs(with_bias, weight_grad)
     settings = {"temperature": temperature, "logit_scale": logit_scale}
     expected = _run(ChunkedLogProbFunction, inputs, entropy_weight, **settings)
@@ -86,13 +94,17 @@ def test_falls_back_to_trl_where_the_dense_path_does_not_hold(monkeypatch: pytes
     assert recorder.calls == 3
 
 
-def test_a_frozen_bf16_head_multiplies_in_bf16_and_stays_close_to_fp32() -> None:
+@pytest.mark.parametrize("entropy_weight", [0.0, 0.3])  # the one-GEMM backward, and the general one
+def test_a_frozen_bf16_head_multiplies_in_bf16_and_stays_close_to_fp32(
+    entropy_weight: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dense_logprob, "ROWS_PER_CHUNK", 5)
     hidden, weight, bias, targets = _inputs(with_bias=True, weight_grad=False)
     settings = {"temperature": 1.0, "logit_scale": 1.0}
-    expected = _run(DenseLogProb(fallback=None), (hidden, weight, bias, targets), 0.3, **settings)
+    expected = _run(DenseLogProb(fallback=None), (hidden, weight, bias, targets), entropy_weight, **settings)
     bf16_weight = weight.detach().bfloat16()
     assert dense_logprob.dense_path_applies(hidden, bf16_weight, None)
-    got = _run(DenseLogProb(fallback=None), (hidden, bf16_weight, bias, targets), 0.3, **settings)
+    got = _run(DenseLogProb(fallback=None), (hidden, bf16_weight, bias, targets), entropy_weight, **settings)
     assert got[0].dtype == torch.float32 and got[5].dtype == torch.float32  # log-probs and grad_hidden in fp32
     assert not torch.equal(got[0], expected[0]), "the products ran in bf16"
     torch.testing.assert_close(got[0], expected[0], rtol=0, atol=0.05)  # logits rounded to bf16 once

@@ -142,7 +142,11 @@ def _loss_and_lora_grads(model: Any, ids: torch.Tensor) -> tuple[float, dict[str
 
 def _twin_models(tiny_llama_dir: Path) -> tuple[Any, torch.Tensor, float, dict[str, torch.Tensor]]:
     """A LoRA model to speed up, an input, and the loss and adapter gradients of its untouched twin."""
-    fast, ids, ref_loss, ref_grads = _twin_models(tiny_llama_dir)
+    reference = _lora_model(tiny_llama_dir, init_lora_weights=False)
+    fast = _lora_model(tiny_llama_dir, init_lora_weights=False)
+    fast.load_state_dict(reference.state_dict())
+    ids = torch.randint(5, reference.config.vocab_size, (1, 40), generator=torch.Generator().manual_seed(0))
+    ref_loss, ref_grads = _loss_and_lora_grads(reference, ids)
     return fast, ids, ref_loss, ref_grads
 
 

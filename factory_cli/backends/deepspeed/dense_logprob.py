@@ -3,9 +3,9 @@
 TRL's fused LM head (`trl.kernels.ChunkedLogProbFunction`) never keeps the `[tokens, vocab]` logits: its backward
 recomputes every tile (a second vocabulary projection) and then folds it in a dozen element-wise torch passes. That is
 the right trade on a GPU, where memory is short and Triton fuses the passes; on a CPU it makes the LM head the most
-expensive layer of a LoRA step. Here the forward keeps the probabilities of the scored rows, so the backward is one
-GEMM (`grad_hidden = g * (W[target] - p @ W)`) and no pass over the vocabulary at all when, as in SFT, only the
-log-probabilities carry a gradient and the head is frozen.
+expensive layer of a LoRA step. Here the forward (in blocks of rows) keeps the probabilities of the scored rows, so
+the backward is one GEMM (`grad_hidden = g * (W[target] - p @ W)`) and no pass over the vocabulary at all when, as in
+SFT, only the log-probabilities carry a gradient and the head is frozen.
 
 Same signature, same outputs, same gradients (to float rounding) as TRL's function; `DenseLogProb.apply` takes this
 path only where it holds — float32 inputs outside autocast, no logit soft-capping, at most `MAX_KEPT_ELEMENTS`
@@ -24,8 +24,10 @@ from typing import Any
 import torch
 from trl.kernels.chunked_logprob import OPTIONAL_OUTPUTS
 
-# Probabilities kept for the backward: 32M floats = 128 MiB (plus as much again, briefly, in the forward).
+# Probabilities kept for the backward: 32M values = 128 MiB in fp32, 64 MiB for a bf16 head (forward temporaries: one
+# block of ROWS_PER_CHUNK rows).
 MAX_KEPT_ELEMENTS = 32 * 1024 * 1024
+ROWS_PER_CHUNK = 128  # rows projected at a time in the forward (128 x 49k-token vocabulary: 25 MB of fp32 logits)
 
 
 def frozen_bf16_head(hidden: torch.Tensor, weight: torch.Tensor) -> bool:
@@ -33,9 +35,10 @@ def frozen_bf16_head(hidden: torch.Tensor, weight: torch.Tensor) -> bool:
     return hidden.dtype == torch.float32 and weight.dtype == torch.bfloat16 and not weight.requires_grad
 
 
-def _mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """a @ b in b's dtype, the result in a's."""
-    return a @ b if a.dtype == b.dtype else (a.to(b.dtype) @ b).to(a.dtype)
+def _mm(a: torch.Tensor, b: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
+    """a @ b multiplied in b's dtype, the result in `out_dtype`."""
+    product = (a if a.dtype == b.dtype else a.to(b.dtype)) @ b
+    return product if product.dtype == out_dtype else product.to(out_dtype)
 
 
 def dense_path_applies(hidden: torch.Tensor, weight: torch.Tensor, softcap: float | None) -> bool:
@@ -63,25 +66,40 @@ class DenseLogProbFunction(torch.autograd.Function):
         outputs: tuple[str, ...],
     ) -> tuple[torch.Tensor | None, ...]:
         ctx.set_materialize_grads(False)
-        logits = _mm(hidden, weight.t())
-        if bias is not None:
-            logits.add_(bias)
-        if scale != 1.0:
-            logits.mul_(scale)
-        mean_logits = logits.mean(-1) if "mean_logits" in outputs else None
-        target_logit = logits.gather(1, targets.unsqueeze(1)).squeeze(1)
-        # argmax returns the first maximum: a tie with an earlier token is not a top-1 prediction (as in TRL)
-        is_top1 = logits.argmax(-1) == targets if "is_top1" in outputs else None
-        log_z = torch.logsumexp(logits, -1)
-        log_p = logits.sub_(log_z.unsqueeze(1))  # in place: the logits are not needed any more
-        probs = log_p.exp()
-        entropy = -torch.bmm(probs.unsqueeze(1), log_p.unsqueeze(2)).view(-1) if "entropy" in outputs else None
-        log_sum_sq = (
-            torch.log(torch.bmm(probs.unsqueeze(1), probs.unsqueeze(2)).view(-1))
-            if "log_sum_sq_probs" in outputs
-            else None
-        )
-        del log_p
+        rows, vocab = hidden.shape[0], weight.shape[0]
+        # a bf16 head multiplies the probabilities in bf16 in the backward anyway: keep them in bf16 (half the bytes)
+        probs = hidden.new_empty((rows, vocab), dtype=weight.dtype if frozen_bf16_head(hidden, weight) else None)
+        log_z, target_logit = hidden.new_empty(rows), hidden.new_empty(rows)
+        entropy = hidden.new_empty(rows) if "entropy" in outputs else None
+        log_sum_sq = hidden.new_empty(rows) if "log_sum_sq_probs" in outputs else None
+        mean_logits = hidden.new_empty(rows) if "mean_logits" in outputs else None
+        is_top1 = torch.empty(rows, dtype=torch.bool, device=hidden.device) if "is_top1" in outputs else None
+        for start in range(0, rows, ROWS_PER_CHUNK):  # row blocks: the fp32 temporaries stay a few MB
+            part = slice(start, start + ROWS_PER_CHUNK)
+            logits = _mm(hidden[part], weight.t(), hidden.dtype)
+            if bias is not None:
+                logits.add_(bias)
+            if scale != 1.0:
+                logits.mul_(scale)
+            if mean_logits is not None:
+                mean_logits[part] = logits.mean(-1)
+            part_targets = targets[part].unsqueeze(1)
+            target_logit[part] = logits.gather(1, part_targets).squeeze(1)
+            if is_top1 is not None:  # argmax returns the first maximum: a tie with an earlier token is no top-1 hit
+                is_top1[part] = logits.argmax(-1) == part_targets.squeeze(1)
+            part_log_z = torch.logsumexp(logits, -1)
+            log_z[part] = part_log_z
+            log_p = logits.sub_(part_log_z.unsqueeze(1))  # in place: the logits are not needed any more
+            if probs.dtype == log_p.dtype:
+                part_probs = torch.exp(log_p, out=probs[part])
+            else:
+                part_probs = log_p.exp()
+                probs[part] = part_probs
+            if entropy is not None:
+                entropy[part] = -torch.bmm(part_probs.unsqueeze(1), log_p.unsqueeze(2)).view(-1)
+            if log_sum_sq is not None:
+                log_sum_sq[part] = torch.log(torch.bmm(part_probs.unsqueeze(1), part_probs.unsqueeze(2)).view(-1))
+            del logits, log_p, part_probs
         ctx.save_for_backward(hidden, weight, targets, probs, entropy if entropy is not None else log_z)
         ctx.scale = scale
         ctx.has_bias = bias is not None
@@ -103,8 +121,10 @@ class DenseLogProbFunction(torch.autograd.Function):
             g = grad_logprobs.unsqueeze(1) * ctx.scale
             if not needs_hidden:
                 return None, None, None, None, None, None
-            grad_hidden = (weight.index_select(0, targets).to(probs.dtype) - _mm(probs, weight)).mul_(g)
+            target_rows = weight.index_select(0, targets).to(hidden.dtype)
+            grad_hidden = (target_rows - _mm(probs, weight, hidden.dtype)).mul_(g)
             return grad_hidden, None, None, None, None, None
+        probs = probs.to(hidden.dtype)  # fp32 for the element-wise gradient terms
         grad_logits = torch.zeros_like(probs)
         if grad_logprobs is not None:
             grad_logits.sub_(probs * grad_logprobs.unsqueeze(1))
@@ -114,7 +134,7 @@ class DenseLogProbFunction(torch.autograd.Function):
             p_log_p = torch.special.xlogy(probs, probs)
             grad_logits.sub_((p_log_p + probs * entropy.unsqueeze(1)) * grad_entropy.unsqueeze(1))
         grad_logits.mul_(ctx.scale)
-        grad_hidden = _mm(grad_logits, weight) if needs_hidden else None
+        grad_hidden = _mm(grad_logits, weight, hidden.dtype) if needs_hidden else None
         grad_weight = grad_logits.t() @ hidden if needs_weight else None
         grad_bias = grad_logits.sum(0) if needs_bias else None
         return grad_hidden, grad_weight, grad_bias, None, None, None
