@@ -73,16 +73,20 @@ def init_distributed(plan: dict[str, Any]) -> None:
 def run_worker(plan: dict[str, Any], job: DeepSpeedJob, manifest: dict[str, Any]) -> int:
     """Train one process's share of the job; returns the exit code."""
     from factory_cli.backends.deepspeed import cpu_malloc
-    from factory_cli.backends.deepspeed.lm_head import compact_lm_head, switched_on
+    from factory_cli.backends.deepspeed.lm_head import compact_lm_head, dense_kernel_on, switched_on
 
     if plan["device"] == "cpu" and switched_on(cpu_malloc.ENV_SWITCH) and cpu_malloc.fix_mmap_threshold():
         say(f"malloc: blocks over {cpu_malloc.MMAP_THRESHOLD_BYTES >> 20} MiB are returned to the system when freed")
     fused_head = plan["engine_config"]["trainer"] != "Trainer"  # TRL's trainers score through a fused LM head
     with compact_lm_head(plan["device"] if fused_head else None) as compact:
-        return _train(plan, job, manifest, compact)
+        # TRL's own fused kernel multiplies in one dtype: a bf16 head needs the model's forward or factory's kernel
+        bf16_head_fits = not fused_head or dense_kernel_on(compact)
+        return _train(plan, job, manifest, compact, bf16_head_fits)
 
 
-def _train(plan: dict[str, Any], job: DeepSpeedJob, manifest: dict[str, Any], compact_lm_head: bool) -> int:
+def _train(
+    plan: dict[str, Any], job: DeepSpeedJob, manifest: dict[str, Any], compact_lm_head: bool, bf16_head_fits: bool
+) -> int:
     from factory_cli.backends.deepspeed.callbacks import (
         CheckpointSealCallback,
         MetricsCallback,
@@ -91,7 +95,6 @@ def _train(plan: dict[str, Any], job: DeepSpeedJob, manifest: dict[str, Any], co
         StopOnSignalCallback,
         last_good_checkpoint,
     )
-    from factory_cli.backends.deepspeed.lm_head import dense_kernel_on
     from factory_cli.backends.deepspeed.trainers import build_trainer, make_training_args, trl_reward_functions
     from factory_cli.data.pipeline import load_prepared
     from factory_cli.devices import DeviceInfo
@@ -175,8 +178,6 @@ def _train(plan: dict[str, Any], job: DeepSpeedJob, manifest: dict[str, Any], co
         packed=bool(job.data.packing),
     )
     say(describe_trainable(trainer.model))
-    # TRL's own fused kernel multiplies in one dtype: a bf16 head needs the model's forward or factory's dense kernel
-    bf16_head_fits = engine["trainer"] == "Trainer" or dense_kernel_on(compact_lm_head)
     for note in speed_up_lora(trainer.model, plan["device"], job, bf16_head_fits):
         say(note)
 
