@@ -59,6 +59,7 @@ FACTORY_VARIANTS: dict[str, dict[str, Any]] = {
     "factory_bf16_base": {"base_precision": "bf16"},
     "factory_fp32_head": {"env": {"FACTORY_BF16_LM_HEAD": "0"}},
     "factory_default_malloc": {"env": {"FACTORY_MALLOC_TUNING": "0"}},
+    "factory_keep_activations": {"env": {"FACTORY_RECOMPUTE": "0"}},
     "factory_torch_dropout": {"env": {"FACTORY_HASH_DROPOUT": "0"}},
 }
 TOOLS = (*FACTORY_VARIANTS, *(f"llamafactory_{v}" for v in LF_VARIANTS))

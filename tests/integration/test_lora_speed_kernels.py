@@ -19,6 +19,8 @@ from factory_cli.backends.deepspeed.lora_dropout import (
     hash_lora_dropout,
     hash_uniform_int32,
     keep_mask,
+    pack_mask,
+    unpack_mask,
 )
 from factory_cli.backends.deepspeed.varlen_attention import segment_bounds, use_varlen_sdpa, varlen_fits
 from tests.integration.train_helpers import losses, train_cli, write_job
@@ -92,11 +94,25 @@ def test_a_seed_fixes_the_masks_and_the_backward_uses_the_forward_mask() -> None
         HashDropout(1.0)
 
 
+@pytest.mark.parametrize("shape", [(1, 455, 576), (3, 5, 16), (2, 7, 3)])
+def test_masks_are_kept_as_bits_and_unpack_to_the_same_mask(shape: tuple[int, ...]) -> None:
+    keep = keep_mask(torch.Size(shape), 0.3)
+    packed = pack_mask(keep)
+    assert torch.equal(unpack_mask(packed, keep.shape), keep)
+    if keep.numel() % 8:
+        assert packed is keep  # nothing to pack into whole bytes
+        return
+    assert packed.dtype == torch.uint8 and packed.numel() == keep.numel() // 8
+    flat = keep.reshape(-1).tolist()
+    expected = [sum(bit << i for i, bit in enumerate(flat[k : k + 8])) for k in range(0, len(flat), 8)]
+    assert packed.tolist() == expected  # element i of each 8 is bit i
+
+
 def test_lora_dropouts_are_replaced_and_zero_dropout_is_left_alone(tiny_llama_dir: Path) -> None:
     model = _lora_model(tiny_llama_dir)
     assert hash_lora_dropout(model) == 14  # 7 linear layers x 2 decoder layers
     layers = [m for m in model.modules() if hasattr(m, "lora_dropout")]
-    # plain LoRA: the dropout is folded into A (one autograd node that keeps x and a byte mask)
+    # plain LoRA: the dropout is folded into A (one autograd node that keeps x and a bit mask)
     assert layers and all(isinstance(d, torch.nn.Identity) for m in layers for d in m.lora_dropout.values())
     assert all("forward" in vars(a) for m in layers for a in m.lora_A.values())
     assert hash_lora_dropout(_lora_model(tiny_llama_dir, dropout=0.0)) == 0
@@ -259,13 +275,16 @@ def test_a_cpu_lora_run_uses_the_kernels_and_the_switches_turn_them_off(tmp_path
     assert "malloc: blocks over 1 MiB are returned" in fast.stdout or platform.libc_ver()[0] != "glibc"
     assert "LoRA dropout masks from a counter hash: 14 modules" in fast.stdout
     assert "sdpa per example" in fast.stdout
+    assert "adapter inputs rebuilt in the backward, not kept: 2 SwiGLU MLPs, 5 RMSNorms" in fast.stdout
 
     plain_extra = {"data": {"packing": True}, "method": {"lora": {"base_precision": "fp32"}}}
     plain_job = write_job(tmp_path / "plain", tiny_llama_dir, "sft", "lora", plain_extra)
-    plain = train_cli(plain_job, env={"FACTORY_HASH_DROPOUT": "0", "FACTORY_MALLOC_TUNING": "0"})
+    switches_off = {"FACTORY_HASH_DROPOUT": "0", "FACTORY_MALLOC_TUNING": "0", "FACTORY_RECOMPUTE": "0"}
+    plain = train_cli(plain_job, env=switches_off)
     assert plain.returncode == 0, plain.stdout[-3000:] + plain.stderr[-3000:]
     assert "frozen base layers" not in plain.stdout and "counter hash" not in plain.stdout
     assert "LM head in bf16" not in plain.stdout and "malloc:" not in plain.stdout
+    assert "rebuilt in the backward" not in plain.stdout
     fast_losses, plain_losses = losses(tmp_path / "fast" / "run"), losses(tmp_path / "plain" / "run")
     assert sorted(fast_losses) == sorted(plain_losses) == [1, 2, 3]
     # different dropout draws and bf16 products: close, not equal, losses

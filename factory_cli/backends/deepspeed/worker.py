@@ -244,12 +244,19 @@ def speed_up_lora(model: Any, device: str, job: DeepSpeedJob, bf16_head_fits: bo
         notes.append(f"frozen base layers in bf16 (fp32 activations and adapters): {bf16_frozen_base_layers(model)}")
         if bf16_head_fits and switched_on(LM_HEAD_ENV_SWITCH) and bf16_lm_head(model):
             notes.append("frozen LM head in bf16 (log-probabilities and gradients in fp32)")
-    from factory_cli.backends.deepspeed.lora_dropout import ENV_SWITCH, hash_lora_dropout
+    if device != "cpu":
+        return notes
+    from factory_cli.backends.deepspeed import lora_dropout, recomputed_activations
 
-    if device == "cpu" and switched_on(ENV_SWITCH):
-        replaced = hash_lora_dropout(model)
+    recompute = switched_on(recomputed_activations.ENV_SWITCH)
+    if switched_on(lora_dropout.ENV_SWITCH):
+        replaced = lora_dropout.hash_lora_dropout(model, fold_without_dropout=recompute)
         if replaced:
             notes.append(f"LoRA dropout masks from a counter hash: {replaced} modules")
+    if recompute:
+        mlps, norms = recomputed_activations.recompute_adapter_inputs(model)
+        if mlps or norms:
+            notes.append(f"adapter inputs rebuilt in the backward, not kept: {mlps} SwiGLU MLPs, {norms} RMSNorms")
     return notes
 
 
