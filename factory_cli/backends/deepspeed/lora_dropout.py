@@ -2,14 +2,14 @@
 
 PEFT puts an `nn.Dropout` in front of every LoRA adapter; with `target: all` that is 7 modules per decoder layer,
 each drawing one random number per input element per step. torch's CPU generator (mt19937, one element at a time)
-makes that ~16% of a LoRA step on the CPU — more than attention. Here each mask is a hash of the element's
-position, drawn in a handful of vectorized integer passes over the tensor: the murmur3 finalizer of
-`position x odd_key + offset_key`, compared with a threshold. Each element is kept with probability 1 - p (p
-resolved to 2^-32), and the mask is scaled by 1 / (1 - p), as nn.Dropout does. The two keys are drawn per call from
-torch's own generator, so a seed fixes every mask, resumed runs (whose generator state is restored) continue the
-same stream, and no two calls share a stream. The masks are different numbers from nn.Dropout's, drawn from the
-same distribution. The mask is kept for the backward as one bit per element (nn.Dropout keeps four bytes): packed
-8 to a byte by one int64 multiplication, unpacked by another.
+makes that ~16% of a LoRA step on the CPU — more than attention. Here each mask is a hash of the element's position,
+drawn in a handful of vectorized integer passes over the tensor: the murmur3 finalizer of `position x odd_key +
+offset_key`, each 32-bit hash split into the 16-bit uniforms of two elements and compared with a threshold. Each
+element is kept with probability 1 - p (p resolved to 2^-16), and the mask is scaled by 1 / (1 - p), as nn.Dropout
+does. The two keys are drawn per call from torch's own generator, so a seed fixes every mask, resumed runs (whose
+generator state is restored) continue the same stream, and no two calls share a stream. The masks are different
+numbers from nn.Dropout's, drawn from the same distribution. The mask is kept for the backward as one bit per
+element (nn.Dropout keeps four bytes): packed 8 to a byte by one int64 multiplication, unpacked by another.
 
 In plain LoRA (no DoRA or other variant) the dropout is folded into the adapter's A matrix: `(x * keep * scale) @
 A.T` is one autograd node that keeps its input `x` and the bit mask, and recomputes the dropped copy for A's
@@ -60,12 +60,13 @@ def hash_uniform_int32(rows: int, cols: int, odd_key: int, offset_key: int, devi
 def keep_mask(shape: torch.Size, p: float, device: Any = None) -> torch.Tensor:
     """A uint8 mask of `shape`, each element 1 with probability 1 - p; keys from torch's default generator."""
     odd_key, offset_key = torch.randint(0, 2**32, (2,), dtype=torch.int64).tolist()
-    cols = shape[-1] if len(shape) else 1
-    rows = max(1, shape.numel() // max(1, cols))
-    threshold = round(p * 2**32) - 2**31  # h >= threshold for a fraction 1 - p of all int32 values
-    # In place and in integers: torch's bool kernels are several times slower on the CPU.
-    h = hash_uniform_int32(rows, cols, odd_key, offset_key, device)
-    return h.ge_(threshold).to(torch.uint8).view(shape)
+    count = shape.numel()
+    threshold = round(p * 2**16) - 2**15  # v >= threshold for a fraction 1 - p of all int16 values
+    # Each 32-bit hash gives two elements their 16-bit uniforms: half the hashing, and half the temporary memory
+    # (which, below glibc's mmap threshold, comes from the heap instead of fresh pages). In place and in integers:
+    # torch's bool kernels are several times slower on the CPU.
+    halves = hash_uniform_int32(1, (count + 1) // 2, odd_key, offset_key, device).view(torch.int16)[:count]
+    return halves.ge_(threshold).to(torch.uint8).view(shape)
 
 
 def _int64(value: int) -> int:
