@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -32,9 +33,14 @@ class Measured:
 
 
 def run_measured(
-    argv: Sequence[str], env: Mapping[str, str] | None = None, cwd: Path = REPO, timeout: float = 3600
+    argv: Sequence[str],
+    env: Mapping[str, str] | None = None,
+    cwd: Path = REPO,
+    timeout: float = 3600,
+    log: Path | None = None,
 ) -> Measured:
-    """Run argv; the peak RSS is the largest sum over the process and all its children, sampled every 50 ms."""
+    """Run argv; the peak RSS is the largest sum over the process and all its children, sampled every 50 ms.
+    `log`: a file that receives the whole output (stdout and stderr), written as it comes."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     started = time.perf_counter()
     process = subprocess.Popen(
@@ -47,8 +53,12 @@ def run_measured(
 
     def drain() -> None:
         assert process.stdout is not None
-        for line in process.stdout:
-            output.append(line)
+        with open(log, "w", encoding="utf-8") if log is not None else contextlib.nullcontext() as sink:
+            for line in process.stdout:
+                output.append(line)
+                if sink is not None:
+                    sink.write(line)
+                    sink.flush()
 
     reader = threading.Thread(target=drain, daemon=True)
     reader.start()
@@ -90,8 +100,13 @@ def versions() -> dict[str, str | None]:
 
 
 def git_sha() -> str | None:
-    """The commit measured."""
-    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False)
+    """The commit measured (None outside a git checkout, or where git is not installed)."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False
+        )
+    except OSError:
+        return None
     return out.stdout.strip() or None
 
 

@@ -156,3 +156,19 @@ def cuda_only_features_available() -> dict[str, bool]:
         "flash_attn": importlib.util.find_spec("flash_attn") is not None,
         "liger_kernel": importlib.util.find_spec("liger_kernel") is not None,
     }
+
+
+def peak_memory_mb() -> dict[str, float]:
+    """This process's peak device memory so far, in MiB, as the caching allocator counts it: the most held by
+    tensors (`peak_memory_allocated_mb`) and the most it reserved (`peak_memory_reserved_mb`). Empty on the CPU and
+    wherever no CUDA / NPU device is in use yet (this initializes none)."""
+    import torch
+
+    for name in ("cuda", "npu"):  # torch.npu exists once torch_npu is imported
+        backend = getattr(torch, name, None)
+        if backend is not None and hasattr(backend, "is_initialized") and backend.is_initialized():
+            return {
+                "peak_memory_allocated_mb": backend.max_memory_allocated() / 2**20,
+                "peak_memory_reserved_mb": backend.max_memory_reserved() / 2**20,
+            }
+    return {}

@@ -11,6 +11,7 @@ from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from factory_cli.devices import peak_memory_mb
 from factory_cli.runs import MetricsWriter, last_complete_checkpoint, mark_complete
 
 # Set by tests to stop a run exactly as a SIGTERM at that step would.
@@ -30,7 +31,8 @@ class RunState:
 
 
 class MetricsCallback(TrainerCallback):
-    """Every log becomes one metrics.jsonl record with tokens/s and step time; a NaN/inf loss stops the run."""
+    """Every log becomes one metrics.jsonl record with tokens/s, step time and (on a GPU / NPU) the peak device memory
+    so far; a NaN/inf loss stops the run."""
 
     def __init__(self, run_dir: Path, run_state: RunState) -> None:
         self.writer = MetricsWriter(run_dir)
@@ -65,6 +67,7 @@ class MetricsCallback(TrainerCallback):
             if tokens > 0:
                 record["tokens_per_second"] = tokens / elapsed
                 self.run_state.tokens_per_second.append(tokens / elapsed)
+            record.update(peak_memory_mb())
             self.last_time, self.last_tokens, self.last_step = now, state.num_input_tokens_seen, state.global_step
         loss = logs.get("loss")
         if loss is not None:
