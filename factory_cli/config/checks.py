@@ -299,6 +299,12 @@ def check_device(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
             f"{attn} is CUDA-only",
             f"on {job.device} use sdpa or eager (or auto)",
         )
+    if job.device in ("npu", "cpu") and attn == "flex_attention":
+        yield error(
+            "model.attn_implementation",
+            f"flex_attention trains on CUDA only (torch's FlexAttention has no backward on {job.device})",
+            f"on {job.device} use sdpa (or auto): packed rows then run sdpa once per example",
+        )
     if job.device == "cpu" and job.train.precision == "fp16":
         yield error("train.precision", "fp16 mixed precision does not run on CPU", "use fp32 (or bf16) on CPU")
     if job.device == "cpu" and job.train.precision == "bf16":

@@ -20,7 +20,7 @@ DeviceName = Literal["auto", "cuda", "npu", "cpu"]
 DType = Literal["auto", "bf16", "fp16", "fp32"]
 MethodType = Literal["full", "freeze", "lora", "qlora"]
 DataFormat = Literal["auto", "alpaca", "sharegpt", "messages", "preference", "rl", "text"]
-AttnImpl = Literal["auto", "eager", "sdpa", "flash_attention_2", "flash_attention_3"]
+AttnImpl = Literal["auto", "eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention"]
 Scheduler = Literal["cosine", "cosine_with_min_lr", "linear", "constant", "constant_with_warmup", "warmup_stable_decay"]
 Optimizer = Literal[
     "adamw_torch",
@@ -75,7 +75,9 @@ class ModelSection(Section):
         "auto", description="chat template: auto (the tokenizer's own, else the registry's) or a name"
     )
     dtype: DType = Field("auto", description="weights dtype: auto (bf16 on GPU/NPU that support it, else fp32)")
-    attn_implementation: AttnImpl = Field("auto", description="attention kernel: auto, eager, sdpa, flash_attention_2")
+    attn_implementation: AttnImpl = Field(
+        "auto", description="attention kernel: auto, eager, sdpa, flash_attention_2, flex_attention (CUDA)"
+    )
     trust_remote_code: bool = Field(False, description="run the model repository's own Python code (only if trusted)")
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit) when loading from the Hub")
     tokenizer: str | None = Field(None, description="tokenizer path when it differs from the model's")
