@@ -144,6 +144,29 @@ def test_dropout_folded_into_a_equals_hash_dropout_then_a() -> None:
     assert torch.equal(folded_dropout_forward(linear, 0.25)(x), linear(x))  # no dropout outside training
 
 
+def test_folded_dropout_trains_under_bf16_autocast() -> None:
+    """A `train.precision: bf16` run: the forward runs under CPU autocast, the backward outside it (as the Trainer
+    calls them). The adapter's gradients come back in the dtypes of what they belong to, close to an fp32 step."""
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(64, 8, bias=False).train()
+    x = torch.randn(2, 5, 64).bfloat16().requires_grad_(True)
+    torch.manual_seed(11)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = folded_dropout_forward(linear, 0.25)(x)
+    assert y.dtype == torch.bfloat16
+    y.float().square().sum().backward()
+    assert x.grad is not None and x.grad.dtype == torch.bfloat16
+    assert linear.weight.grad is not None and linear.weight.grad.dtype == torch.float32
+    x32 = x.detach().float().requires_grad_(True)
+    torch.manual_seed(11)
+    y32 = folded_dropout_forward(linear, 0.25)(x32)
+    weight_grad = linear.weight.grad.clone()
+    linear.weight.grad = None
+    y32.square().sum().backward()
+    torch.testing.assert_close(y.float(), y32, rtol=0.02, atol=0.05)
+    assert torch.nn.functional.cosine_similarity(weight_grad.flatten(), linear.weight.grad.flatten(), dim=0) > 0.99
+
+
 # ---------------------------------------------------------------------------------------- bf16 frozen base layers
 
 

@@ -117,6 +117,7 @@ class _DroppedLinear(torch.autograd.Function):
     and recomputes the dropped input for W's gradient. `keep` None: no dropout."""
 
     @staticmethod
+    @torch.amp.custom_fwd(device_type="cpu")  # a bf16 run's backward multiplies under the forward's autocast too
     def forward(
         ctx: Any,
         x: torch.Tensor,
@@ -136,6 +137,7 @@ class _DroppedLinear(torch.autograd.Function):
         return torch.nn.functional.linear(x if keep is None else x.mul(keep).mul_(scale), weight)
 
     @staticmethod
+    @torch.amp.custom_bwd(device_type="cpu")
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None, None]:
         weight, packed, *kept = ctx.saved_tensors
         keep = None if packed is None else unpack_mask(packed, ctx.mask_shape)
