@@ -61,6 +61,7 @@ FACTORY_VARIANTS: dict[str, dict[str, Any]] = {
     "factory_default_malloc": {"env": {"FACTORY_MALLOC_TUNING": "0"}},
     "factory_keep_activations": {"env": {"FACTORY_RECOMPUTE": "0"}},
     "factory_torch_dropout": {"env": {"FACTORY_HASH_DROPOUT": "0"}},
+    "factory_bf16": {"precision": "bf16"},
 }
 TOOLS = (*FACTORY_VARIANTS, *(f"llamafactory_{v}" for v in LF_VARIANTS))
 DEFAULT_TOOLS = ("factory", "llamafactory_default_fast", "llamafactory_neat_packing")
@@ -144,6 +145,7 @@ def factory_job(
     packing: bool | None = None,
     compile_blocks: bool | None = None,
     base_precision: str = "auto",
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     """The factory job file (as a dict) for the benchmark; `packing` and `compile_blocks` override the settings,
     `base_precision` is method.lora.base_precision (auto: factory's default for the machine)."""
@@ -179,7 +181,7 @@ def factory_job(
             "optimizer": settings.optimizer,
             "micro_batch_size": batch.micro,
             "gradient_accumulation_steps": batch.accumulation,
-            "precision": "fp32",
+            "precision": precision,
             "seed": settings.seed,
             "compile": settings.factory_compile if compile_blocks is None else compile_blocks,
         },
@@ -443,6 +445,7 @@ def factory_run(settings: SftSettings, prepared: Prepared, index: int, variant: 
         packing=packing,
         compile_blocks=change.get("compile"),
         base_precision=change.get("base_precision", "auto"),
+        precision=change.get("precision", "fp32"),
     )
     job_file.write_text(yaml.safe_dump(job, sort_keys=False))
     env = {**RUN_ENV, **change.get("env", {})}
