@@ -24,7 +24,6 @@ A CUDA machine without network access runs it from wheels and a tokenizer prepar
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import json
 import os
 import re
@@ -41,6 +40,7 @@ import yaml
 from bench.harness import BENCH_DIR, REPO, Result, median, run_measured
 from bench.train_sft_lora import DATA, RUN_ENV
 from bench.train_sft_lora import MODEL as TOKENIZER_MODEL
+from factory_cli.environment import installed_version
 
 NAME = "gpu_sft"
 WORK = BENCH_DIR / ".work" / NAME
@@ -259,19 +259,11 @@ def wheel_file(wheel_dir: Path, name: str, version: str) -> Path | None:
     return None
 
 
-def importlib_version(name: str) -> str | None:
-    """The installed version of a distribution, None when absent."""
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
 def wheels_to_install(wheel_dir: Path = WHEEL_DIR, spec_file: Path = WHEELS_FILE) -> list[Path]:
     """The wheels of gpu_wheels.txt to install on this machine: all of them, less the `if-missing` ones it has."""
     wanted = []
     for name, version, only_if_missing in wheel_requirements(spec_file.read_text(encoding="utf-8")):
-        if only_if_missing and importlib_version(name):
+        if only_if_missing and installed_version(name):
             continue
         path = wheel_file(wheel_dir, name, version)
         if path is None:
@@ -546,7 +538,7 @@ def run(runs: int = 3, quick: bool = False, tools: list[str] | None = None) -> R
         f"({settings.micro_batch} x {settings.accumulation}); medians over the logged steps after the first "
         f"{settings.warmup_steps}; data: bench/data/bench_sft.jsonl x{settings.copies}",
         f"train.fused_kernels as resolved: {json.dumps(fused)}; liger-kernel "
-        f"{importlib_version('liger-kernel') or 'not installed'} in the benchmark's environment",
+        f"{installed_version('liger-kernel') or 'not installed'} in the benchmark's environment",
         f"attention: {json.dumps(attention)}",
     ]
     return Result(

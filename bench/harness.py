@@ -100,14 +100,11 @@ def versions() -> dict[str, str | None]:
 
 
 def git_sha() -> str | None:
-    """The commit measured (None outside a git checkout, or where git is not installed)."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False
-        )
-    except OSError:
-        return None
-    return out.stdout.strip() or None
+    """The commit measured, abbreviated (None outside a git checkout, or where git is not installed)."""
+    from factory_cli.environment import git_sha as checkout_sha
+
+    sha = checkout_sha(REPO)
+    return sha[:7] if sha else None
 
 
 def median(values: Sequence[float]) -> float:

@@ -30,15 +30,17 @@ LIBRARIES = (
 )
 
 
+def installed_version(name: str) -> str | None:
+    """The installed version of a distribution, None when absent (read from metadata: nothing is imported)."""
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def library_versions() -> dict[str, str | None]:
-    """Installed version of each library we drive, None when absent (read from metadata: nothing is imported)."""
-    versions: dict[str, str | None] = {}
-    for name in LIBRARIES:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
+    """Installed version of each library we drive, None when absent."""
+    return {name: installed_version(name) for name in LIBRARIES}
 
 
 def git_sha(directory: Path | None = None) -> str | None:
