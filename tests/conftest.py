@@ -19,6 +19,12 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 SMOLLM2_GGUF = "smollm2-135m-instruct-gguf"
 
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """--repin: tests/integration/test_pinned_losses.py records the numbers it sees instead of comparing them."""
+    parser.addoption("--repin", action="store_true", default=False, help="rewrite tests/integration/pinned_losses.json")
+
+
 # The tiny model: a few MB, but the real vocabulary so tokenization and chat templates are the real ones.
 TINY_LLAMA = {
     "hidden_size": 64,
