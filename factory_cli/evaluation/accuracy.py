@@ -45,7 +45,7 @@ def load_math_rows(limit: int | None, dataset: str = MATH_DATASET) -> list[dict[
 
 def render_prompts(rows: Sequence[dict[str, Any]], tokenizer: Any, template: str | None) -> list[str]:
     """Each row's prompt as the model sees it: the chat template with the generation prompt, else plain Q/A text."""
-    from factory_cli.data.chat_templates import render_chat
+    from factory_cli.data.chat_render import render_chat
 
     bos = tokenizer.bos_token if isinstance(tokenizer.bos_token, str) else ""
     eos = tokenizer.eos_token if isinstance(tokenizer.eos_token, str) else ""
