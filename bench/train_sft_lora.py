@@ -264,7 +264,7 @@ def llamafactory_config(
 
 def default_system(chat_template: str) -> str | None:
     """The system prompt a chat template adds when a conversation has none (SmolLM2's own template does)."""
-    from factory_cli.data.chat_templates import render_chat
+    from factory_cli.data.chat_render import render_chat
 
     text = render_chat(chat_template, [{"role": "user", "content": "x"}])
     found = re.search(r"<\|im_start\|>system\n(.*?)<\|im_end\|>", text, re.DOTALL)

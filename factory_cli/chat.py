@@ -40,36 +40,47 @@ def user_turns(stream: TextIO) -> Iterator[str]:
             yield line
 
 
-def reply(loaded: Any, messages: list[dict[str, str]], options: ChatOptions, out: TextIO) -> str:
+def reply(loaded: Any, messages: list[dict[str, str]], options: ChatOptions, out: TextIO, template: str) -> str:
     """Generate the assistant's answer, streaming it to `out`; returns the text."""
-    import torch
-    from transformers import TextStreamer
+    from factory_cli.inference.generate import generate
+    from factory_cli.inference.render import encode_prompt
 
-    tokenizer, model = loaded.tokenizer, loaded.model
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    inputs = tokenizer(text, return_tensors="pt", add_special_tokens=False).to(loaded.device)
+    def write(text: str) -> None:
+        out.write(text)
+        out.flush()
 
-    class _Stream(TextStreamer):
-        def on_finalized_text(self, chunk: str, stream_end: bool = False) -> None:
-            out.write(chunk + ("\n" if stream_end else ""))
-            out.flush()
+    (answer,) = generate(
+        loaded.model,
+        loaded.tokenizer,
+        [encode_prompt(loaded.tokenizer, messages, template)],
+        max_new_tokens=options.max_new_tokens,
+        temperature=options.temperature,
+        on_text=write,
+    )
+    write("\n")
+    return answer
 
-    sampling: dict[str, Any] = {"do_sample": False}
-    if options.temperature > 0:
-        sampling = {"do_sample": True, "temperature": options.temperature}
-    with torch.no_grad():
-        output = model.generate(
-            **inputs,
-            max_new_tokens=options.max_new_tokens,
-            pad_token_id=tokenizer.pad_token_id,
-            streamer=_Stream(tokenizer, skip_prompt=True, skip_special_tokens=True),
-            **sampling,
+
+def chat_template(loaded: Any) -> str:
+    """The template prompts are rendered with: the tokenizer's own, else the model registry's named template."""
+    from factory_cli.config.errors import UsageError
+    from factory_cli.inference.render import prompt_template
+    from factory_cli.registry.models import find_model
+
+    spec = find_model(loaded.info.base or loaded.info.reference)
+    template = prompt_template(loaded.tokenizer, spec.template if spec else None)
+    if template is None:
+        raise UsageError(
+            f"{loaded.info.reference} has no chat template", "chat needs an instruct model (or one trained with sft)"
         )
-    return str(tokenizer.decode(output[0][inputs["input_ids"].shape[1] :], skip_special_tokens=True)).strip()
+    return template
 
 
-def chat(loaded: Any, turns: Iterable[str], options: ChatOptions, out: TextIO = sys.stdout) -> list[dict[str, str]]:
-    """The conversation loop; returns the final message history."""
+def chat(
+    loaded: Any, turns: Iterable[str], options: ChatOptions, out: TextIO = sys.stdout, template: str | None = None
+) -> list[dict[str, str]]:
+    """The conversation loop (with `template`, else `chat_template(loaded)`); returns the final message history."""
+    template = template or chat_template(loaded)
     base = [{"role": "system", "content": options.system}] if options.system else []
     messages = list(base)
     for turn in turns:
@@ -81,21 +92,18 @@ def chat(loaded: Any, turns: Iterable[str], options: ChatOptions, out: TextIO = 
             continue
         messages.append({"role": "user", "content": turn})
         out.write("assistant: ")
-        messages.append({"role": "assistant", "content": reply(loaded, messages, options, out)})
+        messages.append({"role": "assistant", "content": reply(loaded, messages, options, out, template)})
     return messages
 
 
 def run_chat(model: str, options: ChatOptions, device: str = "auto", base_dirs: tuple[Path, ...] = ()) -> None:
     """Load the model and talk until EOF or /exit."""
-    from factory_cli.inference import load_for_inference
+    from factory_cli.inference.load import load_for_inference
     from factory_cli.ui import console, quiet_engine_progress
 
     quiet_engine_progress()
     loaded = load_for_inference(model, device=device, base_dirs=base_dirs)
-    if not getattr(loaded.tokenizer, "chat_template", None):
-        from factory_cli.config.errors import UsageError
-
-        raise UsageError(f"{model} has no chat template", "chat needs an instruct model (or one trained with sft)")
+    template = chat_template(loaded)
     if sys.stdin.isatty():
         console.print(f"chatting with [bold]{model}[/bold] on {loaded.device} — {COMMANDS}")
-    chat(loaded, user_turns(sys.stdin), options)
+    chat(loaded, user_turns(sys.stdin), options, template=template)

@@ -1,75 +1,33 @@
-"""The Jinja side of chat templates: a sandboxed environment that behaves like transformers' renderer."""
+"""Render a chat-template Jinja source with transformers' own renderer, errors as ChatTemplateError.
+
+`transformers.utils.chat_template_utils.render_jinja_template` is what `tokenizer.apply_chat_template` renders with:
+the template compiled once (cached) in its sandboxed environment (`{% generation %}`, `raise_exception`, `tojson`
+without HTML escaping, `strftime_now`, loop controls). This module only adapts it: one conversation in, its text out,
+no tokenizer needed (named templates, factory_cli/data/chat_templates.py, are rendered before any tokenizer is
+loaded in tests and bench), and a template that does not compile or refuses a row raises ChatTemplateError, which
+the data pipeline reports per row. transformers is imported on the first render (0.7 s, without torch), not with
+this module, so importing the data package stays light.
+"""
 
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
-
-from jinja2 import nodes
-from jinja2.exceptions import TemplateError
-from jinja2.ext import Extension, loopcontrols
-from jinja2.parser import Parser
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from factory_cli.data.chat_templates import ChatTemplateError
 
 
-class _GenerationTag(Extension):
-    """`{% generation %}...{% endgeneration %}` (transformers' assistant-mask marker), rendered as its body."""
+@functools.cache
+def _library() -> tuple[Callable[..., Any], type[Exception], type[Exception]]:
+    """transformers' renderer and the two Jinja errors it raises (imported once, on the first render)."""
+    from jinja2.exceptions import TemplateError, TemplateSyntaxError
+    from transformers.utils.chat_template_utils import render_jinja_template
 
-    tags = {"generation"}  # noqa: RUF012 (jinja2 declares it as a plain attribute)
-
-    def parse(self, parser: Parser) -> nodes.Node:
-        lineno = next(parser.stream).lineno
-        body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
-        return nodes.CallBlock(self.call_method("_body"), [], [], body).set_lineno(lineno)
-
-    def _body(self, caller: Callable[[], str]) -> str:
-        return caller()
+    return render_jinja_template, TemplateSyntaxError, TemplateError
 
 
-def _raise_exception(message: str) -> None:
-    raise TemplateError(message)
-
-
-def _tojson(
-    value: Any,
-    ensure_ascii: bool = False,
-    indent: int | None = None,
-    separators: tuple[str, str] | None = None,
-    sort_keys: bool = False,
-) -> str:
-    # Like transformers: plain json.dumps, not Jinja's HTML-escaping tojson.
-    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
-
-
-def _strftime_now(fmt: str) -> str:
-    return datetime.now().strftime(fmt)
-
-
-@functools.lru_cache(maxsize=1)
-def _environment() -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[_GenerationTag, loopcontrols])
-    env.filters["tojson"] = _tojson
-    env.globals["raise_exception"] = _raise_exception
-    env.globals["strftime_now"] = _strftime_now
-    return env
-
-
-@functools.lru_cache(maxsize=32)
-def _compile(source: str) -> Any:
-    try:
-        return _environment().from_string(source)
-    except TemplateError as exc:
-        line = getattr(exc, "lineno", None)
-        where = f" (line {line})" if line else ""
-        raise ChatTemplateError(f"chat template does not compile{where}: {exc}") from None
-
-
-def render_chat_source(
+def render_chat(
     template_source: str,
     messages: list[dict[str, Any]],
     *,
@@ -79,18 +37,22 @@ def render_chat_source(
     eos_token: str = "",
     **extra: Any,
 ) -> str:
-    """Render messages with a chat-template Jinja source the way transformers' apply_chat_template does."""
-    template = _compile(template_source)
+    """Render messages with a chat-template Jinja source exactly as transformers' apply_chat_template does."""
+    render_jinja_template, syntax_error, template_error = _library()
     try:
-        return str(
-            template.render(
-                messages=messages,
-                tools=tools,
-                add_generation_prompt=add_generation_prompt,
-                bos_token=bos_token,
-                eos_token=eos_token,
-                **extra,
-            )
+        rendered, _ = render_jinja_template(
+            [messages],
+            tools=tools,
+            chat_template=template_source,
+            add_generation_prompt=add_generation_prompt,
+            bos_token=bos_token,
+            eos_token=eos_token,
+            **extra,
         )
-    except TemplateError as exc:
+    except syntax_error as exc:
+        line = getattr(exc, "lineno", None)
+        where = f" (line {line})" if line else ""
+        raise ChatTemplateError(f"chat template does not compile{where}: {getattr(exc, 'message', exc)}") from None
+    except template_error as exc:
         raise ChatTemplateError(f"chat template refused the conversation: {exc}") from None
+    return str(rendered[0])

@@ -1,15 +1,15 @@
-"""Named chat templates and a renderer for any Hugging Face-style chat-template Jinja (jinja2 only, no transformers).
+"""Named chat templates: Jinja sources for tokenizers that have no chat template of their own.
 
 Each named template reproduces its family's official `tokenizer_config.json` template for plain conversations
 (system / user / assistant turns, no tools); roles they do not cover raise, so nothing is silently dropped.
 Special tokens (BOS, end-of-turn) are written into the text, so tokenize the result with
-`add_special_tokens=False`, exactly as transformers does for `apply_chat_template`.
+`add_special_tokens=False`, exactly as transformers does for `apply_chat_template`. They are rendered by
+factory_cli/data/chat_render.py (data) and by the tokenizer's apply_chat_template (factory_cli/inference/render.py).
 """
 
 from __future__ import annotations
 
 import difflib
-from typing import Any
 
 from factory_cli.config.errors import UsageError
 
@@ -208,27 +208,3 @@ def named_template(name: str) -> str:
     close = difflib.get_close_matches(key, TEMPLATE_NAMES, n=1, cutoff=0.5)
     hint = f" (did you mean `{close[0]}`?)" if close else ""
     raise ValueError(f"unknown chat template `{name}`{hint}; known: {', '.join(TEMPLATE_NAMES)}")
-
-
-def render_chat(
-    template_source: str,
-    messages: list[dict[str, Any]],
-    *,
-    add_generation_prompt: bool = False,
-    tools: Any = None,
-    bos_token: str = "",
-    eos_token: str = "",
-    **extra: Any,
-) -> str:
-    """Render messages with a chat-template Jinja source the way transformers' apply_chat_template does."""
-    from factory_cli.data.chat_render import render_chat_source  # jinja2 only when something is rendered
-
-    return render_chat_source(
-        template_source,
-        messages,
-        add_generation_prompt=add_generation_prompt,
-        tools=tools,
-        bos_token=bos_token,
-        eos_token=eos_token,
-        **extra,
-    )

@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from factory_cli.data.chat_templates import named_template, render_chat
+from factory_cli.data.chat_render import render_chat
+from factory_cli.data.chat_templates import named_template
 
 IGNORE_INDEX = -100
 TEMPLATE_SUFFIXES = (".jinja", ".j2")

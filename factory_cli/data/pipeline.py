@@ -27,7 +27,8 @@ from typing import Any
 from factory_cli.config.errors import UsageError
 from factory_cli.config.schema import DatasetSpec, JobBase
 from factory_cli.data import cache
-from factory_cli.data.chat_templates import ChatTemplateError, render_chat
+from factory_cli.data.chat_render import render_chat
+from factory_cli.data.chat_templates import ChatTemplateError
 from factory_cli.data.formats import RowError, convert_row
 from factory_cli.data.masking import IGNORE_INDEX, ConversationEncoder
 from factory_cli.data.readers import ReadError

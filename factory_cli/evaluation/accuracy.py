@@ -1,4 +1,4 @@
-"""Generation accuracy: greedy, batched, left-padded generation with the chat template, scored by a reward.
+"""Generation accuracy: greedy batched generation (factory_cli/inference/generate.py), scored by a reward.
 
 `gsm8k_demo` generates an answer to each held-out demo-eval-math problem and scores it with the `math_answer`
 reward (the final answer must equal the reference, math-verify equivalence). torch is imported inside functions.
@@ -43,75 +43,15 @@ def load_math_rows(limit: int | None, dataset: str = MATH_DATASET) -> list[dict[
     return rows
 
 
-def render_prompts(rows: Sequence[dict[str, Any]], tokenizer: Any, template: str | None) -> list[str]:
+def encode_prompts(rows: Sequence[dict[str, Any]], tokenizer: Any, template: str | None) -> list[list[int]]:
     """Each row's prompt as the model sees it: the chat template with the generation prompt, else plain Q/A text."""
-    from factory_cli.data.chat_templates import render_chat
+    from factory_cli.inference.render import encode_prompt
 
-    bos = tokenizer.bos_token if isinstance(tokenizer.bos_token, str) else ""
-    eos = tokenizer.eos_token if isinstance(tokenizer.eos_token, str) else ""
-    texts = []
+    encoded = []
     for row in rows:
-        if template:
-            texts.append(render_chat(template, row["prompt"], add_generation_prompt=True, bos_token=bos, eos_token=eos))
-        else:
-            question = "\n".join(str(m.get("content", "")) for m in row["prompt"] if m.get("role") == "user")
-            texts.append(f"Question: {question}\nAnswer:")
-    return texts
-
-
-def _stop_ids(model: Any, tokenizer: Any) -> list[int]:
-    ids: set[int] = set()
-    config_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    for value in (config_eos, tokenizer.eos_token_id):
-        if isinstance(value, int):
-            ids.add(value)
-        elif isinstance(value, (list, tuple)):
-            ids.update(int(v) for v in value)
-    return sorted(ids)
-
-
-def generate_greedy(
-    model: Any,
-    tokenizer: Any,
-    prompts: Sequence[str],
-    *,
-    max_new_tokens: int,
-    batch_size: int,
-    add_special_tokens: bool = False,
-    progress: Callable[[str], None] | None = None,
-) -> list[str]:
-    """Greedy completions of `prompts` (special tokens stripped), left-padded in batches of `batch_size`."""
-    import torch
-
-    device = next(model.parameters()).device
-    stop = _stop_ids(model, tokenizer)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (stop[0] if stop else 0)
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    completions: list[str] = []
-    try:
-        for start in range(0, len(prompts), batch_size):
-            batch = list(prompts[start : start + batch_size])
-            encoded = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=add_special_tokens)
-            encoded = {k: v.to(device) for k, v in encoded.items() if k in ("input_ids", "attention_mask")}
-            with torch.inference_mode():
-                output = model.generate(
-                    **encoded,
-                    max_new_tokens=max_new_tokens,
-                    do_sample=False,
-                    temperature=None,
-                    top_p=None,
-                    top_k=None,
-                    eos_token_id=stop or None,
-                    pad_token_id=pad_id,
-                )
-            new_tokens = output[:, encoded["input_ids"].shape[1] :]
-            completions += tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-            if progress is not None:
-                progress(f"generated {len(completions)}/{len(prompts)}")
-    finally:
-        tokenizer.padding_side = side
-    return completions
+        question = "\n".join(str(m.get("content", "")) for m in row["prompt"] if m.get("role") == "user")
+        encoded.append(encode_prompt(tokenizer, row["prompt"], template, plain_text=f"Question: {question}\nAnswer:"))
+    return encoded
 
 
 def evaluate_math_accuracy(
@@ -124,18 +64,17 @@ def evaluate_math_accuracy(
     progress: Callable[[str], None] | None = None,
 ) -> TaskResult:
     """`gsm8k_demo`: mean math_answer reward of greedy chat completions; stderr = sqrt(p(1-p)/n)."""
+    from factory_cli.inference.generate import generate
     from factory_cli.rewards.builtin import extract_final_answer, math_answer
 
     started = time.perf_counter()
     rows = load_math_rows(limit)
-    prompts = render_prompts(rows, loaded.tokenizer, template)
-    completions = generate_greedy(
+    completions = generate(
         loaded.model,
         loaded.tokenizer,
-        prompts,
+        encode_prompts(rows, loaded.tokenizer, template),
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
-        add_special_tokens=template is None,
         progress=progress,
     )
     scores = [math_answer(c, row["answer"]) for c, row in zip(completions, rows, strict=True)]

@@ -140,7 +140,7 @@ def _load(reference: str, request: EvalRequest) -> Any:
     import contextlib
 
     from factory_cli.hub import offline_unless_reachable
-    from factory_cli.inference import describe_model_dir, load_for_inference
+    from factory_cli.inference.load import describe_model_dir, load_for_inference
 
     local = describe_model_dir(reference, request.base_dirs).kind in ("full", "quantized")
     try:
@@ -262,7 +262,7 @@ def run_eval(request: EvalRequest, progress: Progress | None = None) -> EvalRepo
     """Evaluate `request.model` (and `request.compare`) on every task; deltas = model - compare."""
     from factory_cli.evaluation.harness import load_harness_task, quiet_harness
     from factory_cli.evaluation.perplexity import load_ppl_rows
-    from factory_cli.inference import describe_model_dir
+    from factory_cli.inference.load import describe_model_dir
     from factory_cli.ui import quiet_engine_progress
 
     specs = validate_request(request)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from factory_cli.config.errors import UsageError
-from factory_cli.inference import ModelDirInfo
+from factory_cli.inference.load import ModelDirInfo
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
 SOURCE_FILE = "factory-source.json"  # written by modeling.ensure_hf_checkpoint next to a converted GGUF

@@ -239,7 +239,7 @@ def _row_messages(row: dict[str, Any]) -> list[dict[str, Any]] | None:
 
 def render_calibration_text(row: dict[str, Any], tokenizer: Any, template: str | None) -> str:
     """One calibration row as the model sees it: rendered with the chat template (plain text rows as they are)."""
-    from factory_cli.data.chat_templates import render_chat
+    from factory_cli.data.chat_render import render_chat
 
     messages = _row_messages(row)
     if messages is None:

@@ -35,7 +35,7 @@ from factory_cli.export.quantize import (
     resolve_calibration,
 )
 from factory_cli.export.verify import CHECK_NEW_TOKENS
-from factory_cli.inference import ModelDirInfo, describe_model_dir
+from factory_cli.inference.load import ModelDirInfo, describe_model_dir
 
 QUANT_METHODS = ("awq", "gptq", "int8", "nf4", "fp8")
 FORMATS = ("safetensors", "gguf")

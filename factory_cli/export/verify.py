@@ -11,34 +11,24 @@ CHECK_NEW_TOKENS = 16
 
 
 def prompt_ids(tokenizer: Any, prompt: str = CHECK_PROMPT) -> Any:
-    """The check prompt as a [1, n] id tensor: through the chat template (with the generation prompt) when there
-    is one, else as plain text."""
+    """The check prompt as a [1, n] id tensor: through the tokenizer's chat template (with the generation prompt)
+    when it has one, else as plain text."""
     import torch
 
-    from factory_cli.data.masking import tokenizer_chat_template
+    from factory_cli.inference.render import encode_prompt, prompt_template
 
-    if tokenizer_chat_template(tokenizer) is not None:
-        ids = tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=True, return_dict=False
-        )
-        if isinstance(ids, dict) or hasattr(ids, "input_ids"):
-            ids = ids["input_ids"]
-    else:
-        ids = tokenizer(prompt)["input_ids"]
-    return torch.tensor([list(ids)], dtype=torch.long)
-
-
-def _model_device(model: Any) -> Any:
-    """Where the model's first parameter lives (inputs go there)."""
-    return next(model.parameters()).device
+    ids = encode_prompt(tokenizer, [{"role": "user", "content": prompt}], prompt_template(tokenizer))
+    return torch.tensor([ids], dtype=torch.long)
 
 
 def logits_for(model: Any, input_ids: Any) -> Any:
     """Float32 CPU logits of one forward pass over `input_ids`."""
     import torch
 
+    from factory_cli.inference.generate import model_device
+
     with torch.no_grad():
-        out = model(input_ids=input_ids.to(_model_device(model)))
+        out = model(input_ids=input_ids.to(model_device(model)))
     return out.logits.detach().to(torch.float32).cpu()
 
 
@@ -83,18 +73,10 @@ def load_artifact(output: Path, gguf_file: str | None, device: Any) -> tuple[Any
 
 
 def generate_check(model: Any, tokenizer: Any, input_ids: Any, max_new_tokens: int = CHECK_NEW_TOKENS) -> str:
-    """Greedy continuation of `input_ids`, decoded without special tokens."""
-    import torch
-    from transformers import GenerationConfig
+    """Greedy continuation of `input_ids` (a [1, n] tensor), decoded without special tokens."""
+    from factory_cli.inference.generate import generate
 
-    eos = getattr(model.generation_config, "eos_token_id", None) or tokenizer.eos_token_id
-    config = GenerationConfig(
-        max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos, pad_token_id=tokenizer.pad_token_id
-    )
-    ids = input_ids.to(_model_device(model))
-    with torch.no_grad():
-        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=config)
-    text: str = tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+    (text,) = generate(model, tokenizer, [input_ids[0].tolist()], max_new_tokens=max_new_tokens)
     return text
 
 

@@ -321,7 +321,8 @@ def test_local_harness_tasks_score_right_answers_as_right(wrong_every: int, expe
 
 def test_gsm8k_demo_scores_with_the_math_reward(tiny_llama_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from factory_cli.evaluation import accuracy
-    from factory_cli.inference import load_for_inference
+    from factory_cli.inference import generate
+    from factory_cli.inference.load import load_for_inference
 
     rows = accuracy.load_math_rows(limit=4)
     completions = [
@@ -330,7 +331,7 @@ def test_gsm8k_demo_scores_with_the_math_reward(tiny_llama_dir: Path, monkeypatc
         "I do not know.",
         f"The answer is {int(rows[3]['answer']) + 1}",
     ]
-    monkeypatch.setattr(accuracy, "generate_greedy", lambda *args, **kwargs: completions)
+    monkeypatch.setattr(generate, "generate", lambda *args, **kwargs: completions)
     loaded = load_for_inference(str(tiny_llama_dir), device="cpu")
     result = accuracy.evaluate_math_accuracy(loaded, None, limit=4, batch_size=4, max_new_tokens=8)
     assert (result.value, result.n, result.details["no_answer"]) == (0.5, 4, 1)

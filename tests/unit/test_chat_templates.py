@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from factory_cli.data.chat_templates import (
-    TEMPLATE_NAMES,
-    ChatTemplateError,
-    named_template,
-    render_chat,
-)
+from factory_cli.data.chat_render import render_chat
+from factory_cli.data.chat_templates import TEMPLATE_NAMES, ChatTemplateError, named_template
 
 SYSTEM = {"role": "system", "content": "You are terse."}
 CONVERSATION = [SYSTEM, {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]

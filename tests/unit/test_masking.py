@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from factory_cli.data.chat_templates import TEMPLATE_NAMES, named_template, render_chat
+from factory_cli.data.chat_render import render_chat
+from factory_cli.data.chat_templates import TEMPLATE_NAMES, named_template
 from factory_cli.data.masking import (
     IGNORE_INDEX,
     ConversationEncoder,

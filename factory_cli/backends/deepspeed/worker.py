@@ -276,22 +276,18 @@ def save_final(trainer: Any, tokenizer: Any, run_dir: Path) -> None:
 
 def sample_answer(model: Any, tokenizer: Any, manifest: dict[str, Any], max_new_tokens: int = 64) -> dict[str, str]:
     """Greedy answer of the trained model to the first training prompt (a quick look at what it learned)."""
-    import torch
+    from factory_cli.inference.generate import generate
+    from factory_cli.inference.render import encode_prompt, prompt_template
 
     prompt = manifest.get("sample_prompt")
     if not prompt:
         return {}
     messages = prompt if isinstance(prompt, list) else [{"role": "user", "content": str(prompt)}]
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    inputs = tokenizer(text, return_tensors="pt", add_special_tokens=False).to(model.device)
     model.eval()
-    with torch.no_grad():
-        output = model.generate(
-            **inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
-        )
-    answer = tokenizer.decode(output[0][inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+    ids = encode_prompt(tokenizer, messages, prompt_template(tokenizer))
+    (answer,) = generate(model, tokenizer, [ids], max_new_tokens=max_new_tokens)
     question = messages[-1]["content"] if messages else ""
-    return {"prompt": str(question), "answer": answer.strip()}
+    return {"prompt": str(question), "answer": answer}
 
 
 def main(argv: list[str] | None = None) -> int:
