@@ -282,7 +282,7 @@ def ensure_tokenizer() -> Path:
     if (TOKENIZER_DIR / "tokenizer.json").is_file():
         return TOKENIZER_DIR
     from factory_cli.config.errors import UsageError
-    from factory_cli.modeling import load_gguf_tokenizer
+    from factory_cli.modeling.gguf import load_gguf_tokenizer
     from factory_cli.registry.models import find_model, gguf_path
 
     spec = find_model(TOKENIZER_MODEL)

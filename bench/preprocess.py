@@ -63,7 +63,7 @@ def factory_worker(spec_file: Path) -> dict[str, Any]:
     from factory_cli.config.validate import load_and_validate
     from factory_cli.data.masking import resolve_chat_template
     from factory_cli.data.pipeline import prepare_data
-    from factory_cli.modeling import load_tokenizer
+    from factory_cli.modeling.load import load_tokenizer
     from factory_cli.registry.models import find_model
 
     spec = json.loads(spec_file.read_text())
@@ -144,7 +144,7 @@ def llamafactory_measure(data: Path, model: str, system: str | None, workers: in
 def run(runs: int = 3, quick: bool = False) -> Result:
     """Alternate factory and LlamaFactory preparations; medians of rows/s per tool, variant and worker count."""
     from bench import llamafactory_env
-    from factory_cli.modeling import load_tokenizer
+    from factory_cli.modeling.load import load_tokenizer
 
     llamafactory_env.ensure()
     rows = QUICK_ROWS if quick else ROWS

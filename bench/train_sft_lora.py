@@ -306,7 +306,8 @@ def data_file_for(settings: SftSettings) -> Path:
 def model_dir() -> str:
     """The embedded GGUF converted once to an HF checkpoint; both tools train this directory."""
     from factory_cli.config.schema import ModelSection
-    from factory_cli.modeling import ensure_hf_checkpoint, resolve_model_source
+    from factory_cli.modeling.gguf import ensure_hf_checkpoint
+    from factory_cli.modeling.sources import resolve_model_source
 
     return ensure_hf_checkpoint(resolve_model_source(ModelSection(name_or_path=MODEL)))
 
@@ -316,7 +317,7 @@ def factory_probe(settings: SftSettings, data_file: Path) -> tuple[int, int, int
     from factory_cli.config.validate import load_and_validate
     from factory_cli.data.masking import resolve_chat_template
     from factory_cli.data.pipeline import prepare_data
-    from factory_cli.modeling import load_tokenizer
+    from factory_cli.modeling.load import load_tokenizer
     from factory_cli.registry.models import find_model
 
     probe_dir = WORK / "probe"
@@ -514,7 +515,7 @@ def llamafactory_run(settings: SftSettings, prepared: Prepared, variant: str, in
 def llamafactory_smoke(max_steps: int = 2) -> dict[str, float]:
     """A short LlamaFactory LoRA SFT (default_fast, quick settings) for `python -m bench.llamafactory_env --verify`."""
     from bench import llamafactory_env
-    from factory_cli.modeling import load_tokenizer
+    from factory_cli.modeling.load import load_tokenizer
 
     settings = QUICK
     data_file = data_file_for(settings)

@@ -64,18 +64,20 @@ def smollm2_tokenizer_dir(
     """The SmolLM2 tokenizer saved with save_pretrained; kept in pytest's cache across sessions (~10 s to build)."""
     import transformers
 
-    from factory_cli import modeling
+    from factory_cli.cache import content_hash
+    from factory_cli.modeling import gguf
 
     # Rebuilt when the GGUF, transformers or our tokenizer repair code changes.
-    code = hashlib.sha256(Path(modeling.__file__).read_bytes()).hexdigest()[:8]
-    key = f"{modeling.content_hash(smollm2_gguf_file)}-{code}-transformers-{transformers.__version__}"
+    code = hashlib.sha256(Path(gguf.__file__).read_bytes()).hexdigest()[:8]
+    weights = content_hash(smollm2_gguf_file, gguf.FULL_HASH_LIMIT)[:12]
+    key = f"{weights}-{code}-transformers-{transformers.__version__}"
     cache = getattr(request.config, "cache", None)
     root = cache.mkdir("factory-smollm2-tokenizer") if cache is not None else tmp_path_factory.mktemp("tokenizer")
     target = Path(root) / key
     if not (target / "tokenizer.json").is_file():
         staging = Path(root) / f".{key}.tmp-{os.getpid()}"
         shutil.rmtree(staging, ignore_errors=True)
-        modeling.load_gguf_tokenizer(smollm2_gguf_file).save_pretrained(staging)
+        gguf.load_gguf_tokenizer(smollm2_gguf_file).save_pretrained(staging)
         shutil.rmtree(target, ignore_errors=True)
         staging.rename(target)
     return target
@@ -109,7 +111,8 @@ def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory, smollm2_tokenizer_d
 def smollm2_hf_dir(smollm2_gguf_file: Path, factory_cache: Path) -> Path:
     """SmolLM2 converted from GGUF to a safetensors checkpoint, once per session, in the session's FACTORY_CACHE."""
     from factory_cli.config.schema import ModelSection
-    from factory_cli.modeling import ensure_hf_checkpoint, resolve_model_source
+    from factory_cli.modeling.gguf import ensure_hf_checkpoint
+    from factory_cli.modeling.sources import resolve_model_source
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("FACTORY_CACHE", str(factory_cache))

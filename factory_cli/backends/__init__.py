@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterable
 from functools import cache
 
 from factory_cli.backends.base import Backend
+from factory_cli.config.checks import CheckContext
+from factory_cli.config.errors import Issue
+from factory_cli.config.schema import JobBase
 
 BACKENDS: dict[str, str] = {
     "deepspeed": "factory_cli.backends.deepspeed.backend:DeepSpeedBackend",
@@ -26,3 +30,8 @@ def get_backend(name: str) -> Backend:
 def backend_names() -> list[str]:
     """Registered backend names."""
     return list(BACKENDS)
+
+
+def check_with_backend(job: JobBase, ctx: CheckContext) -> Iterable[Issue]:
+    """The job's backend's own checks; config/validate.py hands this to config/checks.py through the CheckContext."""
+    return get_backend(job.backend).check(job, ctx)

@@ -23,9 +23,11 @@ ROWS_CHECKED = 5
 
 @dataclass(frozen=True)
 class CheckContext:
-    """What checks may look at besides the job: folders that relative paths are resolved against."""
+    """What checks may look at besides the job: folders that relative paths are resolved against, and the backend's
+    own checks (injected by config/validate.py from the registry in backends/, which config/ never imports)."""
 
     base_dirs: Sequence[Path] = ()
+    backend_check: Check | None = None
 
 
 Check = Callable[[JobBase, CheckContext], Iterable[Issue]]
@@ -382,10 +384,10 @@ def check_ranges(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
 
 
 def check_backend(job: JobBase, ctx: CheckContext) -> Iterable[Issue]:
-    """The backend's own checks (parallel sizes, launcher, rollout)."""
-    from factory_cli.backends import get_backend
-
-    return get_backend(job.backend).check(job, ctx)
+    """The backend's own checks (parallel sizes, launcher, rollout), as the context brings them."""
+    if ctx.backend_check is None:
+        raise ValueError("run_checks needs CheckContext.backend_check (validate.py passes backends.check_with_backend)")
+    return ctx.backend_check(job, ctx)
 
 
 ALL_CHECKS: tuple[Check, ...] = (

@@ -145,15 +145,23 @@ class DeviceFacts:
     cpu_bf16_matmul: bool = False
 
 
+def resolve_precision(requested: str, facts: DeviceFacts) -> str:
+    """`auto` -> bf16 where the device has it, fp16 on older CUDA cards, else fp32 (bf16 is emulated on a CPU).
+
+    The one resolver of an automatic precision / weight dtype: jobs get it through resolve_device_defaults, and a
+    model loaded outside a job (eval, export, chat) through this function with the facts of the device it runs on.
+    """
+    if requested != "auto":
+        return requested
+    if facts.kind == "cpu":
+        return "fp32"
+    return "bf16" if facts.bf16 else "fp16" if facts.kind == "cuda" else "fp32"
+
+
 def resolve_device_defaults(job: JobBase, facts: DeviceFacts) -> JobBase:
     """Fill every `auto` that depends on the device: precision, dtype, attention, checkpointing, fused kernels."""
     t, m = job.train, job.model
-    precision = t.precision
-    if precision == "auto":
-        # bf16 where the device has it; fp16 on older CUDA cards; fp32 on CPU (bf16 is emulated there).
-        precision = "fp32"
-        if facts.kind != "cpu":
-            precision = "bf16" if facts.bf16 else "fp16" if facts.kind == "cuda" else "fp32"
+    precision = resolve_precision(t.precision, facts)
     dtype = m.dtype if m.dtype != "auto" else precision
     sixteen_bit = precision in ("bf16", "fp16")
     attn = m.attn_implementation

@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from factory_cli.backends import check_with_backend
 from factory_cli.config.checks import CheckContext, run_checks
 from factory_cli.config.defaults import resolve_defaults
 from factory_cli.config.errors import Issue, JobError
@@ -118,7 +119,7 @@ def validate_loaded(loaded: LoadedJob, checks: bool = True) -> ValidatedJob:
     if job is not None and not any(i.is_error for i in found if i not in placeholders):
         job = resolve_defaults(job)
         if checks:
-            context = CheckContext(base_dirs=(_job_dir(loaded),))
+            context = CheckContext(base_dirs=(_job_dir(loaded),), backend_check=check_with_backend)
             for issue in run_checks(job, context):
                 if not any(_overlaps(issue.path, p.path) for p in placeholders):
                     found.append(loaded.locate(issue, _path_parts(issue.path)))

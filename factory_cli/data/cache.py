@@ -17,31 +17,23 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from factory_cli.cache import content_hash
+
 # Bump whenever the prepared rows change for the same inputs (tokenization, masking, packing, report fields).
 PIPELINE_VERSION = 1
-CHUNK_BYTES = 1 << 20
 META_FILE = "meta.json"
 
 
-def cache_root(cache_dir: str | Path | None = None) -> Path:
-    """The cache folder: `data.cache_dir`, else $FACTORY_CACHE, else ~/.cache/factory."""
-    chosen = cache_dir or os.environ.get("FACTORY_CACHE") or Path.home() / ".cache" / "factory"
-    return Path(chosen).expanduser().resolve()
-
-
 def file_digest(path: Path) -> str:
-    """sha256 of a file's bytes (read in 1 MB chunks), or of a folder's data files (names and bytes)."""
+    """The content hash of a data file (whole, never sampled), or of a folder's data files (names and hashes)."""
     path = Path(path)
-    digest = hashlib.sha256()
-    if path.is_dir():
-        from factory_cli.data.readers import list_data_files
+    if not path.is_dir():
+        return content_hash(path)
+    from factory_cli.data.readers import list_data_files
 
-        for file in list_data_files(path):
-            digest.update(file.name.encode("utf-8") + b"\0" + file_digest(file).encode("ascii"))
-        return digest.hexdigest()
-    with path.open("rb") as handle:
-        while chunk := handle.read(CHUNK_BYTES):
-            digest.update(chunk)
+    digest = hashlib.sha256()
+    for file in list_data_files(path):
+        digest.update(file.name.encode("utf-8") + b"\0" + content_hash(file).encode("ascii"))
     return digest.hexdigest()
 
 

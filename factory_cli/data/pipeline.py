@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from factory_cli.cache import cache_root as factory_cache_root
 from factory_cli.config.errors import UsageError
 from factory_cli.config.schema import DatasetSpec, JobBase
 from factory_cli.data import cache
@@ -176,7 +177,7 @@ def prepare_data(
     train = [_resolve(spec, data.dataset_dir, base_dirs, "train") for spec in data.train]
     evals = [_resolve(spec, data.dataset_dir, base_dirs, "eval") for spec in data.eval]
     key = cache.cache_key(_key_parts(job, tokenizer, chat_template, train + evals))
-    root = Path(cache_root) if cache_root is not None else cache.cache_root(data.cache_dir)
+    root = Path(cache_root) if cache_root is not None else factory_cache_root(data.cache_dir)
 
     found = cache.lookup(root, key)
     if found is None:
@@ -208,6 +209,30 @@ def load_prepared(manifest: dict[str, Any]) -> tuple[Any, Any]:
     train = load_from_disk(str(manifest["train"]))
     eval_path = manifest.get("eval")
     return train, (load_from_disk(str(eval_path)) if eval_path else None)
+
+
+def read_canonical_rows(
+    job: JobBase, specs: Sequence[DatasetSpec], base_dirs: Sequence[Path] = (), role: str = "train"
+) -> list[dict[str, Any]]:
+    """Every valid canonical row of `specs` for the job's stage, for engines that tokenize themselves (megatron,
+    verl). Invalid rows are counted as prepare_data counts them; a dataset with no valid row is a DataError."""
+    rows: list[dict[str, Any]] = []
+    for spec in specs:
+        source = _resolve(spec, job.data.dataset_dir, base_dirs, role)
+        _read_source(source, job.stage, job.data.seed)
+        rows += source.rows
+    return rows
+
+
+def held_out_rows(count: int, ratio: float, seed: int) -> list[int]:
+    """The positions (ascending) of the rows data.eval_ratio holds out of `count` train rows: a seeded random choice,
+    the same rows for the same count, ratio and seed on every backend."""
+    n_eval = max(1, round(count * ratio))
+    if n_eval >= count:
+        raise DataError(
+            f"data.eval_ratio {ratio} of {count} rows leaves no training rows", "lower data.eval_ratio or add data"
+        )
+    return sorted(random.Random(seed).sample(range(count), n_eval))
 
 
 def resolve_packing(job: JobBase) -> bool:
@@ -540,15 +565,9 @@ def _raise_nothing_left(report: DatasetReport, stage: str) -> None:
 
 
 def _split_eval(kept: list[list[int]], ratio: float, seed: int) -> tuple[list[list[int]], list[int]]:
-    """Hold out `ratio` of the kept train rows (a seeded random choice); returns (train per source, eval)."""
+    """Hold out `ratio` of the kept train rows (held_out_rows); returns (train per source, eval)."""
     everything = [g for rows in kept for g in rows]
-    n_eval = max(1, round(len(everything) * ratio))
-    if n_eval >= len(everything):
-        raise DataError(
-            f"data.eval_ratio {ratio} of {len(everything)} rows leaves no training rows",
-            "lower data.eval_ratio or add data",
-        )
-    held = set(random.Random(seed).sample(everything, n_eval))
+    held = {everything[i] for i in held_out_rows(len(everything), ratio, seed)}
     return [[g for g in rows if g not in held] for rows in kept], sorted(held)
 
 

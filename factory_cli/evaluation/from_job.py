@@ -11,7 +11,7 @@ from factory_cli.evaluation.run import EvalRequest
 
 def request_from_job(job_file: Path, overrides: Sequence[str], device: str | None, dtype: str) -> EvalRequest:
     """Validate the job (without the launch checks) and read its eval section; the model defaults to run_dir/final."""
-    from factory_cli.backends.run_paths import RunPaths
+    from factory_cli.backends.common.plan import RunPaths
     from factory_cli.config.validate import load_and_validate
 
     validated = load_and_validate(job_file, overrides, checks=False)

@@ -67,25 +67,10 @@ def validate_request(request: EvalRequest) -> list[TaskSpec]:
 # --------------------------------------------------------------------------------------------- run jobs
 
 
-def read_run_job(run_dir: Path) -> dict[str, Any]:
-    """The resolved job.yaml of a run directory, as plain data."""
-    from factory_cli.config.load import load_data_yaml
-
-    path = Path(run_dir) / "job.yaml"
-    try:
-        data = load_data_yaml(path.read_text(encoding="utf-8"))
-    except Exception as exc:
-        raise UsageError(f"cannot read {path}: {exc}", "is this a complete run directory?") from None
-    if not isinstance(data, dict):
-        raise UsageError(f"{path} is not a job (a YAML mapping)", "is this a complete run directory?")
-    return data
-
-
 def ppl_source(request: EvalRequest, run_dirs: Sequence[Path | None]) -> PplSource:
     """What `ppl` scores: --dataset, else the first run's data.eval (else data.train), else demo-sft-alpaca."""
-    from pydantic import ValidationError
-
-    from factory_cli.config.schema import DataSection, DatasetSpec
+    from factory_cli.config.schema import DatasetSpec
+    from factory_cli.runs import RunDir
 
     base_dirs = tuple(request.base_dirs)
     if request.dataset:
@@ -93,22 +78,15 @@ def ppl_source(request: EvalRequest, run_dirs: Sequence[Path | None]) -> PplSour
     run_dir = next((r for r in run_dirs if r is not None), None)
     if run_dir is None:
         return PplSource((DatasetSpec(path=DEFAULT_PPL_DATASET),), DEFAULT_PPL_DATASET, base_dirs=base_dirs)
-    job = read_run_job(run_dir)
-    try:
-        data = DataSection.model_validate(job.get("data") or {})
-    except ValidationError as exc:
-        raise UsageError(
-            f"{run_dir / 'job.yaml'}: its data section does not validate ({exc.error_count()} problem(s))",
-            "evaluate with --dataset <name or file>",
-        ) from None
+    job = RunDir(run_dir).job()
+    data = job.data
     specs = tuple(data.eval or data.train)
     label = ", ".join(s.path for s in specs) + (" (run eval data)" if data.eval else " (run train data)")
-    stage = job.get("stage") if job.get("stage") in ("pt", "sft", "dpo", "grpo") else None
     return PplSource(
         specs,
         label,
         dataset_dir=data.dataset_dir,
-        stage=stage,
+        stage=job.stage,
         base_dirs=(*base_dirs, run_dir),
         max_length=data.max_length,
     )
@@ -125,9 +103,10 @@ def chat_template_for(loaded: Any) -> str | None:
     info = loaded.info
     setting, name = "auto", info.base or info.reference
     if info.run_dir is not None:
-        model = read_run_job(info.run_dir).get("model") or {}
-        setting = str(model.get("template") or "auto")
-        name = str(model.get("name_or_path") or name)
+        from factory_cli.runs import RunDir
+
+        model = RunDir(info.run_dir).job().model
+        setting, name = model.template, model.name_or_path
     spec = find_model(name)
     try:
         return resolve_chat_template(setting, loaded.tokenizer, spec.template if spec else None)

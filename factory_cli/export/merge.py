@@ -15,7 +15,7 @@ from factory_cli.config.errors import UsageError
 from factory_cli.inference.load import ModelDirInfo
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
-SOURCE_FILE = "factory-source.json"  # written by modeling.ensure_hf_checkpoint next to a converted GGUF
+SOURCE_FILE = "factory-source.json"  # written by modeling/gguf.py next to a converted GGUF
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,8 @@ class BaseRef:
 def resolve_base(reference: str, base_dirs: Sequence[Path] = ()) -> BaseRef:
     """Where `reference` (a base model of an adapter, or a model reference) has its weights; pure, no download."""
     from factory_cli.config.schema import ModelSection
-    from factory_cli.modeling import cached_hf_checkpoint, resolve_model_source
+    from factory_cli.modeling.gguf import cached_hf_checkpoint
+    from factory_cli.modeling.sources import resolve_model_source
 
     source = resolve_model_source(ModelSection(name_or_path=reference), base_dirs)
     if source.is_gguf:
@@ -75,7 +76,7 @@ def auto_dtype(config: dict[str, Any] | None) -> str:
 
 
 def source_gguf(weights_dir: Path) -> Path | None:
-    """The GGUF file a cached checkpoint was converted from (modeling.ensure_hf_checkpoint), if any."""
+    """The GGUF file a cached checkpoint was converted from (modeling/gguf.py), if any."""
     try:
         data = json.loads((weights_dir / SOURCE_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -100,7 +101,8 @@ class LoadedSource:
 def _checkpoint_dir(reference: str, base_dirs: Sequence[Path]) -> Path:
     """A local checkpoint for `reference`: as is, or a GGUF converted once into the cache (may download)."""
     from factory_cli.config.schema import ModelSection
-    from factory_cli.modeling import ensure_hf_checkpoint, resolve_model_source
+    from factory_cli.modeling.gguf import ensure_hf_checkpoint
+    from factory_cli.modeling.sources import resolve_model_source
 
     return Path(ensure_hf_checkpoint(resolve_model_source(ModelSection(name_or_path=reference), base_dirs)))
 
@@ -109,15 +111,10 @@ def _run_template(run_dir: Path | None) -> str | None:
     """The chat template a run trained with, when its job named one other than the tokenizer's own."""
     if run_dir is None:
         return None
-    import yaml
+    from factory_cli.runs import RunDir
 
-    try:
-        job = yaml.safe_load((run_dir / "job.yaml").read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return None
-    model = job.get("model") if isinstance(job, dict) else None
-    template = model.get("template") if isinstance(model, dict) else None
-    return template if isinstance(template, str) and template not in ("auto", "tokenizer") else None
+    template = RunDir(run_dir).job().model.template
+    return template if template not in ("auto", "tokenizer") else None
 
 
 def _ensure_chat_template(tokenizer: Any, run_dir: Path | None, notes: list[str]) -> None:
@@ -140,7 +137,7 @@ def load_source(info: ModelDirInfo, dtype: str, base_dirs: Sequence[Path] = ()) 
     """The model to export on CPU in `dtype` (`auto`: the base's): an adapter is merged (merge_and_unload)."""
     from transformers import AutoModelForCausalLM
 
-    from factory_cli.modeling import load_tokenizer, torch_dtype
+    from factory_cli.modeling.load import load_tokenizer, torch_dtype
 
     notes: list[str] = []
     if info.kind == "adapter":

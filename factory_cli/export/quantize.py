@@ -14,8 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from factory_cli.config.errors import UsageError
 
 DEFAULT_CALIBRATION = "demo-sft-alpaca"
@@ -121,28 +119,6 @@ class CalibrationSource:
         return [str(d["path"]) for d in self.datasets]
 
 
-def _run_job(run_dir: Path) -> dict[str, Any]:
-    """The resolved job a run directory was trained with (empty when unreadable)."""
-    try:
-        data = yaml.safe_load((run_dir / "job.yaml").read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _run_base_dirs(run_dir: Path) -> tuple[Path, ...]:
-    """Where the run's relative dataset paths were resolved: the job file's folder (plan.json) and the run dir."""
-    import json
-
-    dirs: list[Path] = []
-    try:
-        plan = json.loads((run_dir / "plan.json").read_text(encoding="utf-8"))
-        dirs += [Path(p) for p in plan.get("base_dirs") or [] if isinstance(p, str)]
-    except (OSError, ValueError, AttributeError):
-        pass
-    return (*dirs, run_dir)
-
-
 def calibration_source(
     calibration: str | None, run_dir: Path | None, base_dirs: Sequence[Path] = ()
 ) -> CalibrationSource:
@@ -150,22 +126,18 @@ def calibration_source(
     if calibration:
         return CalibrationSource(({"path": calibration},), "request", base_dirs=tuple(base_dirs))
     if run_dir is not None:
-        job = _run_job(run_dir)
-        data = job.get("data") if isinstance(job.get("data"), dict) else {}
-        assert isinstance(data, dict)
-        train = data.get("train") or []
-        items = [{"path": t} if isinstance(t, str) else dict(t) for t in train if isinstance(t, str | dict)]
-        if items:
-            model = job.get("model") if isinstance(job.get("model"), dict) else {}
-            assert isinstance(model, dict)
-            return CalibrationSource(
-                tuple(items),
-                "run",
-                stage=job.get("stage") if isinstance(job.get("stage"), str) else None,
-                dataset_dir=data.get("dataset_dir"),
-                template=str(model.get("template") or "auto"),
-                base_dirs=(*_run_base_dirs(run_dir), *base_dirs),
-            )
+        from factory_cli.runs import RunDir
+
+        run = RunDir(run_dir)
+        job = run.job()
+        return CalibrationSource(
+            tuple(spec.model_dump(exclude_defaults=True) for spec in job.data.train),
+            "run",
+            stage=job.stage,
+            dataset_dir=job.data.dataset_dir,
+            template=job.model.template,
+            base_dirs=(*run.base_dirs(), *base_dirs),
+        )
     return CalibrationSource(({"path": DEFAULT_CALIBRATION},), "default", base_dirs=tuple(base_dirs))
 
 
@@ -434,7 +406,7 @@ def bnb_quant_config(method: str, compute_dtype: str) -> Any:
     """BitsAndBytesConfig: LLM.int8 for int8, nf4 with double quantization for nf4."""
     from transformers import BitsAndBytesConfig
 
-    from factory_cli.modeling import torch_dtype
+    from factory_cli.modeling.load import torch_dtype
 
     if method == "int8":
         return BitsAndBytesConfig(load_in_8bit=True)
@@ -455,7 +427,7 @@ def quantize_bitsandbytes(
 
     from transformers import AutoModelForCausalLM
 
-    from factory_cli.modeling import torch_dtype
+    from factory_cli.modeling.load import torch_dtype
 
     if importlib.util.find_spec("bitsandbytes") is None:
         raise UsageError(f"--quant {method} needs bitsandbytes, which is not installed", "pip install bitsandbytes")

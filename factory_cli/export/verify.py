@@ -44,12 +44,13 @@ def load_artifact(output: Path, gguf_file: str | None, device: Any) -> tuple[Any
     import torch
     from transformers import AutoModelForCausalLM
 
-    from factory_cli.modeling import load_gguf_tokenizer, load_tokenizer
+    from factory_cli.modeling.gguf import load_gguf_tokenizer
+    from factory_cli.modeling.load import load_tokenizer
 
     if gguf_file is not None:
-        from factory_cli.modeling import _gguf_parsed_once  # one parse of the file for config, weights, tokenizer
+        from factory_cli.modeling.gguf import gguf_parsed_once  # one parse of the file for config, weights, tokenizer
 
-        with _gguf_parsed_once():
+        with gguf_parsed_once():
             model = AutoModelForCausalLM.from_pretrained(str(output), gguf_file=gguf_file, dtype=torch.float32)
             tokenizer = load_gguf_tokenizer(output / gguf_file)
     else:

@@ -75,7 +75,8 @@ class LoadedModel:
 def _hf_path(reference: str, base_dirs: Sequence[Path]) -> str:
     """A registry name, GGUF or Hub id -> something from_pretrained takes (GGUF converted once, cached)."""
     from factory_cli.config.schema import ModelSection
-    from factory_cli.modeling import ensure_hf_checkpoint, resolve_model_source
+    from factory_cli.modeling.gguf import ensure_hf_checkpoint
+    from factory_cli.modeling.sources import resolve_model_source
 
     return ensure_hf_checkpoint(resolve_model_source(ModelSection(name_or_path=reference), base_dirs))
 
@@ -91,12 +92,13 @@ def load_for_inference(
     """Load for generation/scoring: adapters on their base (merged unless asked not to), eval mode, on `device`."""
     from transformers import AutoModelForCausalLM
 
+    from factory_cli.config.defaults import DeviceFacts, resolve_precision
     from factory_cli.devices import detect_device
-    from factory_cli.modeling import load_tokenizer, resolve_dtype, torch_dtype
+    from factory_cli.modeling.load import load_tokenizer, torch_dtype
 
     info = describe_model_dir(reference, base_dirs)
     found = detect_device(device)
-    resolved = resolve_dtype(dtype, found)
+    resolved = resolve_precision(dtype, DeviceFacts(found.kind, found.bf16))
     kwargs: dict[str, Any] = {"dtype": torch_dtype(resolved)}
     if info.kind == "quantized":
         kwargs = {"dtype": "auto"}

@@ -25,7 +25,7 @@ from factory_cli.methods import (
     peft_config_from_kwargs,
     prepare_for_kbit,
 )
-from factory_cli.modeling import load_model
+from factory_cli.modeling.load import load_model
 
 pytestmark = pytest.mark.integration
 
@@ -35,10 +35,11 @@ PER_LAYER = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "do
 
 
 def load(path: Path, method: str = "full") -> Any:
-    """The tiny model on CPU."""
-    return load_model(
-        str(path), dtype="auto", attn_implementation="auto", method=MethodSection(type=method), device=CPU
+    """The tiny model on CPU, in what a CPU job resolves to (fp32, sdpa; QLoRA computes in fp32)."""
+    section = MethodSection.model_validate(
+        {"type": method, "quant": {"compute_dtype": "fp32"}} if method == "qlora" else {"type": method}
     )
+    return load_model(str(path), dtype="fp32", attn_implementation="sdpa", method=section, device=CPU)
 
 
 def lora_method(method: str = "lora", **lora: Any) -> MethodSection:

@@ -8,16 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from factory_cli.config.schema import MethodSection, ModelSection
+from factory_cli.config.defaults import DeviceFacts, resolve_defaults, resolve_device_defaults
+from factory_cli.config.schema import DeepSpeedJob, JobBase, MethodSection, ModelSection
 from factory_cli.devices import DeviceInfo
 from factory_cli.methods import count_parameters
-from factory_cli.modeling import (
-    ensure_hf_checkpoint,
-    load_model,
-    load_tokenizer,
-    resolve_model_source,
-    torch_dtype,
-)
+from factory_cli.modeling.gguf import ensure_hf_checkpoint
+from factory_cli.modeling.load import load_model, load_tokenizer, torch_dtype
+from factory_cli.modeling.sources import resolve_model_source
 
 CPU = DeviceInfo("cpu", 1, "cpu", bf16=False)
 CHAT = [{"role": "user", "content": "What is the capital of France?"}]
@@ -30,10 +27,29 @@ def linear4bit_count(model: torch.nn.Module) -> int:
     return sum(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
 
 
+def cpu_job(path: Path | str, method: dict[str, object]) -> JobBase:
+    """A job for `path` with every device `auto` resolved for a CPU, as `factory train` resolves it."""
+    job = DeepSpeedJob.model_validate(
+        {"backend": "deepspeed", "stage": "sft", "model": {"name_or_path": str(path)}, "method": method}
+        | {"data": {"train": ["demo-sft-alpaca"]}}
+    )
+    return resolve_device_defaults(resolve_defaults(job), DeviceFacts("cpu"))
+
+
 def load(path: Path | str, method: str = "full", **quant: object) -> torch.nn.Module:
-    """load_model on CPU with auto dtype and attention."""
-    section = MethodSection(type=method, quant=quant) if quant else MethodSection(type=method)  # type: ignore[arg-type]
-    return load_model(str(path), dtype="auto", attn_implementation="auto", method=section, device=CPU)
+    """load_model on CPU with the dtype, attention and QLoRA compute dtype of a job resolved for the CPU."""
+    job = cpu_job(path, {"type": method, "quant": quant} if quant else {"type": method})
+    model = job.model
+    return load_model(
+        str(path), dtype=model.dtype, attn_implementation=model.attn_implementation, method=job.method, device=CPU
+    )
+
+
+@pytest.mark.integration
+def test_load_model_refuses_unresolved_auto(tiny_llama_dir: Path) -> None:
+    """auto is the job resolver's (config/defaults.py) to fill, never a second guess at load time."""
+    with pytest.raises(ValueError, match="resolved values"):
+        load_model(str(tiny_llama_dir), dtype="auto", attn_implementation="sdpa", method=MethodSection(), device=CPU)
 
 
 @pytest.mark.integration
@@ -108,7 +124,7 @@ def test_qlora_loads_4bit_nf4_on_cpu_and_runs(tiny_llama_dir: Path) -> None:
     state = q_proj.weight.quant_state
     assert state.quant_type == "nf4" and state.nested  # double quantization on by default
     assert q_proj.weight.dtype == torch.uint8
-    assert q_proj.compute_dtype == torch.float32  # auto compute dtype on CPU
+    assert q_proj.compute_dtype == torch.float32  # a CPU job's auto compute dtype
     assert count_parameters(model)[1] == count_parameters(full)[1]
     ids = torch.randint(0, 1000, (2, 12))
     loss = model(input_ids=ids, labels=ids).loss

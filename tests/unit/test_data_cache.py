@@ -9,15 +9,27 @@ from typing import Any
 
 import pytest
 
+from factory_cli import cache as factory_cache
 from factory_cli.data import cache
 from factory_cli.data.formats import FormatSpec
 
 
-def test_file_digest_hashes_the_bytes_in_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cache, "CHUNK_BYTES", 7)  # several chunks even for a small file
+def test_file_digest_hashes_the_size_and_bytes_in_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(factory_cache, "CHUNK_BYTES", 7)  # several chunks even for a small file
     data = b'{"text": "hello"}\n' * 50
     (tmp_path / "a.jsonl").write_bytes(data)
-    assert cache.file_digest(tmp_path / "a.jsonl") == hashlib.sha256(data).hexdigest()
+    expected = hashlib.sha256(f"{len(data)}:".encode() + data).hexdigest()
+    assert cache.file_digest(tmp_path / "a.jsonl") == factory_cache.content_hash(tmp_path / "a.jsonl") == expected
+
+
+def test_data_files_are_hashed_whole_however_big(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The model conversion samples big files; prepared data must see an edit anywhere (one hash, two modes)."""
+    monkeypatch.setattr(factory_cache, "CHUNK_BYTES", 4)
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    a.write_bytes(b"x" * 1000)
+    b.write_bytes(b"x" * 500 + b"y" + b"x" * 499)  # between two of the 64 sampled 4-byte chunks
+    assert factory_cache.content_hash(a, sample_above=10) == factory_cache.content_hash(b, sample_above=10)
+    assert cache.file_digest(a) != cache.file_digest(b)
 
 
 def test_folder_digest_covers_every_data_file(tmp_path: Path) -> None:
@@ -75,11 +87,26 @@ def test_tokenizer_fingerprint(smollm2_tokenizer: Any) -> None:
 
 def test_cache_root_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FACTORY_CACHE", str(tmp_path / "env"))
-    assert cache.cache_root(str(tmp_path / "job")) == tmp_path / "job"
-    assert cache.cache_root() == tmp_path / "env"
+    assert factory_cache.cache_root(str(tmp_path / "job")) == tmp_path / "job"
+    assert factory_cache.cache_root() == tmp_path / "env"
     monkeypatch.delenv("FACTORY_CACHE")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert cache.cache_root() == tmp_path / "home" / ".cache" / "factory"
+    assert factory_cache.cache_root() == tmp_path / "home" / ".cache" / "factory"
+
+
+def test_one_cache_root_and_one_content_hash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Converted models, prepared data and compiled kernels share factory_cli/cache.py's root and hash."""
+    from factory_cli.modeling import gguf
+
+    package = Path(factory_cache.__file__).parent
+    for name in ("def cache_root(", "def content_hash(", 'hashlib.sha256(f"{size}'):
+        defining = [p for p in package.rglob("*.py") if name in p.read_text(encoding="utf-8")]
+        assert defining == [package / "cache.py"], (name, defining)
+    monkeypatch.setenv("FACTORY_CACHE", str(tmp_path / "shared"))
+    weights = tmp_path / "m.gguf"
+    weights.write_bytes(b"GGUF" + b"\0" * 100)
+    expected = tmp_path / "shared" / "models" / f"m-{factory_cache.content_hash(weights)[:12]}"
+    assert gguf.conversion_dir(weights) == expected
 
 
 def test_an_entry_appears_only_when_complete(tmp_path: Path) -> None:

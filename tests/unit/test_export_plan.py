@@ -161,6 +161,7 @@ def test_run_directory_calibrates_on_its_training_data(tmp_path: Path) -> None:
     run = tmp_path / "runs" / "demo"
     _adapter_dir(run / "final", base)
     job = {
+        "backend": "deepspeed",
         "stage": "sft",
         "model": {"name_or_path": str(base), "template": "chatml"},
         "data": {"train": ["demo-sft-messages", {"path": "demo-sft-sharegpt", "max_samples": 10}]},

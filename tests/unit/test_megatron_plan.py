@@ -18,13 +18,14 @@ import pytest
 
 from factory_cli.backends import get_backend
 from factory_cli.backends.base import Plan
+from factory_cli.backends.common import run as common_run
+from factory_cli.backends.common.plan import num, on_device
 from factory_cli.backends.megatron import backend as megatron_backend
 from factory_cli.backends.megatron.args import (
     MEGATRON_LM,
     MINDSPEED_LLM,
     architecture_args,
     lora_target_modules,
-    num,
     optimizer_args,
     parallel_args,
     recompute_args,
@@ -33,13 +34,13 @@ from factory_cli.backends.megatron.args import (
 from factory_cli.backends.megatron.plan import (
     ModelFacts,
     megatron_input_row,
-    on_device,
     plan_megatron,
 )
 from factory_cli.config.defaults import DeviceFacts, resolve_device_defaults
 from factory_cli.config.errors import UsageError
 from factory_cli.config.schema import MegatronJob, MegatronParallel, TrainSection
 from factory_cli.config.validate import load_and_validate
+from factory_cli.data.pipeline import read_canonical_rows
 from factory_cli.registry.models import find_model
 from tests.unit.plan_helpers import EXAMPLES, Recorder, check_golden
 
@@ -384,10 +385,10 @@ def test_input_rows() -> None:
 
 def test_demo_rows_become_engine_rows(tmp_path: Path) -> None:
     job = job_of("megatron_sft.yaml", "npu")
-    rows = megatron_backend.read_canonical_rows(job, job.data.train, [EXAMPLES])
+    rows = read_canonical_rows(job, job.data.train, [EXAMPLES])
     assert rows
     out = tmp_path / "train.jsonl"
-    megatron_backend.write_jsonl(out, (megatron_input_row("sft", r, MINDSPEED_LLM) for r in rows))
+    common_run.write_jsonl(out, (megatron_input_row("sft", r, MINDSPEED_LLM) for r in rows))
     lines = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert len(lines) == len(rows)
     assert all(m["role"] in ("user", "assistant", "tool", "function_call") for r in lines for m in r["messages"])
@@ -397,7 +398,7 @@ def test_demo_rows_become_engine_rows(tmp_path: Path) -> None:
 
 
 def test_run_refuses_without_the_engine(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(megatron_backend, "_module_found", lambda dotted, homes: False)
+    monkeypatch.setattr(common_run, "_module_found", lambda dotted, homes: False)
     for device in ("npu", "cuda"):
         plan = plan_of("megatron_sft.yaml", device)
         with pytest.raises(UsageError) as refused:
@@ -407,7 +408,7 @@ def test_run_refuses_without_the_engine(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 def test_run_needs_the_checkouts(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(megatron_backend, "_module_found", lambda dotted, homes: True)
+    monkeypatch.setattr(common_run, "_module_found", lambda dotted, homes: True)
     monkeypatch.delenv("MINDSPEED_LLM_HOME", raising=False)
     with pytest.raises(UsageError, match=r"\$MINDSPEED_LLM_HOME"):
         get_backend("megatron").run(plan_of("megatron_sft.yaml", "npu"), Recorder())
@@ -417,7 +418,7 @@ def test_argv_placeholders_and_env(tmp_path: Path) -> None:
     argv = ["bash", "-c", "exec python '$MINDSPEED_LLM_HOME/posttrain_gpt.py' --x 1"]
     resolved = megatron_backend.resolve_argv(argv, {"MINDSPEED_LLM_HOME": "/opt/ms"})
     assert resolved[2] == "exec python '/opt/ms/posttrain_gpt.py' --x 1"
-    env = megatron_backend.child_env({"A": "1", "PATH": "/usr/bin"}, {str(tmp_path / "f.txt"): "hi"})
+    env = common_run.child_env({"A": "1", "PATH": "/usr/bin"}, {str(tmp_path / "f.txt"): "hi"})
     assert env["A"] == "1" and env["PATH"].endswith("/usr/bin") and env["PATH"] != "/usr/bin"
     assert (tmp_path / "f.txt").read_text() == "hi"
     (tmp_path / "ck" / "iter_0000000").mkdir(parents=True)
@@ -469,7 +470,7 @@ def test_run_writes_inputs_and_runs_the_steps(tmp_path: Path, monkeypatch: pytes
         launched.append((list(argv), dict(env)))
         return 0
 
-    monkeypatch.setattr(megatron_backend, "_module_found", lambda dotted, homes: True)
+    monkeypatch.setattr(common_run, "_module_found", lambda dotted, homes: True)
     monkeypatch.setenv("MINDSPEED_LLM_HOME", str(home))
     monkeypatch.setattr(launching, "run_child", fake_run_child)
     ui = Recorder()

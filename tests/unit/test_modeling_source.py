@@ -1,4 +1,5 @@
-"""modeling.py's pure half: where a model comes from, the cache location, dtype and attention choices."""
+"""modeling/sources.py and the pure part of modeling/gguf.py: where a model comes from, where its conversion is cached;
+the dtype of a model loaded outside a job (the job resolver's, config/defaults.py)."""
 
 from __future__ import annotations
 
@@ -9,18 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from factory_cli.cache import cache_root, content_hash
+from factory_cli.config.defaults import DeviceFacts, resolve_precision
 from factory_cli.config.errors import UsageError
 from factory_cli.config.schema import ModelSection
 from factory_cli.devices import DeviceInfo
-from factory_cli.modeling import (
-    ModelSource,
-    cache_root,
-    content_hash,
-    ensure_hf_checkpoint,
-    resolve_attn,
-    resolve_dtype,
-    resolve_model_source,
-)
+from factory_cli.modeling.gguf import FULL_HASH_LIMIT, ensure_hf_checkpoint
+from factory_cli.modeling.sources import ModelSource, resolve_model_source
 from factory_cli.registry.models import find_model
 
 REPO = Path(__file__).resolve().parents[2]
@@ -192,13 +188,13 @@ def test_resolving_never_imports_torch(tmp_path: Path) -> None:
         f"""
         import sys
         from factory_cli.config.schema import ModelSection
-        from factory_cli.devices import DeviceInfo
-        from factory_cli.modeling import ensure_hf_checkpoint, resolve_attn, resolve_dtype, resolve_model_source
+        from factory_cli.config.defaults import DeviceFacts, resolve_precision
+        from factory_cli.modeling.gguf import ensure_hf_checkpoint
+        from factory_cli.modeling.sources import resolve_model_source
         for name in ["smollm2-135m-instruct", "someone/some-model", {str(tmp_path / "m.gguf")!r}]:
             found = resolve_model_source(ModelSection(name_or_path=name))
         ensure_hf_checkpoint(resolve_model_source(ModelSection(name_or_path="smollm2-135m-instruct")))
-        gpu = DeviceInfo("cuda", 1, "gpu", True)
-        resolve_attn("auto", gpu, resolve_dtype("auto", gpu))
+        resolve_precision("auto", DeviceFacts("cuda", bf16=True))
         heavy = [m for m in ("torch", "transformers", "peft") if m in sys.modules]
         assert not heavy, heavy
         """
@@ -227,7 +223,7 @@ def test_cached_conversion_is_found_without_loading_anything(tmp_path: Path, mon
     gguf = tmp_path / "m.Q4_0.gguf"
     gguf.write_bytes(b"GGUF" + b"\0" * 100)
     monkeypatch.setenv("FACTORY_CACHE", str(tmp_path / "cache"))
-    done = tmp_path / "cache" / "models" / f"m.Q4_0-{content_hash(gguf)}"
+    done = tmp_path / "cache" / "models" / f"m.Q4_0-{content_hash(gguf, FULL_HASH_LIMIT)[:12]}"
     done.mkdir(parents=True)
     (done / "config.json").write_text("{}")
     (done / "factory-source.json").write_text("{}")
@@ -235,53 +231,65 @@ def test_cached_conversion_is_found_without_loading_anything(tmp_path: Path, mon
     assert ensure_hf_checkpoint(ModelSource("local", str(tmp_path), gguf_file=gguf.name)) == str(done)
 
 
-def test_content_hash_is_short_and_follows_content(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_content_hash_samples_only_when_asked(tmp_path: Path) -> None:
     a, b = tmp_path / "a", tmp_path / "b"
     a.write_bytes(b"x" * 1000)
     b.write_bytes(b"x" * 999 + b"y")
-    assert len(content_hash(a)) == 12
+    assert len(content_hash(a)) == 64
     assert content_hash(a) == content_hash(a) != content_hash(b)
+    assert content_hash(a, sample_above=10_000) == content_hash(a)  # under the limit: the whole file
     # Big files are sampled, not read whole: a change inside the first chunk still shows.
-    monkeypatch.setattr("factory_cli.modeling._FULL_HASH_LIMIT", 10)
     big_a, big_b = tmp_path / "big_a", tmp_path / "big_b"
     big_a.write_bytes(b"\0" * 5_000_000)
     big_b.write_bytes(b"\1" + b"\0" * 4_999_999)
-    assert content_hash(big_a) != content_hash(big_b)
+    assert content_hash(big_a, sample_above=10) != content_hash(big_b, sample_above=10)
+    assert content_hash(big_a, sample_above=10) != content_hash(big_a)
 
 
-# ---------------------------------------------------------------------------------------------- dtype / attention
+# ---------------------------------------------------------------------------------------------- dtype
 
 
-@pytest.mark.parametrize(("device", "expected"), [(CPU, "fp32"), (H100, "bf16"), (T4, "fp32"), (ASCEND, "bf16")])
-def test_auto_dtype(device: DeviceInfo, expected: str) -> None:
-    assert resolve_dtype("auto", device) == expected
+@pytest.mark.parametrize(("device", "expected"), [(CPU, "fp32"), (H100, "bf16"), (T4, "fp16"), (ASCEND, "bf16")])
+def test_a_model_outside_a_job_gets_the_job_resolvers_dtype(device: DeviceInfo, expected: str) -> None:
+    """eval / export / chat derive `auto` through config/defaults.resolve_precision, as a job's train.precision:
+    a CUDA card without bf16 (T4) loads fp16 there too, no longer fp32."""
+    facts = DeviceFacts(device.kind, device.bf16)
+    assert resolve_precision("auto", facts) == expected
+    assert resolve_precision("fp32", facts) == "fp32"
 
 
-def test_explicit_dtype_is_kept() -> None:
-    assert resolve_dtype("fp16", T4) == "fp16"
-    assert resolve_dtype("bf16", CPU) == "bf16"
+def test_load_for_inference_resolves_auto_through_the_job_resolver(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a T4 (CUDA, no bf16) an evaluated model loads in fp16, the dtype a training job there would resolve."""
+    import types
 
+    import transformers
 
-def test_auto_attention_cpu_and_npu_use_sdpa() -> None:
-    assert resolve_attn("auto", CPU) == "sdpa"
-    assert resolve_attn("auto", ASCEND) == "sdpa"
+    from factory_cli import devices, inference
+    from factory_cli.modeling import load
 
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text("{}")
+    loaded: dict[str, object] = {}
 
-def test_auto_attention_cuda_depends_on_flash_attn_and_dtype(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(
-        "factory_cli.devices.cuda_only_features_available", lambda: {"flash_attn": True, "liger_kernel": False}
-    )
-    assert resolve_attn("auto", H100) == "flash_attention_2"
-    assert resolve_attn("auto", H100, "bf16") == "flash_attention_2"
-    assert resolve_attn("auto", H100, "fp32") == "sdpa"  # flash-attn needs 16-bit weights
-    assert resolve_attn("auto", T4) == "sdpa"  # auto dtype on a GPU without bf16 is fp32
-    assert resolve_attn("auto", T4, "fp16") == "flash_attention_2"
-    monkeypatch.setattr(
-        "factory_cli.devices.cuda_only_features_available", lambda: {"flash_attn": False, "liger_kernel": False}
-    )
-    assert resolve_attn("auto", H100) == "sdpa"
+    class Model:
+        def to(self, target: str) -> Model:
+            loaded["device"] = target
+            return self
 
+        def eval(self) -> None:
+            return None
 
-def test_explicit_attention_is_kept() -> None:
-    assert resolve_attn("eager", H100) == "eager"
-    assert resolve_attn("flash_attention_2", CPU) == "flash_attention_2"
+    def from_pretrained(path: str, **kwargs: object) -> Model:
+        loaded.update(kwargs)
+        return Model()
+
+    monkeypatch.setattr(devices, "detect_device", lambda requested: T4)
+    monkeypatch.setattr(load, "load_tokenizer", lambda path: types.SimpleNamespace(path=path))
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", from_pretrained)
+    inference.load_for_inference(str(model_dir))
+    import torch
+
+    assert loaded == {"dtype": torch.float16, "device": "cuda"}

@@ -319,6 +319,32 @@ def test_concat_shuffles_and_eval_ratio_holds_out_rows(smollm2_tokenizer: Any, t
     assert "eval: 10 rows" in prepared.report.lines()[-1]
 
 
+def test_the_same_seed_holds_out_the_same_rows_on_deepspeed_and_verl(smollm2_tokenizer: Any, tmp_path: Path) -> None:
+    """One split (held_out_rows): prepare_data (deepspeed) and verl's split_rows hold out the same rows."""
+    from factory_cli.backends.verl.backend import split_rows
+    from factory_cli.config.schema import VerlJob
+    from factory_cli.data.pipeline import held_out_rows, read_canonical_rows
+
+    write_jsonl(tmp_path / "a.jsonl", [{"instruction": f"Q{i}", "output": f"A{i}"} for i in range(30)])
+    write_jsonl(tmp_path / "b.jsonl", [{"instruction": f"Q{i}", "output": f"A{i}"} for i in range(30, 50)])
+    for seed in (7, 42):
+        data = {"train": ["a.jsonl", "b.jsonl"], "eval_ratio": 0.2, "seed": seed}
+        prepared = prepare(make_job("sft", data["train"], eval_ratio=0.2, seed=seed), smollm2_tokenizer, tmp_path)
+        _, evaluation = rows_of(prepared)
+        assert evaluation is not None
+        deepspeed_held = {supervised_text(smollm2_tokenizer, r).removesuffix("<|im_end|>") for r in evaluation}
+        verl_job = VerlJob.model_validate(
+            {"backend": "verl", "stage": "sft", "model": {"name_or_path": "tiny"}, "data": data}
+        )
+        rows = read_canonical_rows(verl_job, verl_job.data.train, [tmp_path])
+        train, held = split_rows(verl_job, rows)
+        verl_held = {row["messages"][-1]["content"] for row in held}
+        assert len(verl_held) == 10 and len(train) == 40
+        assert verl_held == deepspeed_held == {f"A{i}" for i in held_out_rows(50, 0.2, seed)}
+    with pytest.raises(DataError, match="leaves no training rows"):
+        held_out_rows(1, 0.5, 0)
+
+
 def test_eval_datasets_are_reported_separately(smollm2_tokenizer: Any, tmp_path: Path) -> None:
     write_jsonl(tmp_path / "train.jsonl", [{"instruction": f"Q{i}", "output": f"A{i}"} for i in range(6)])
     write_jsonl(tmp_path / "dev.jsonl", [{"instruction": "Qx", "output": "Ax"}, {"instruction": "Qy"}])

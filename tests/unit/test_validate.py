@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from factory_cli.backends import backend_names, get_backend
+from factory_cli.backends import backend_names, check_with_backend, get_backend
 from factory_cli.config.checks import CheckContext, check_batch, check_ranges, divides, run_checks
 from factory_cli.config.defaults import (
     STAGE_DEFAULTS,
@@ -441,8 +441,28 @@ def test_other_range_warnings() -> None:
 
 
 def test_valid_job_has_no_issues() -> None:
-    issues = run_checks(resolved(), CheckContext(base_dirs=(Path.cwd(),)))
+    issues = run_checks(resolved(), CheckContext(base_dirs=(Path.cwd(),), backend_check=check_with_backend))
     assert issues == []
+
+
+def test_backend_checks_come_by_injection_and_config_never_imports_backends() -> None:
+    """backends/ sits above config/: the backend registry's checks reach run_checks through the CheckContext."""
+    import subprocess
+    import sys
+
+    seen: list[str] = []
+    job = resolved(train={"micro_batch_size": 3})
+    run_checks(job, CheckContext(backend_check=lambda job, ctx: seen.append(job.backend) or []))
+    assert seen == ["deepspeed"]
+    with pytest.raises(ValueError, match="backend_check"):
+        run_checks(job, CheckContext())
+    code = (
+        "import sys, factory_cli.config.checks, factory_cli.config.defaults\n"
+        "assert not [m for m in sys.modules if m.startswith('factory_cli.backends')], sorted(sys.modules)"
+    )
+    repo = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
 
 
 # ------------------------------------------------------------------------------------------------ all at once

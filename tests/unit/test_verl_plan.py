@@ -248,7 +248,7 @@ def test_verl_rows() -> None:
 
 def test_demo_grpo_rows_write_parquet(tmp_path: Path) -> None:
     pq = pytest.importorskip("pyarrow.parquet")
-    from factory_cli.backends.megatron.backend import read_canonical_rows
+    from factory_cli.data.pipeline import read_canonical_rows
 
     job = job_of("verl_grpo.yaml")
     rows = read_canonical_rows(job, job.data.train, [EXAMPLES])
@@ -281,9 +281,9 @@ def test_metrics_records() -> None:
 
 
 def test_run_refuses_without_verl(monkeypatch: pytest.MonkeyPatch) -> None:
-    from factory_cli.backends.megatron import backend as megatron_backend
+    from factory_cli.backends.common import run as common_run
 
-    monkeypatch.setattr(megatron_backend, "_module_found", lambda dotted, homes: dotted != "verl")
+    monkeypatch.setattr(common_run, "_module_found", lambda dotted, homes: dotted != "verl")
     for example in ("verl_grpo.yaml", "verl_sft.yaml"):
         with pytest.raises(UsageError) as refused:
             get_backend("verl").run(plan_of(example), Recorder())
@@ -295,7 +295,7 @@ def test_run_writes_parquet_reward_module_and_metrics(tmp_path: Path, monkeypatc
     """run() with verl faked: parquet data, the reward module, the re-planned length, metrics.jsonl."""
     pytest.importorskip("pyarrow")
     from factory_cli import launching
-    from factory_cli.backends.megatron import backend as megatron_backend
+    from factory_cli.backends.common import run as common_run
     from factory_cli.config.dump import job_to_yaml
 
     model = tmp_path / "tiny"
@@ -325,7 +325,7 @@ def test_run_writes_parquet_reward_module_and_metrics(tmp_path: Path, monkeypatc
         Path(env["VERL_FILE_LOGGER_PATH"]).write_text(json.dumps(line) + "\n", encoding="utf-8")
         return 0
 
-    monkeypatch.setattr(megatron_backend, "_module_found", lambda dotted, homes: True)
+    monkeypatch.setattr(common_run, "_module_found", lambda dotted, homes: True)
     monkeypatch.setattr(launching, "run_child", fake_run_child)
     result = get_backend("verl").run(plan, Recorder())
 

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from factory_cli.backends.base import Plan, Step
+from factory_cli.backends.common.plan import RunPaths
 from factory_cli.backends.deepspeed.launch import choose_launcher, launch_argv
 from factory_cli.backends.deepspeed.zero import zero_config
-from factory_cli.backends.run_paths import RunPaths
 from factory_cli.config.schema import DeepSpeedJob, GRPOSection
 from factory_cli.devices import DeviceKind, dist_backend, launch_env, visible_devices_var
 
@@ -205,7 +205,7 @@ def compile_env(job: DeepSpeedJob) -> dict[str, str]:
     cache (next to the converted models), so a later run of the same architecture skips most of the compilation."""
     if not job.train.compile:
         return {}
-    from factory_cli.modeling import cache_root
+    from factory_cli.cache import cache_root
 
     chosen = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
     if chosen is None or Path(chosen).name.startswith("torchinductor_"):

@@ -17,7 +17,9 @@ def prepare_inputs(job: JobBase, run_dir: Path, base_dirs: Sequence[Path]) -> di
     """Convert the model if needed, prepare the data; write and return run_dir/data/manifest.json."""
     from factory_cli.data.masking import resolve_chat_template
     from factory_cli.data.pipeline import prepare_data
-    from factory_cli.modeling import ensure_hf_checkpoint, load_tokenizer, resolve_model_source
+    from factory_cli.modeling.gguf import ensure_hf_checkpoint
+    from factory_cli.modeling.load import load_tokenizer
+    from factory_cli.modeling.sources import resolve_model_source
     from factory_cli.registry.models import find_model
     from factory_cli.ui import console, quiet_engine_progress
 

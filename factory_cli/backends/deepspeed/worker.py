@@ -6,7 +6,6 @@ plain process. Reads the plan, the resolved job and the prepared-data manifest; 
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
@@ -33,22 +32,19 @@ def say(message: str) -> None:
 
 
 def load_plan_and_job(plan_path: Path) -> tuple[dict[str, Any], DeepSpeedJob]:
-    """The plan and the resolved job (job.yaml) of a run directory."""
-    from factory_cli.config.load import parse_yaml_text
-    from factory_cli.config.validate import validate_loaded
+    """The plan and the resolved job of the run directory `plan_path` (<run_dir>/plan.json) lies in."""
+    from factory_cli.runs import RunDir
 
-    plan = json.loads(plan_path.read_text(encoding="utf-8"))
-    job_file = Path(plan["run_dir"]) / "job.yaml"
-    job = validate_loaded(parse_yaml_text(job_file.read_text(encoding="utf-8"), str(job_file)), checks=False).job
-    assert isinstance(job, DeepSpeedJob)
-    return plan, job
+    run = RunDir(plan_path.parent)
+    return run.plan(), run.job(DeepSpeedJob)
 
 
 def load_run_inputs(plan_path: Path) -> tuple[dict[str, Any], DeepSpeedJob, dict[str, Any]]:
     """The plan, the resolved job and the prepared-data manifest of a run directory."""
+    from factory_cli.runs import RunDir
+
     plan, job = load_plan_and_job(plan_path)
-    manifest = json.loads((Path(plan["run_dir"]) / "data" / "manifest.json").read_text(encoding="utf-8"))
-    return plan, job, manifest
+    return plan, job, RunDir(plan_path.parent).manifest()
 
 
 def init_distributed(plan: dict[str, Any]) -> None:
@@ -99,7 +95,7 @@ def _train(
     from factory_cli.data.pipeline import load_prepared
     from factory_cli.devices import DeviceInfo
     from factory_cli.methods import apply_freeze, describe_trainable, peft_config_from_kwargs, prepare_for_kbit
-    from factory_cli.modeling import load_model, load_tokenizer
+    from factory_cli.modeling.load import load_model, load_tokenizer
     from factory_cli.runs import resume_checkpoint
     from factory_cli.ui import quiet_engine_progress
 

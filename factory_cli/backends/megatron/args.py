@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+from factory_cli.backends.common.plan import LR_DECAY_STYLES, num
 from factory_cli.config.schema import LoraConfig, MegatronParallel, TrainSection
 from factory_cli.registry.models import Architecture
 
@@ -24,15 +25,6 @@ MINDSPEED_SPECS = {"qwen3": ["--spec", "mindspeed_llm.tasks.models.spec.qwen3_sp
 # Llama-3.1 / 3.3 rope scaling (Llama-3.2 uses factor 32); the HF config's rope_scaling block.
 LLAMA3_ROPE = {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
 
-# Our scheduler names -> Megatron's --lr-decay-style (warmup is separate: --lr-warmup-fraction).
-LR_DECAY_STYLES = {
-    "cosine": "cosine",
-    "cosine_with_min_lr": "cosine",
-    "linear": "linear",
-    "constant": "constant",
-    "constant_with_warmup": "constant",
-    "warmup_stable_decay": "WSD",
-}
 # HF projection names -> Megatron-core module names (MindSpeed-LLM --lora-target-modules).
 LORA_MODULES = {
     "q_proj": "linear_qkv",
@@ -46,11 +38,6 @@ LORA_MODULES = {
     "down_proj": "linear_fc2",
 }
 ALL_LORA_MODULES = ["linear_qkv", "linear_proj", "linear_fc1", "linear_fc2"]
-
-
-def num(value: float) -> str:
-    """A number as a flag value, without binary noise: 1e-05, 0.0001, 8 (1e-4 x 0.1 is not 1.0000000000000002e-05)."""
-    return str(value) if isinstance(value, int) else f"{value:.10g}"
 
 
 def architecture_args(

@@ -18,11 +18,11 @@ The run step writes the canonical rows as jsonl (`megatron_input_row`) and puts 
 from __future__ import annotations
 
 import json
-import shlex
 from dataclasses import dataclass
 from typing import Any
 
 from factory_cli.backends.base import Plan, Step
+from factory_cli.backends.common.plan import PYTHON, RunPaths, on_device
 from factory_cli.backends.megatron.args import (
     MEGATRON_LM,
     MINDSPEED_LLM,
@@ -36,7 +36,6 @@ from factory_cli.backends.megatron.args import (
     tokenizer_args,
     train_iters,
 )
-from factory_cli.backends.run_paths import RunPaths
 from factory_cli.config.defaults import data_parallel_size
 from factory_cli.config.errors import UsageError
 from factory_cli.config.schema import MegatronJob
@@ -44,7 +43,6 @@ from factory_cli.data.formats import OPENAI_TAGS
 from factory_cli.devices import ASCEND_SET_ENV, DeviceKind, dist_backend, launch_env, visible_devices_var
 from factory_cli.registry.models import Architecture
 
-PYTHON = "python"  # run() puts the interpreter that runs factory first on PATH
 HOME_VARS = {MEGATRON_LM: "MEGATRON_LM_HOME", MINDSPEED_LLM: "MINDSPEED_LLM_HOME"}
 BRIDGE_HOME_VAR = "MEGATRON_BRIDGE_HOME"
 ENGINE_LABELS = {MEGATRON_LM: "Megatron-LM", MINDSPEED_LLM: "MindSpeed-LLM"}
@@ -91,14 +89,6 @@ class MegatronPaths(RunPaths):
     @property
     def prefix(self) -> str:
         return self.sub("data", "megatron", "train")
-
-    @property
-    def checkpoints(self) -> str:
-        return self.sub("checkpoints")
-
-    @property
-    def final(self) -> str:
-        return self.sub("final")
 
 
 def home(var: str, *parts: str) -> str:
@@ -210,13 +200,6 @@ def megatron_input_row(stage: str, row: dict[str, Any], engine: str) -> dict[str
         "chosen": answer(row["chosen"]),
         "rejected": answer(row["rejected"]),
     }
-
-
-def on_device(argv: list[str], device: DeviceKind) -> list[str]:
-    """On Ascend, run argv after sourcing the CANN toolkit's set_env.sh (the one use of a shell)."""
-    if device != "npu":
-        return argv
-    return ["bash", "-c", f"source {shlex.quote(str(ASCEND_SET_ENV))} && exec {shlex.join(argv)}"]
 
 
 def torchrun_argv(job: MegatronJob, script: str, args: list[str]) -> list[str]:

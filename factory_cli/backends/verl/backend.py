@@ -13,6 +13,7 @@ from factory_cli.config.checks import CheckContext
 from factory_cli.config.errors import Issue, UsageError
 from factory_cli.config.schema import JobBase, VerlJob
 from factory_cli.devices import DeviceKind
+from factory_cli.runs import RunDir
 
 ENGINE_MODULES = ("verl", "ray", "pyarrow")
 ROLLOUT_MODULES = {"vllm": "vllm", "sglang": "sglang"}
@@ -53,15 +54,9 @@ class VerlBackend:
         Honest status: this needs verl (+ Ray and vLLM / SGLang) on GPUs or NPUs, which the test environment
         does not have; only the refusal when verl is missing and the data / metrics conversions are tested.
         """
-        from factory_cli.backends.megatron.backend import (
-            child_env,
-            load_run_job,
-            materialize_model,
-            missing_modules,
-        )
+        from factory_cli.backends.common.run import child_env, materialize_model, missing_modules
         from factory_cli.backends.verl.plan import plan_verl
         from factory_cli.launching import run_child
-        from factory_cli.runs import write_json_atomic
 
         modules = list(ENGINE_MODULES)
         if plan.stage == "grpo":
@@ -71,9 +66,8 @@ class VerlBackend:
             raise UsageError(
                 f"the verl backend needs verl ({', '.join(missing)} not importable)", "pip install 'factory-cli[verl]'"
             )
-        run_dir = Path(plan.run_dir)
-        job = load_run_job(run_dir)
-        assert isinstance(job, VerlJob)
+        run = RunDir(Path(plan.run_dir))
+        job = run.job(VerlJob)
         base_dirs = [Path(d) for d in plan.base_dirs]
         materialize_model(job, Path(plan.engine_config["hf_model"]), base_dirs, ui)
         train_rows, val_rows = write_verl_data(job, plan, base_dirs)
@@ -82,15 +76,15 @@ class VerlBackend:
         base = list(plan.base_dirs)
         plan = plan_verl(job, device, model_source(job), dataset_sizes=[train_rows], base_dirs=base)
         plan.base_dirs = base
-        write_json_atomic(run_dir / "plan.json", plan.to_dict())
+        run.write_plan(plan.to_dict())
         for note in plan.notes:
             if note.startswith("schedule:"):
                 ui.info(note)
         step = plan.steps[0]
         ui.info(f"launch: {json.dumps(step.argv)}")
         code = run_child(step.argv, child_env(step.env, step.files), cwd=step.cwd)
-        write_metrics(Path(plan.engine_config["metrics_file"]), run_dir)
-        return RunResult(run_dir=run_dir, ok=code == 0, summary={"exit_code": code})
+        write_metrics(Path(plan.engine_config["metrics_file"]), run)
+        return RunResult(run_dir=run.path, ok=code == 0, summary={"exit_code": code})
 
 
 def _rollout_name(plan: Plan) -> str:
@@ -118,17 +112,14 @@ def verl_rows(job: VerlJob, rows: list[dict[str, Any]], split: str) -> list[dict
 
 
 def split_rows(job: VerlJob, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(train, held out) by data.eval_ratio with data.seed; grpo without eval data validates on a few prompts."""
-    import random
-
+    """(train, held out) by data.eval_ratio and data.seed, the rows the deepspeed backend holds out too
+    (pipeline.held_out_rows); grpo without eval data validates on a few prompts."""
     from factory_cli.backends.verl.plan import VAL_ROWS_WITHOUT_EVAL
+    from factory_cli.data.pipeline import held_out_rows
 
-    ratio = job.data.eval_ratio
-    if ratio > 0 and len(rows) > 1:
-        order = list(range(len(rows)))
-        random.Random(job.data.seed).shuffle(order)
-        held = max(1, round(len(rows) * ratio))
-        return [rows[i] for i in sorted(order[held:])], [rows[i] for i in sorted(order[:held])]
+    if job.data.eval_ratio > 0:
+        held = set(held_out_rows(len(rows), job.data.eval_ratio, job.data.seed))
+        return [r for i, r in enumerate(rows) if i not in held], [r for i, r in enumerate(rows) if i in held]
     # verl's RL trainer always builds a validation set; with test_freq -1 it is never scored.
     return rows, rows[:VAL_ROWS_WITHOUT_EVAL] if job.stage == "grpo" else []
 
@@ -146,12 +137,13 @@ def write_parquet(path: Path, rows: list[dict[str, Any]]) -> None:
 
 def write_verl_data(job: VerlJob, plan: Plan, base_dirs: list[Path]) -> tuple[int, int]:
     """Write train.parquet and val.parquet; return their row counts."""
-    from factory_cli.backends.megatron.backend import read_canonical_rows
+    from factory_cli.data.pipeline import read_canonical_rows
 
     rows = read_canonical_rows(job, job.data.train, base_dirs)
-    train, held = split_rows(job, rows)
-    if job.data.eval:
-        held = read_canonical_rows(job, job.data.eval, base_dirs)
+    if job.data.eval:  # as prepare_data: eval datasets replace the held-out split
+        train, held = rows, read_canonical_rows(job, job.data.eval, base_dirs, role="eval")
+    else:
+        train, held = split_rows(job, rows)
     if not train:
         raise UsageError("no training rows left for verl", "check data.train and data.eval_ratio")
     write_parquet(Path(plan.engine_config["train_file"]), verl_rows(job, train, "train"))
@@ -175,13 +167,11 @@ def metrics_records(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
         yield record
 
 
-def write_metrics(verl_file: Path, run_dir: Path) -> None:
-    """Append verl's logged steps to <run_dir>/metrics.jsonl (nothing when verl logged none)."""
-    from factory_cli.runs import MetricsWriter
-
+def write_metrics(verl_file: Path, run: RunDir) -> None:
+    """Append verl's logged steps to the run's metrics.jsonl (nothing when verl logged none)."""
     if not verl_file.is_file():
         return
-    writer = MetricsWriter(run_dir)
+    writer = run.metrics_writer()
     with open(verl_file, encoding="utf-8") as handle:
         for record in metrics_records(handle):
             writer.write(record)

@@ -22,9 +22,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from factory_cli.backends.base import Plan, Step
-from factory_cli.backends.megatron.args import LR_DECAY_STYLES, num
-from factory_cli.backends.megatron.plan import PYTHON, on_device
-from factory_cli.backends.run_paths import RunPaths
+from factory_cli.backends.common.plan import LR_DECAY_STYLES, PYTHON, RunPaths, num, on_device
 from factory_cli.backends.verl.reward_adapter import reward_module_source
 from factory_cli.config.errors import UsageError
 from factory_cli.config.schema import GRPOSection, TrainSection, VerlJob
@@ -70,10 +68,6 @@ class VerlPaths(RunPaths):
     @property
     def reward_file(self) -> str:
         return self.sub("verl_reward.py")
-
-    @property
-    def checkpoints(self) -> str:
-        return self.sub("checkpoints")
 
     @property
     def metrics_file(self) -> str:
