@@ -266,7 +266,8 @@ def test_load_for_inference_resolves_auto_through_the_job_resolver(
 
     import transformers
 
-    from factory_cli import devices, inference
+    from factory_cli import devices
+    from factory_cli.inference.load import load_for_inference
     from factory_cli.modeling import load
 
     model_dir = tmp_path / "model"
@@ -289,7 +290,7 @@ def test_load_for_inference_resolves_auto_through_the_job_resolver(
     monkeypatch.setattr(devices, "detect_device", lambda requested: T4)
     monkeypatch.setattr(load, "load_tokenizer", lambda path: types.SimpleNamespace(path=path))
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", from_pretrained)
-    inference.load_for_inference(str(model_dir))
+    load_for_inference(str(model_dir))
     import torch
 
     assert loaded == {"dtype": torch.float16, "device": "cuda"}
