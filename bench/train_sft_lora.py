@@ -1,14 +1,16 @@
 """LoRA SFT of the embedded SmolLM2-135M on bench/data/bench_sft.jsonl: `factory train` vs LlamaFactory, side by side.
 
 The same job for every tool: the same converted HF checkpoint, dataset, chat template and system prompt, max length
-512, LoRA r16 / alpha 32 / dropout 0.05 on every linear layer, lr 2e-4 cosine with 3% warmup, no weight decay,
-AdamW, effective batch 8 examples, one epoch, fp32, a log every step, no eval, the adapter saved once at the end.
+512, LoRA r16 / alpha 32 / dropout 0 (every tool's default) on every linear layer, lr 2e-4 cosine with 3% warmup, no
+weight decay, AdamW, effective batch 8 examples, one epoch, fp32, a log every step, no eval, the adapter saved once at
+the end.
 Each tool runs with its best documented speed settings for a CPU:
 
-* factory            its SFT defaults for the machine: no packing, the compact LM head, LoRA dropout masks from a
-                     counter hash, and on a CPU with AMX-BF16 the frozen base layers in bf16
-                     (`method.lora.base_precision: auto`); eager (`train.compile` is a variant: on an AVX-512
-                     CPU its steady state is no faster than eager and its start-up costs ~15 s);
+* factory            its SFT defaults for the machine: no packing, eager, its CPU speed-ups (`train.cpu_speedups:
+                     auto`: the compact LM head through the dense kernel, the adapters' inputs rebuilt in the
+                     backward, and on a CPU with AMX-BF16 or AVX512-BF16 the frozen base layers and LM head in bf16,
+                     `method.lora.base_precision: auto`); `train.compile` is a variant (on an AVX-512 CPU its
+                     steady state is no faster than eager and its start-up costs ~15 s);
 * llamafactory default-fast   no packing, `disable_gradient_checkpointing: true`, `bf16: false`, batch 1 x 8;
 * llamafactory neat_packing   packing without cross-attention (its quality equivalent of factory's packing);
 * llamafactory bf16   `bf16: true` (bf16 weights and autocast), for CPUs with bf16 units.
@@ -46,22 +48,18 @@ WORK = BENCH_DIR / ".work" / NAME
 MODEL = "smollm2-135m-instruct-gguf"
 LF_DATASET = "bench_sft"
 LF_VARIANTS = ("default_fast", "neat_packing", "bf16")
-# factory with one speed change switched each: what each change buys (measured on/off in the same invocation).
-# `cold_compile` gives every run an empty compile cache: the price of the first run of an architecture.
+# factory with one job field changed each: what each change buys (measured on/off in the same invocation). The keys
+# are factory_job's keyword arguments; `cold_compile` gives every run an empty compile cache (the price of the first
+# run of an architecture).
 FACTORY_VARIANTS: dict[str, dict[str, Any]] = {
     "factory": {},
-    "factory_compile": {"compile": True},
-    "factory_cold_compile": {"compile": True, "cold_compile": True},
-    "factory_no_compact_head": {"env": {"FACTORY_COMPACT_LM_HEAD": "0"}},
-    "factory_no_dense_logprob": {"env": {"FACTORY_DENSE_LOGPROB": "0"}},
+    "factory_compile": {"compile_blocks": True},
+    "factory_cold_compile": {"compile_blocks": True, "cold_compile": True},
     "factory_packing": {"packing": True},
     "factory_fp32_base": {"base_precision": "fp32"},
     "factory_bf16_base": {"base_precision": "bf16"},
-    "factory_fp32_head": {"env": {"FACTORY_BF16_LM_HEAD": "0"}},
-    "factory_default_malloc": {"env": {"FACTORY_MALLOC_TUNING": "0"}},
-    "factory_keep_activations": {"env": {"FACTORY_RECOMPUTE": "0"}},
-    "factory_torch_dropout": {"env": {"FACTORY_HASH_DROPOUT": "0"}},
     "factory_bf16": {"precision": "bf16"},
+    "factory_no_speedups": {"cpu_speedups": "off"},
 }
 TOOLS = (*FACTORY_VARIANTS, *(f"llamafactory_{v}" for v in LF_VARIANTS))
 DEFAULT_TOOLS = ("factory", "llamafactory_default_fast", "llamafactory_neat_packing")
@@ -98,7 +96,7 @@ class SftSettings:
     max_length: int = 512
     lora_rank: int = 16
     lora_alpha: int = 32
-    lora_dropout: float = 0.05
+    lora_dropout: float = 0.0  # factory's, PEFT's and LlamaFactory's default
     learning_rate: float = 2e-4
     warmup_ratio: float = 0.03
     weight_decay: float = 0.0
@@ -146,9 +144,11 @@ def factory_job(
     compile_blocks: bool | None = None,
     base_precision: str = "auto",
     precision: str = "fp32",
+    cpu_speedups: str = "auto",
 ) -> dict[str, Any]:
     """The factory job file (as a dict) for the benchmark; `packing` and `compile_blocks` override the settings,
-    `base_precision` is method.lora.base_precision (auto: factory's default for the machine)."""
+    `base_precision` is method.lora.base_precision (auto: factory's default for the machine), `precision` is
+    train.precision and `cpu_speedups` train.cpu_speedups."""
     return {
         "backend": "deepspeed",
         "stage": "sft",
@@ -184,6 +184,7 @@ def factory_job(
             "precision": precision,
             "seed": settings.seed,
             "compile": settings.factory_compile if compile_blocks is None else compile_blocks,
+            "cpu_speedups": cpu_speedups,
         },
         "output": {"dir": str(out_dir), "save_steps": 1_000_000, "save_total_limit": 1, "resume": "never"},
         "logging": {"steps": 1, "sample_after_training": False},
@@ -435,21 +436,12 @@ def factory_run(settings: SftSettings, prepared: Prepared, index: int, variant: 
     shutil.rmtree(run_dir, ignore_errors=True)
     shutil.rmtree(cache_dir, ignore_errors=True)
     job_file = WORK / f"{variant}-job.yaml"
-    packing = bool(change.get("packing", settings.factory_packing))
+    fields = {key: value for key, value in change.items() if key != "cold_compile"}
+    packing = bool(fields.pop("packing", settings.factory_packing))
     batch = prepared.factory_packed_batch if packing else prepared.factory_batch
-    job = factory_job(
-        settings,
-        prepared.data_file,
-        batch,
-        run_dir,
-        cache_dir,
-        packing=packing,
-        compile_blocks=change.get("compile"),
-        base_precision=change.get("base_precision", "auto"),
-        precision=change.get("precision", "fp32"),
-    )
+    job = factory_job(settings, prepared.data_file, batch, run_dir, cache_dir, packing=packing, **fields)
     job_file.write_text(yaml.safe_dump(job, sort_keys=False))
-    env = {**RUN_ENV, **change.get("env", {})}
+    env = dict(RUN_ENV)
     if change.get("cold_compile"):
         compile_cache = WORK / "cold-compile-cache"
         shutil.rmtree(compile_cache, ignore_errors=True)
@@ -513,7 +505,8 @@ def llamafactory_run(settings: SftSettings, prepared: Prepared, variant: str, in
 
 
 def llamafactory_smoke(max_steps: int = 2) -> dict[str, float]:
-    """A short LlamaFactory LoRA SFT (default_fast, quick settings) for `python -m bench.llamafactory_env --verify`."""
+    """A short LlamaFactory LoRA SFT (default_fast, quick settings):
+    `python -m bench.train_sft_lora --llamafactory-smoke`."""
     from bench import llamafactory_env
     from factory_cli.modeling.load import load_tokenizer
 
@@ -625,4 +618,7 @@ def run(runs: int = 3, quick: bool = False, tools: Sequence[str] | None = None, 
 
 
 if __name__ == "__main__":
-    print(json.dumps(run(runs=1, quick="--quick" in sys.argv).metrics, indent=1))
+    if "--llamafactory-smoke" in sys.argv:  # after `python -m bench.llamafactory_env --verify`: does it train?
+        print(f"2-step LoRA SFT: {json.dumps(llamafactory_smoke(max_steps=2))}")
+    else:
+        print(json.dumps(run(runs=1, quick="--quick" in sys.argv).metrics, indent=1))

@@ -295,10 +295,12 @@ def _format_hint(declared: str, stage: str) -> str:
 def check_device(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
     """Options that a device cannot honour."""
     attn = job.model.attn_implementation
-    if job.device in ("npu", "cpu") and attn.startswith("flash_attention"):
+    # transformers runs flash_attention_2 on Ascend through torch_npu's npu_fusion_attention (varlen for packed rows)
+    npu_flash = job.device == "npu" and attn == "flash_attention_2"
+    if job.device in ("npu", "cpu") and attn.startswith("flash_attention") and not npu_flash:
         yield error(
             "model.attn_implementation",
-            f"{attn} is CUDA-only",
+            f"{attn} is CUDA-only" + (" (Ascend runs flash_attention_2)" if job.device == "npu" else ""),
             f"on {job.device} use sdpa or eager (or auto)",
         )
     if job.device in ("npu", "cpu") and attn == "flex_attention":

@@ -166,7 +166,10 @@ def resolve_device_defaults(job: JobBase, facts: DeviceFacts) -> JobBase:
     sixteen_bit = precision in ("bf16", "fp16")
     attn = m.attn_implementation
     if attn == "auto":
-        attn = "flash_attention_2" if facts.kind == "cuda" and facts.flash_attn and sixteen_bit else "sdpa"
+        cuda_flash = facts.kind == "cuda" and facts.flash_attn
+        # Ascend: transformers routes flash_attention_2 to torch_npu's fused varlen attention (packed rows)
+        npu_flash = facts.kind == "npu" and bool(job.data.packing)
+        attn = "flash_attention_2" if (cuda_flash or npu_flash) and sixteen_bit else "sdpa"
     checkpointing = t.gradient_checkpointing if t.gradient_checkpointing != "auto" else facts.kind != "cpu"
     fused = t.fused_kernels if t.fused_kernels != "auto" else (facts.kind == "cuda" and facts.liger)
     train = t.model_copy(
@@ -190,6 +193,10 @@ def lora_base_bf16_obstacle(job: JobBase, precision: str) -> str | None:
     parallel = getattr(job, "parallel", None)
     if job.backend != "deepspeed" or job.method.type != "lora":
         return "bf16 base layers are for method.type: lora on the deepspeed backend"
+    if job.device in ("cuda", "npu"):
+        return f"bf16 base layers are a CPU speed-up; on {job.device} set train.precision: bf16"
+    if job.train.cpu_speedups == "off":
+        return "bf16 base layers are one of the CPU speed-ups, and train.cpu_speedups is off"
     if precision not in ("fp32", "auto"):
         return f"train.precision {precision} already runs the base layers in 16 bits"
     if job.method.lora.use_dora:
@@ -197,6 +204,12 @@ def lora_base_bf16_obstacle(job: JobBase, precision: str) -> str | None:
     if parallel is not None and (parallel.world_size > 1 or getattr(parallel, "zero_stage", 0) > 0):
         return "bf16 base layers run in a single process without ZeRO"
     return None
+
+
+def cpu_speedups_on(job: JobBase) -> bool:
+    """Whether a resolved job runs with factory's CPU speed-ups (factory_cli/accel/cpu): a deepspeed run on the CPU
+    with train.cpu_speedups: auto. GPU and NPU runs never load them."""
+    return job.backend == "deepspeed" and job.device == "cpu" and job.train.cpu_speedups == "auto"
 
 
 def lora_base_bf16_fits(job: JobBase, facts: DeviceFacts, precision: str) -> bool:

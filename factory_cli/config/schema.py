@@ -89,7 +89,13 @@ class ModelSection(Section):
 class LoraConfig(Section):
     rank: int = Field(16, ge=1, le=1024, description="LoRA rank r (8-64 usual)")
     alpha: int | None = Field(None, ge=1, description="LoRA alpha; default 2 x rank")
-    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="dropout on the LoRA path")
+    dropout: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="dropout on the LoRA path; 0 as in PEFT, LlamaFactory and torchtune: the low rank already limits "
+        "what an adapter learns, and on a CPU each mask costs a step memory and time",
+    )
     target: list[str] = Field(
         default_factory=lambda: ["all"],
         description="modules to adapt: all (every linear layer) or a list like [q_proj, v_proj]",
@@ -227,6 +233,17 @@ class TrainSection(Section):
         description="torch.compile each decoder block: fused kernels, less activation memory, after a one-off "
         "compile cached for later runs (pt/sft)",
     )
+    cpu_speedups: Literal["auto", "off"] = Field(
+        "auto",
+        description="factory's CPU kernels (factory_cli/accel/cpu): the LM head scores only supervised tokens, LoRA "
+        "base layers in bf16 on CPUs with bf16 matrix units, adapter inputs rebuilt in the backward, sdpa per "
+        "example of packed rows; auto: on for CPU runs (GPU/NPU runs never load them); off: the libraries' own code",
+    )
+
+    @field_validator("cpu_speedups", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: Any) -> Any:
+        return "off" if value is False else value  # YAML reads a bare `off` as false
 
     @model_validator(mode="after")
     def _steps_or_epochs(self) -> TrainSection:

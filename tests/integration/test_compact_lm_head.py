@@ -1,4 +1,4 @@
-"""The compact LM head path (factory_cli/backends/deepspeed/lm_head.py): same loss and gradients, fewer rows scored."""
+"""The compact LM head path (factory_cli/accel/cpu/lm_head.py): same loss and gradients, fewer rows scored."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 import torch
 
-from factory_cli.backends.deepspeed.dense_logprob import DenseLogProb
-from factory_cli.backends.deepspeed.lm_head import DENSE_ENV_SWITCH, ENV_SWITCH, compact_lm_head
+from factory_cli.accel.cpu.dense_logprob import DenseLogProb
+from factory_cli.accel.cpu.lm_head import compact_lm_head
 
 
 def _fused_model(tiny_llama_dir: Path) -> Any:
@@ -43,20 +43,24 @@ def test_compact_head_changes_no_number_and_scores_fewer_rows(
 ) -> None:
     import trl.trainer.utils as trl_utils
 
-    monkeypatch.setenv(DENSE_ENV_SWITCH, "0")  # count the rows TRL's own tiled kernel scores
     model = _fused_model(tiny_llama_dir)
     batch = _batch(model.config.vocab_size)
     rows: list[int] = []
-    original_apply = trl_utils._ChunkedLogProbFunction.apply
+    tiled_apply, dense_apply = trl_utils._ChunkedLogProbFunction.apply, DenseLogProb.apply
 
-    def counting_apply(hidden: torch.Tensor, *args: Any) -> Any:
+    def counting_tiled(hidden: torch.Tensor, *args: Any) -> Any:
         rows.append(hidden.shape[0])
-        return original_apply(hidden, *args)
+        return tiled_apply(hidden, *args)
 
-    monkeypatch.setattr(trl_utils._ChunkedLogProbFunction, "apply", counting_apply)
+    def counting_dense(self: DenseLogProb, hidden: torch.Tensor, *args: Any) -> Any:
+        rows.append(hidden.shape[0])
+        return dense_apply(self, hidden, *args)
+
+    monkeypatch.setattr(trl_utils._ChunkedLogProbFunction, "apply", counting_tiled)
+    monkeypatch.setattr(DenseLogProb, "apply", counting_dense)
     full_loss, full_grads = _loss_and_grads(model, batch)
     original_switch = trl_utils._use_triton
-    with compact_lm_head("cpu") as on:
+    with compact_lm_head() as on:
         assert on
         compact_loss, compact_grads = _loss_and_grads(model, batch)
     assert trl_utils._use_triton is original_switch, "the switch is restored after the block"
@@ -76,7 +80,7 @@ def test_dense_logprob_in_the_compact_head_changes_no_number(tiny_llama_dir: Pat
     batch = _batch(model.config.vocab_size)
     tiled = trl_utils._ChunkedLogProbFunction
     full_loss, full_grads = _loss_and_grads(model, batch)
-    with compact_lm_head("cpu"):
+    with compact_lm_head():
         assert isinstance(trl_utils._ChunkedLogProbFunction, DenseLogProb)
         dense_loss, dense_grads = _loss_and_grads(model, batch)
     assert trl_utils._ChunkedLogProbFunction is tiled, "TRL's kernel is restored after the block"
@@ -85,18 +89,15 @@ def test_dense_logprob_in_the_compact_head_changes_no_number(tiny_llama_dir: Pat
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
-def test_switch_off_and_other_devices(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_compact_path_is_for_cpu_tensors_and_needs_a_trl_with_the_fused_head(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     import trl.trainer.utils as trl_utils
 
     original = trl_utils._use_triton
-    with compact_lm_head(None) as on:
-        assert not on and trl_utils._use_triton is original
-    with compact_lm_head("cuda") as on:  # Triton already selects it there
-        assert not on
-    monkeypatch.setenv(ENV_SWITCH, "0")
-    with compact_lm_head("cpu") as on:
-        assert not on and trl_utils._use_triton is original
-    monkeypatch.setenv(ENV_SWITCH, "1")
-    monkeypatch.setenv(DENSE_ENV_SWITCH, "0")
-    with compact_lm_head("cpu") as on:
-        assert on and not isinstance(trl_utils._ChunkedLogProbFunction, DenseLogProb)
+    with compact_lm_head() as on:
+        assert on and trl_utils._use_triton(torch.device("cpu"))
+    assert trl_utils._use_triton is original
+    monkeypatch.delattr(trl_utils, "_use_triton")
+    with compact_lm_head() as on:
+        assert not on and not isinstance(trl_utils._ChunkedLogProbFunction, DenseLogProb)

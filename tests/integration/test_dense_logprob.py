@@ -1,4 +1,4 @@
-"""factory_cli/backends/deepspeed/dense_logprob.py against TRL's tiled kernel: same outputs, same gradients."""
+"""factory_cli/accel/cpu/dense_logprob.py against TRL's tiled kernel: same outputs, same gradients."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 import torch
 from trl.kernels import ChunkedLogProbFunction
 
-from factory_cli.backends.deepspeed import dense_logprob
-from factory_cli.backends.deepspeed.dense_logprob import OPTIONAL_OUTPUTS, DenseLogProb
+from factory_cli.accel.cpu import dense_logprob
+from factory_cli.accel.cpu.dense_logprob import OPTIONAL_OUTPUTS, DenseLogProb
 
 TOKENS, HIDDEN, VOCAB = 13, 16, 300
 

@@ -67,7 +67,7 @@ def test_all_becomes_peft_all_linear_and_adapts_every_linear_but_the_head(tiny: 
     config = peft_config(tiny, lora_method(rank=8))
     assert config is not None
     assert config.target_modules == ALL_LINEAR
-    assert (config.r, config.lora_alpha, config.lora_dropout) == (8, 16, 0.05)  # alpha defaults to 2 x rank
+    assert (config.r, config.lora_alpha, config.lora_dropout) == (8, 16, 0.0)  # alpha defaults to 2 x rank
     assert config.task_type == "CAUSAL_LM"
     model = get_peft_model(tiny, config)
     adapted = {name.rsplit(".", 1)[-1] for name, module in model.named_modules() if hasattr(module, "lora_A")}

@@ -51,7 +51,7 @@ def example_on_tiny_model(name: str, tiny_model: Path, folder: Path) -> Path:
         job["grpo"].update(max_prompt_length=96, max_completion_length=16)
         for reward in job["grpo"]["rewards"]:
             if isinstance(reward, dict) and reward.get("name") == "length":
-                reward["kwargs"] = {"target_chars": 40}
+                reward["kwargs"] = {"target_chars": 60}
     job["output"] = {"dir": str(folder / "run"), "save_steps": STEPS}
     job["logging"] = {"steps": 1, "sample_after_training": False}
     path = folder / "job.yaml"

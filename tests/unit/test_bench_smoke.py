@@ -88,7 +88,7 @@ def test_llamafactory_config_matches_the_factory_job(tmp_path: Path, settings: S
     assert job["model"]["name_or_path"] == train_sft_lora.MODEL and lf["model_name_or_path"] == "/models/smollm2"
     assert job["method"]["type"] == "lora" and lf["finetuning_type"] == "lora"
     assert (lf["lora_rank"], lf["lora_alpha"], lf["lora_dropout"]) == (lora["rank"], lora["alpha"], lora["dropout"])
-    assert (lora["rank"], lora["alpha"], lora["dropout"]) == (16, 32, 0.05)
+    assert (lora["rank"], lora["alpha"], lora["dropout"]) == (16, 32, 0.0)
     assert lora["target"] == ["all"] and lf["lora_target"] == "all"
     assert lf["cutoff_len"] == data_section["max_length"] == settings.max_length
     assert lf["learning_rate"] == train["learning_rate"] == 2e-4
@@ -106,7 +106,7 @@ def test_llamafactory_config_matches_the_factory_job(tmp_path: Path, settings: S
     assert lf["per_device_train_batch_size"] * lf["gradient_accumulation_steps"] == lf_batch.rows_per_step
     assert data_section["train"] == [{"path": str(data), "format": "alpaca"}]
     assert data_section["packing"] is False and job["train"]["compile"] is False
-    assert job["method"]["lora"]["base_precision"] == "auto"
+    assert job["method"]["lora"]["base_precision"] == "auto" and job["train"]["cpu_speedups"] == "auto"
     if variant == "default_fast":
         assert "packing" not in lf and "neat_packing" not in lf
         assert lf_batch.rows_per_step == settings.batch_examples
@@ -201,29 +201,33 @@ def test_benchmarks_are_registered() -> None:
         assert importlib.util.find_spec(BENCHMARKS[name]) is not None
 
 
-def test_factory_variants_switch_off_one_change_each(tmp_path: Path) -> None:
+def test_factory_variants_change_one_job_field_each(tmp_path: Path) -> None:
     batch = Batch(1, 3)
 
-    def job(**change: bool) -> dict[str, Any]:
+    def job(**change: Any) -> dict[str, Any]:
         return train_sft_lora.factory_job(FULL, tmp_path / "d.jsonl", batch, tmp_path / "r", tmp_path / "c", **change)
 
     best = job()
     assert best["data"]["packing"] is False and best["train"]["compile"] is False
-    packed, compiled = job(packing=True), job(compile_blocks=True)
-    fp32_base = train_sft_lora.factory_job(
-        FULL, tmp_path / "d.jsonl", batch, tmp_path / "r", tmp_path / "c", base_precision="fp32"
-    )
-    assert packed["data"] == {**best["data"], "packing": True}
-    assert compiled["train"] == {**best["train"], "compile": True}
-    assert fp32_base["method"]["lora"] == {**best["method"]["lora"], "base_precision": "fp32"}
-    assert {k: v for k, v in packed.items() if k != "data"} == {k: v for k, v in best.items() if k != "data"}
-    assert {k: v for k, v in compiled.items() if k != "train"} == {k: v for k, v in best.items() if k != "train"}
-    assert {k: v for k, v in fp32_base.items() if k != "method"} == {k: v for k, v in best.items() if k != "method"}
+    assert best["train"]["cpu_speedups"] == "auto" and best["method"]["lora"]["base_precision"] == "auto"
+    changed_section = {"packing": "data", "compile_blocks": "train", "base_precision": "method"}
+    changed_section |= {"precision": "train", "cpu_speedups": "train"}
     variants = train_sft_lora.FACTORY_VARIANTS
-    assert variants["factory_no_compact_head"]["env"] == {"FACTORY_COMPACT_LM_HEAD": "0"}
-    assert variants["factory_no_dense_logprob"]["env"] == {"FACTORY_DENSE_LOGPROB": "0"}
-    assert variants["factory_packing"] == {"packing": True} and variants["factory_compile"] == {"compile": True}
-    assert variants["factory_fp32_base"] == {"base_precision": "fp32"}
-    assert variants["factory_torch_dropout"]["env"] == {"FACTORY_HASH_DROPOUT": "0"}
+    assert variants["factory"] == {}
+    for name, change in variants.items():
+        fields = {key: value for key, value in change.items() if key != "cold_compile"}
+        assert len(fields) <= 1, name
+        if not fields:
+            continue
+        varied = job(**fields)
+        [field] = fields
+        section = changed_section[field]
+        assert {k: v for k, v in varied.items() if k != section} == {k: v for k, v in best.items() if k != section}
+        assert varied[section] != best[section], name
+    assert job(cpu_speedups="off")["train"] == {**best["train"], "cpu_speedups": "off"}
+    assert job(packing=True)["data"] == {**best["data"], "packing": True}
+    assert job(base_precision="fp32")["method"]["lora"] == {**best["method"]["lora"], "base_precision": "fp32"}
+    assert variants["factory_no_speedups"] == {"cpu_speedups": "off"}
+    assert not any("env" in change for change in variants.values())  # job fields only, no environment switches
     with pytest.raises(ValueError, match="tools must include factory"):
         train_sft_lora.run(runs=1, tools=["llamafactory_default_fast"])

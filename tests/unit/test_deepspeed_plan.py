@@ -85,7 +85,8 @@ def test_npu_plan_uses_hccl_and_no_cuda_only_options() -> None:
     args = plan.engine_config["training_args"]
     env = plan.steps[-1].env
     assert args["ddp_backend"] == "hccl"
-    assert args["use_liger_kernel"] is False and job.model.attn_implementation == "sdpa"
+    assert args["use_liger_kernel"] is False
+    assert job.data.packing and job.model.attn_implementation == "flash_attention_2"  # torch_npu's fused varlen
     assert env["PYTORCH_NPU_ALLOC_CONF"] == "expandable_segments:True" and "PYTORCH_CUDA_ALLOC_CONF" not in env
     assert any("ASCEND_RT_VISIBLE_DEVICES" in note for note in plan.notes)
     assert any("torch_npu" in note for note in plan.notes)

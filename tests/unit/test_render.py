@@ -232,7 +232,8 @@ def test_rendered_values_equal_the_resolved_defaults() -> None:
     assert sft["data"]["packing"] is False
     assert sft["method"]["lora"]["rank"] == 16
     assert sft["method"]["lora"]["alpha"] == 32
-    assert sft["method"]["lora"]["dropout"] == pytest.approx(0.05)
+    assert sft["method"]["lora"]["dropout"] == 0.0
+    assert sft["train"]["cpu_speedups"] == "auto"
 
     pt = _values(_render("deepspeed", "pt", "full"))
     assert pt["data"]["packing"] is True

@@ -10,10 +10,15 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from factory_cli.config.schema import DeepSpeedJob
+
+if TYPE_CHECKING:  # the package itself is imported only for a CPU run that uses it
+    from factory_cli.accel.cpu import CpuSpeedups
 
 EXIT_OK, EXIT_FAILED = 0, 1
 
@@ -68,21 +73,26 @@ def init_distributed(plan: dict[str, Any]) -> None:
 
 def run_worker(plan: dict[str, Any], job: DeepSpeedJob, manifest: dict[str, Any]) -> int:
     """Train one process's share of the job; returns the exit code."""
-    from factory_cli.backends.deepspeed import cpu_malloc
-    from factory_cli.backends.deepspeed.lm_head import compact_lm_head, dense_kernel_on, switched_on
-
-    if plan["device"] == "cpu" and switched_on(cpu_malloc.ENV_SWITCH) and cpu_malloc.fix_mmap_threshold():
-        say(f"malloc: blocks over {cpu_malloc.MMAP_THRESHOLD_BYTES >> 20} MiB are returned to the system when freed")
-    fused_head = plan["engine_config"]["trainer"] != "Trainer"  # TRL's trainers score through a fused LM head
-    with compact_lm_head(plan["device"] if fused_head else None) as compact:
-        # TRL's own fused kernel multiplies in one dtype: a bf16 head needs the model's forward or factory's kernel
-        bf16_head_fits = not fused_head or dense_kernel_on(compact)
-        return _train(plan, job, manifest, compact, bf16_head_fits)
+    with cpu_speedups(job, plan["engine_config"]["trainer"]) as speedups:
+        return _train(plan, job, manifest, speedups)
 
 
-def _train(
-    plan: dict[str, Any], job: DeepSpeedJob, manifest: dict[str, Any], compact_lm_head: bool, bf16_head_fits: bool
-) -> int:
+@contextmanager
+def cpu_speedups(job: DeepSpeedJob, trainer: str) -> Iterator[CpuSpeedups | None]:
+    """factory's CPU speed-ups (factory_cli/accel/cpu) for a CPU run with train.cpu_speedups: auto, applied while the
+    block runs; None otherwise, and then the package is not even imported (GPU and NPU runs never load it)."""
+    from factory_cli.config.defaults import cpu_speedups_on
+
+    if not cpu_speedups_on(job):
+        yield None
+        return
+    from factory_cli.accel import cpu
+
+    with cpu.apply(job, trainer) as speedups:
+        yield speedups
+
+
+def _train(plan: dict[str, Any], job: DeepSpeedJob, manifest: dict[str, Any], speedups: CpuSpeedups | None) -> int:
     from factory_cli.backends.deepspeed.callbacks import (
         CheckpointSealCallback,
         MetricsCallback,
@@ -120,11 +130,8 @@ def _train(
         trust_remote_code=job.model.trust_remote_code,
         revision=job.model.revision,
     )
-    if job.data.packing:  # packed rows are padding-free (TRL's padding_free, the pt collator's)
-        from factory_cli.backends.deepspeed.varlen_attention import use_varlen_sdpa
-
-        if use_varlen_sdpa(model):
-            say("attention: sdpa per example of each padding-free row (factory_varlen_sdpa)")
+    if speedups is not None:
+        speedups.model_loaded(model)
     peft_config = None
     if job.method.type == "freeze":
         apply_freeze(model, job.method.freeze)
@@ -174,8 +181,12 @@ def _train(
         packed=bool(job.data.packing),
     )
     say(describe_trainable(trainer.model))
-    for note in speed_up_lora(trainer.model, plan["device"], job, bf16_head_fits):
-        say(note)
+    if speedups is not None:
+        speedups.trainer_built(trainer.model)
+        for note in speedups.notes:
+            say(note)
+    if job.device == "cpu":
+        say(f"cpu speed-ups: {', '.join(applied_speedups(speedups)) or 'none'} (train.cpu_speedups)")
 
     checkpoint = resume_checkpoint(run_dir, job.output.resume)
     if checkpoint is not None:
@@ -209,7 +220,7 @@ def _train(
             "num_input_tokens_seen": trainer.state.num_input_tokens_seen,
             "final_dir": str(run_dir / "final"),
             "trainable": describe_trainable(trainer.model),
-            "compact_lm_head": compact_lm_head,
+            "cpu_speedups": applied_speedups(speedups),
         }
         if job.logging.sample_after_training and int(os.environ.get("WORLD_SIZE", "1")) == 1:
             summary["sample"] = sample_answer(trainer.model, tokenizer, manifest)
@@ -226,34 +237,9 @@ def _median(values: list[float]) -> float | None:
     return ordered[len(ordered) // 2]
 
 
-def speed_up_lora(model: Any, device: str, job: DeepSpeedJob, bf16_head_fits: bool = True) -> list[str]:
-    """The LoRA speed kernels the job and device call for, applied to the PEFT model; one note per kernel used.
-    `bf16_head_fits`: whether the LM head may go to bf16 with the base layers (it scores through code that takes it)."""
-    if job.method.type != "lora":
-        return []
-    notes: list[str] = []
-    from factory_cli.backends.deepspeed.lm_head import switched_on
-
-    if job.method.lora.base_precision == "bf16":
-        from factory_cli.backends.deepspeed.frozen_bf16 import LM_HEAD_ENV_SWITCH, bf16_frozen_base_layers, bf16_lm_head
-
-        notes.append(f"frozen base layers in bf16 (fp32 activations and adapters): {bf16_frozen_base_layers(model)}")
-        if bf16_head_fits and switched_on(LM_HEAD_ENV_SWITCH) and bf16_lm_head(model):
-            notes.append("frozen LM head in bf16 (log-probabilities and gradients in fp32)")
-    if device != "cpu":
-        return notes
-    from factory_cli.backends.deepspeed import lora_dropout, recomputed_activations
-
-    recompute = switched_on(recomputed_activations.ENV_SWITCH)
-    if switched_on(lora_dropout.ENV_SWITCH):
-        replaced = lora_dropout.hash_lora_dropout(model, fold_without_dropout=recompute)
-        if replaced:
-            notes.append(f"LoRA dropout masks from a counter hash: {replaced} modules")
-    if recompute:
-        mlps, norms = recomputed_activations.recompute_adapter_inputs(model)
-        if mlps or norms:
-            notes.append(f"adapter inputs rebuilt in the backward, not kept: {mlps} SwiGLU MLPs, {norms} RMSNorms")
-    return notes
+def applied_speedups(speedups: CpuSpeedups | None) -> list[str]:
+    """The names of the CPU speed-ups a run used (none when they are off or the run is not on the CPU)."""
+    return [] if speedups is None else list(speedups.applied)
 
 
 def save_final(trainer: Any, tokenizer: Any, run_dir: Path) -> None:

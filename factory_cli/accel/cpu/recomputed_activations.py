@@ -5,16 +5,16 @@ the two RMSNorm outputs (read by q, k, v and by gate, up) and the SwiGLU product
 plain LoRA backward keeps all three, 1 + 1 + 2.7 floats per hidden unit and token. Each is a cheap elementwise
 function of tensors the backward keeps anyway: the norm's fp32 input and its per-row 1/rms (the norm's own backward
 keeps them), and gate and up (the SwiGLU backward keeps them). So the module that makes such an activation tags it
-with a *recipe* — a function and those kept tensors — and the folded LoRA A (`lora_dropout._DroppedLinear`) keeps
-the recipe's tensors instead of the activation, rebuilding it, bit for bit, for A's gradient.
+with a *recipe* — a function and those kept tensors — and the LoRA A matrix (`_LinearRebuildingInput`) keeps the
+recipe's tensors instead of the activation, rebuilding it, bit for bit, for A's gradient. An adapter with dropout
+(`method.lora.dropout` > 0) reads a dropped copy, which carries no recipe: PEFT's A keeps that copy as it does.
 
 SwiGLU runs as one autograd Function that keeps gate and up; torch's silu -> mul chain also keeps silu(gate). The
 function's gradients are the ones the chain computes (`aten.silu_backward` of grad * up, and grad * silu(gate)).
 
 Only modules whose forward is exactly the Llama one are switched (`LlamaMLP.forward`, `LlamaRMSNorm.forward`,
 compared by code object: Qwen2, Qwen3, Mistral and the other families that copy them qualify); others run as they
-are. No tag is made while gradients are off (generation, a DPO reference pass). FACTORY_RECOMPUTE=0 keeps the
-models' own forwards.
+are. No tag is made while gradients are off (generation, a DPO reference pass).
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from typing import Any
 
 import torch
 
-ENV_SWITCH = "FACTORY_RECOMPUTE"
 _RECIPE_ATTRIBUTE = "_factory_recipe"
 
 Recipe = tuple[Callable[..., torch.Tensor], tuple[torch.Tensor, ...]]
@@ -115,11 +114,67 @@ def _is_silu(activation: Any) -> bool:
     return type(activation) in (torch.nn.SiLU, SiLUActivation)
 
 
-def recompute_adapter_inputs(model: Any) -> tuple[int, int]:
-    """Switch every Llama-style MLP to the SwiGLU Function and every Llama-style RMSNorm to a tagging forward;
-    returns (MLPs, norms) switched."""
+class _LinearRebuildingInput(torch.autograd.Function):
+    """y = x @ W.T keeping W and the tensors of x's recipe, not x; x is rebuilt for W's gradient."""
+
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cpu")  # a bf16 run's backward multiplies under the forward's autocast too
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, recipe: Recipe) -> torch.Tensor:
+        ctx.save_for_backward(weight, *recipe[1])
+        ctx.rebuild = recipe[0]
+        return torch.nn.functional.linear(x, weight)
+
+    @staticmethod
+    @torch.amp.custom_bwd(device_type="cpu")
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
+        weight, *kept = ctx.saved_tensors
+        grad_x = grad @ weight if ctx.needs_input_grad[0] else None
+        grad_weight = None
+        if ctx.needs_input_grad[1]:
+            x = ctx.rebuild(*kept)
+            grad_weight = grad.reshape(-1, grad.shape[-1]).t() @ x.reshape(-1, x.shape[-1])
+        return grad_x, grad_weight, None
+
+
+def adapter_a_forward(lora_a: torch.nn.Linear) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The forward of a LoRA A matrix that rebuilds a tagged input in its backward instead of keeping it."""
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        recipe = recipe_of(x) if lora_a.training else None
+        if recipe is None:
+            return torch.nn.functional.linear(x, lora_a.weight)
+        result: torch.Tensor = _LinearRebuildingInput.apply(x, lora_a.weight, recipe)
+        return result
+
+    return forward
+
+
+def _rebuild_adapter_inputs(model: Any) -> int:
+    """Switch the A matrix of every plain LoRA adapter without dropout (no DoRA or other variant, no bias) to
+    `adapter_a_forward`; returns how many."""
+    from peft.tuners.lora import LoraLayer
+
+    switched = 0
+    for module in model.modules():
+        if not isinstance(module, LoraLayer):
+            continue
+        for name, dropout in module.lora_dropout.items():
+            lora_a: Any = module.lora_A[name] if name in module.lora_A else None  # noqa: SIM401 (a ModuleDict)
+            variant = name in getattr(module, "lora_variant", {})
+            plain = type(lora_a) is torch.nn.Linear and lora_a.bias is None and not variant
+            if plain and type(dropout) is torch.nn.Identity:
+                lora_a.forward = adapter_a_forward(lora_a)
+                switched += 1
+    return switched
+
+
+def recompute_adapter_inputs(model: Any) -> tuple[int, int, int]:
+    """Switch every Llama-style MLP to the SwiGLU Function, every Llama-style RMSNorm to a tagging forward and the A
+    matrix of every plain adapter without dropout to one that rebuilds its tagged input; returns (MLPs, norms, A
+    matrices) switched. (The SwiGLU Function alone already keeps one tensor less than torch's silu -> mul chain.)"""
     from transformers.models.llama.modeling_llama import LlamaMLP, LlamaRMSNorm
 
+    adapters = _rebuild_adapter_inputs(model)
     mlps = norms = 0
     for module in model.modules():
         forward = type(module).forward
@@ -129,4 +184,4 @@ def recompute_adapter_inputs(model: Any) -> tuple[int, int]:
         elif _same_code(forward, LlamaRMSNorm.forward):
             module.forward = _norm_forward(module)
             norms += 1
-    return mlps, norms
+    return mlps, norms, adapters

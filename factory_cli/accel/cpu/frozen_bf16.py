@@ -13,7 +13,7 @@ checkpoint, so the run holds ~2 bytes per frozen base parameter instead of 4.
 
 The frozen LM head is stored in bf16 the same way (`bf16_lm_head`): its vocabulary GEMMs (the compact scoring path of
 dense_logprob.py, or the head's own forward) run in bf16, and an input embedding tied to it hands fp32 rows to the
-model. FACTORY_BF16_LM_HEAD=0 keeps the head in fp32.
+model.
 """
 
 from __future__ import annotations
@@ -21,8 +21,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-
-LM_HEAD_ENV_SWITCH = "FACTORY_BF16_LM_HEAD"
 
 
 class _FrozenBf16Linear(torch.autograd.Function):
