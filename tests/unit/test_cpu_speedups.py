@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from factory_cli.backends import check_with_backend
 from factory_cli.config.checks import CheckContext, run_checks
 from factory_cli.config.defaults import DeviceFacts, resolve_defaults, resolve_device_defaults
 from factory_cli.config.errors import JobError
@@ -92,7 +93,7 @@ def test_explicit_bf16_base_layers_are_refused_where_the_speedups_do_not_run(
     device: str, sections: dict[str, Any], message: str
 ) -> None:
     job = _job(device, method={"type": "lora", "lora": {"base_precision": "bf16"}}, **sections)
-    errors = [i for i in run_checks(job, CheckContext()) if i.severity == "error"]
+    errors = [i for i in run_checks(job, CheckContext(backend_check=check_with_backend)) if i.severity == "error"]
     assert [(i.path, message in i.message) for i in errors] == [("method.lora.base_precision", True)]
 
 
@@ -116,7 +117,11 @@ def test_attention_auto_on_ascend_runs_packed_rows_through_flash_attention_2(
 def test_flash_attention_2_is_accepted_on_ascend_and_flash_attention_3_is_not() -> None:
     def attention_errors(attn: str) -> list[str]:
         job = _job("npu", model={"attn_implementation": attn})
-        return [i.message for i in run_checks(job, CheckContext()) if i.path == "model.attn_implementation"]
+        return [
+            i.message
+            for i in run_checks(job, CheckContext(backend_check=check_with_backend))
+            if i.path == "model.attn_implementation"
+        ]
 
     assert attention_errors("flash_attention_2") == []
     assert attention_errors("flash_attention_3") == ["flash_attention_3 is CUDA-only (Ascend runs flash_attention_2)"]
