@@ -50,7 +50,14 @@ def resolved_plan(job: JobBase, base_dir: Path) -> tuple[JobBase, Any]:
     from factory_cli.backends import get_backend
     from factory_cli.config.defaults import resolve_device_defaults
 
+    detected = job.device == "auto"
     job = resolve_device_defaults(job, device_facts(job.device))
+    if detected:
+        # what `factory check` could not know before the device was found: bf16 base layers are a CPU speed-up
+        from factory_cli.config.checks import CheckContext, check_lora_base_precision
+        from factory_cli.config.errors import raise_if_errors
+
+        raise_if_errors(list(check_lora_base_precision(job, CheckContext())))
     plan = get_backend(job.backend).plan(job, job.device)
     plan.base_dirs = [str(base_dir)]
     return job, plan

@@ -97,6 +97,22 @@ def test_explicit_bf16_base_layers_are_refused_where_the_speedups_do_not_run(
     assert [(i.path, message in i.message) for i in errors] == [("method.lora.base_precision", True)]
 
 
+def test_bf16_base_layers_with_device_auto_are_refused_once_the_device_turns_out_a_gpu(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from factory_cli import train
+
+    job = _job("auto", method={"type": "lora", "lora": {"base_precision": "bf16"}})
+    monkeypatch.setattr(train, "device_facts", lambda requested: DeviceFacts("cuda", bf16=True))
+    with pytest.raises(JobError) as refused:
+        train.resolved_plan(job, REPO_ROOT)
+    assert [i.path for i in refused.value.errors] == ["method.lora.base_precision"]
+    assert "on cuda set train.precision: bf16" in refused.value.errors[0].message
+    monkeypatch.setattr(train, "device_facts", lambda requested: DeviceFacts("cpu", cpu_bf16_matmul=True))
+    resolved, _ = train.resolved_plan(job, REPO_ROOT)
+    assert resolved.method.lora.base_precision == "bf16"
+
+
 @pytest.mark.parametrize(
     ("sections", "expected"),
     [
