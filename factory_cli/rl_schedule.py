@@ -1,6 +1,6 @@
 """RL schedule arithmetic: prompts -> rollout steps -> generated samples -> actor updates -> training iterations. Pure.
 
-The rule (DOMAIN.md): each dataset file is truncated to a whole number of rollout batches; every rollout step
+The rule (docs/domain.md): each dataset file is truncated to a whole number of rollout batches; every rollout step
 generates `samples_per_prompt` completions per prompt; the actor then takes one optimizer step per
 `update_batch_size` samples (times `ppo_epochs` passes over the rollout). Saving every N rollout steps is
 saving every N x updates-per-rollout training iterations.

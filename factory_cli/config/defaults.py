@@ -1,4 +1,4 @@
-"""Stage- and method-dependent defaults (DOMAIN.md): fill every `None` of a validated job. Pure."""
+"""Stage- and method-dependent defaults (docs/domain.md): fill every `None` of a validated job. Pure."""
 
 from __future__ import annotations
 

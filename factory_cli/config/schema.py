@@ -1,7 +1,7 @@
 """The job, as Pydantic models: one per section, frozen, unknown keys forbidden.
 
 `backend` selects the job model (its `parallel` section and backend-only sections);
-`stage` selects which method sections (`dpo`, `grpo`) are allowed — see `config/sections.py`.
+`stage` selects which method sections (`dpo`, `grpo`) are allowed — see `STAGE_SECTIONS` in `config/validate.py`.
 Each field's description is its one-line documentation: `factory config` writes it as the
 YAML comment and error hints quote it. `None` on a field means "resolved from the stage,
 method and device" (`config/defaults.py`).

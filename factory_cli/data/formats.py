@@ -1,4 +1,4 @@
-"""Rows in any accepted layout -> the canonical row of a stage (DESIGN §6).
+"""Rows in any accepted layout -> the canonical row of a stage (docs/architecture.md §8).
 
 Canonical rows:  pt   {"text"}
                  sft  {"messages": [{"role", "content", "tool_calls"?}...], "tools"?: JSON string}

@@ -1,4 +1,4 @@
-"""Chat-template rendering with an exact assistant mask: which tokens of a conversation the model learns (DESIGN §6).
+"""Chat templates with an exact assistant mask: the tokens of a conversation the model learns (docs/architecture.md §8).
 
 A conversation is rendered with its chat template once, the assistant turns are found as character spans of that
 text, and the text is tokenized once with the fast tokenizer; a token is supervised when its characters overlap an

@@ -1,7 +1,7 @@
 """Training data, end to end: read -> convert -> tokenize -> mask -> mix -> split -> pack, cached by content hash.
 
 One call, `prepare_data`, turns a job's `data` section into `datasets.Dataset`s saved on disk in the shape the stage's
-engine takes as is (DESIGN §6):
+engine takes as is (docs/architecture.md §8):
 
 * pt   `input_ids` (+ `seq_lengths` when packed): every document + EOS, packed with TRL's best-fit-decreasing packer
        splitting long documents (no token lost), or cut into max_length chunks when not packed;

@@ -22,7 +22,7 @@ LLMCOMPRESSOR_METHODS = ("awq", "gptq", "fp8")
 BNB_METHODS = ("int8", "nf4")
 # Below this a "group" is a handful of weights: per-channel scales are the better W4A16 layout then.
 MIN_GROUP_SIZE = 16
-# The final projection and the embeddings stay in full precision (DOMAIN.md: keep embeddings, final norm and
+# The final projection and the embeddings stay in full precision (docs/domain.md: keep embeddings, final norm and
 # lm_head unquantized); only nn.Linear layers are targeted, so embeddings and norms are never touched.
 IGNORED_LAYERS = ("lm_head",)
 _CALIBRATION_STAGES = ("sft", "pt", "dpo", "grpo")

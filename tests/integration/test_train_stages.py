@@ -14,7 +14,7 @@ pytestmark = pytest.mark.integration
 
 
 def assert_run_directory(run: Path, adapter: bool) -> None:
-    """DESIGN §7: resolved job, plan, env, metrics, plots, checkpoints, final."""
+    """docs/architecture.md §4: resolved job, plan, env, metrics, plots, checkpoints, final."""
     for name in ("job.yaml", "plan.json", "env.json", "metrics.jsonl", "summary.json"):
         assert (run / name).is_file(), name
     assert list((run / "plots").glob("*.png")), "no plots"

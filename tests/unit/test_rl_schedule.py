@@ -1,4 +1,4 @@
-"""RL schedule arithmetic: the DOMAIN.md test vector and the divisibility rules."""
+"""RL schedule arithmetic: the docs/domain.md test vector and the divisibility rules."""
 
 from __future__ import annotations
 
