@@ -112,12 +112,12 @@ def print_plan(job: JobBase, plan: Any) -> None:
 
 def print_summary(job: JobBase, run_dir: Path, wall: float, ok: bool) -> None:
     """Wall time, throughput, first/final loss (or reward), where final/ is, and the next commands."""
-    from factory_cli.runs import first_last, read_metrics
+    from factory_cli.runs import RunDir, first_last
     from factory_cli.ui import console, print_table
 
-    summary_file = run_dir / "summary.json"
-    summary = json.loads(summary_file.read_text()) if summary_file.is_file() and ok else {}
-    records = read_metrics(run_dir)
+    run = RunDir(run_dir)
+    summary = run.summary() if ok and run.summary_file.is_file() else {}
+    records = run.metrics()
     rows: list[tuple[str, str]] = [("wall time", f"{wall:.1f} s")]
     if summary.get("tokens_per_second"):
         rows.append(("tokens/s", f"{summary['tokens_per_second']:,.0f}"))
@@ -132,14 +132,14 @@ def print_summary(job: JobBase, run_dir: Path, wall: float, ok: bool) -> None:
     if summary.get("trainable"):
         rows.append(("trained", summary["trainable"]))
     if ok:
-        rows.append(("final model", str(run_dir / "final")))
+        rows.append(("final model", str(run.final_dir)))
     print_table("run " + ("finished" if ok else "stopped"), ["", ""], rows)
     sample = summary.get("sample") or {}
     if sample.get("answer"):
         console.print(f"[bold]sample[/bold] Q: {sample['prompt']}", markup=True, highlight=False)
         console.print(f"           A: {sample['answer']}", markup=False)
     if ok:
-        final = run_dir / "final"
+        final = run.final_dir
         console.print("next:")
         console.print(f"  factory eval --model {final} --tasks ppl", markup=False)
         console.print(f"  factory export --model {final} -o {run_dir / 'merged'}", markup=False)

@@ -13,6 +13,7 @@ def request_from_job(job_file: Path, overrides: Sequence[str], device: str | Non
     """Validate the job (without the launch checks) and read its eval section; the model defaults to run_dir/final."""
     from factory_cli.backends.common.plan import RunPaths
     from factory_cli.config.validate import load_and_validate
+    from factory_cli.runs import RunDir
 
     validated = load_and_validate(job_file, overrides, checks=False)
     job = validated.job
@@ -24,7 +25,7 @@ def request_from_job(job_file: Path, overrides: Sequence[str], device: str | Non
         )
     base_dir = validated.base_dir
     run_dir = RunPaths.run_dir_of(job)  # relative to the working directory, as `factory train` writes it
-    model = section.model or str(run_dir / "final")
+    model = section.model or str(RunDir(run_dir).final_dir)
     if section.model is None and not Path(model).exists():
         raise UsageError(
             f"{model} does not exist: this job has not finished training yet",

@@ -42,10 +42,12 @@ def describe_model_dir(reference: str, base_dirs: Sequence[Path] = ()) -> ModelD
     local = next((c for c in candidates if c.exists()), None)
     if local is None:
         return ModelDirInfo(reference, reference, "reference")
+    from factory_cli.runs import RunDir
+
     run_dir = None
-    if (local / "final").is_dir() and (local / "job.yaml").is_file():
-        run_dir, local = local, local / "final"
-    elif local.name == "final" and (local.parent / "job.yaml").is_file():
+    if RunDir(local).is_run_dir() and RunDir(local).final_dir.is_dir():
+        run_dir, local = local, RunDir(local).final_dir
+    elif RunDir(local.parent).is_run_dir() and RunDir(local.parent).final_dir == local:
         run_dir = local.parent
     if local.is_dir() and (local / "adapter_config.json").is_file():
         base = _read_json(local / "adapter_config.json").get("base_model_name_or_path")

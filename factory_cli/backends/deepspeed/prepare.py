@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from factory_cli.config.schema import JobBase
-from factory_cli.runs import write_json_atomic
+from factory_cli.runs import RunDir, write_json_atomic
 
 
 def prepare_inputs(job: JobBase, run_dir: Path, base_dirs: Sequence[Path]) -> dict[str, Any]:
@@ -47,7 +47,7 @@ def prepare_inputs(job: JobBase, run_dir: Path, base_dirs: Sequence[Path]) -> di
         "sample_prompt": prepared.sample_prompt,
         "registry_targets": list(source.lora_targets) if source.lora_targets else None,
     }
-    write_json_atomic(run_dir / "data" / "manifest.json", manifest)
+    write_json_atomic(RunDir(run_dir).manifest_file, manifest)
     return manifest
 
 

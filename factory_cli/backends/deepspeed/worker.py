@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from factory_cli.config.schema import DeepSpeedJob
+from factory_cli.runs import RunDir, resume_checkpoint, write_json_atomic
 
 if TYPE_CHECKING:  # the package itself is imported only for a CPU run that uses it
     from factory_cli.accel.cpu import CpuSpeedups
@@ -38,7 +39,6 @@ def say(message: str) -> None:
 
 def load_plan_and_job(plan_path: Path) -> tuple[dict[str, Any], DeepSpeedJob]:
     """The plan and the resolved job of the run directory `plan_path` (<run_dir>/plan.json) lies in."""
-    from factory_cli.runs import RunDir
 
     run = RunDir(plan_path.parent)
     return run.plan(), run.job(DeepSpeedJob)
@@ -46,7 +46,6 @@ def load_plan_and_job(plan_path: Path) -> tuple[dict[str, Any], DeepSpeedJob]:
 
 def load_run_inputs(plan_path: Path) -> tuple[dict[str, Any], DeepSpeedJob, dict[str, Any]]:
     """The plan, the resolved job and the prepared-data manifest of a run directory."""
-    from factory_cli.runs import RunDir
 
     plan, job = load_plan_and_job(plan_path)
     return plan, job, RunDir(plan_path.parent).manifest()
@@ -106,7 +105,6 @@ def _train(plan: dict[str, Any], job: DeepSpeedJob, manifest: dict[str, Any], sp
     from factory_cli.devices import DeviceInfo
     from factory_cli.methods import apply_freeze, describe_trainable, peft_config_from_kwargs, prepare_for_kbit
     from factory_cli.modeling.load import load_model, load_tokenizer
-    from factory_cli.runs import resume_checkpoint
     from factory_cli.ui import quiet_engine_progress
 
     quiet_engine_progress()
@@ -218,15 +216,14 @@ def _train(plan: dict[str, Any], job: DeepSpeedJob, manifest: dict[str, Any], sp
             "tokens_per_second": _median(run_state.tokens_per_second),
             "train_runtime": output.metrics.get("train_runtime"),
             "num_input_tokens_seen": trainer.state.num_input_tokens_seen,
-            "final_dir": str(run_dir / "final"),
+            "final_dir": str(RunDir(run_dir).final_dir),
             "trainable": describe_trainable(trainer.model),
             "cpu_speedups": applied_speedups(speedups),
         }
         if job.logging.sample_after_training and int(os.environ.get("WORLD_SIZE", "1")) == 1:
             summary["sample"] = sample_answer(trainer.model, tokenizer, manifest)
-        from factory_cli.runs import write_json_atomic
 
-        write_json_atomic(run_dir / "summary.json", summary)
+        write_json_atomic(RunDir(run_dir).summary_file, summary)
     return EXIT_OK
 
 
@@ -244,7 +241,7 @@ def applied_speedups(speedups: CpuSpeedups | None) -> list[str]:
 
 def save_final(trainer: Any, tokenizer: Any, run_dir: Path) -> None:
     """final/ = the model or adapter + tokenizer, written beside and renamed into place (every rank takes part)."""
-    final = run_dir / "final"
+    final = RunDir(run_dir).final_dir
     staging = run_dir / ".final.partial"
     if rank_zero() and staging.exists():
         shutil.rmtree(staging)
