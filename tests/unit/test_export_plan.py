@@ -19,7 +19,7 @@ from factory_cli.export.quantize import (
     choose_group_size,
     linear_in_features_from_config,
 )
-from factory_cli.export.run import shard_size_bytes
+from factory_cli.export.request import shard_size_bytes
 
 # SmolLM2-135M's shape: 576 wide, 9 heads of 64, MLP 1536.
 SMOLLM2_CONFIG = {
