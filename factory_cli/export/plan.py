@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from factory_cli.export.gguf_converter import BUILTIN, CONVERTER, find_converter
 from factory_cli.export.gguf_writer import gguf_architecture, gguf_file_name
 from factory_cli.export.merge import BaseRef, auto_dtype, read_config, resolve_base
 from factory_cli.export.quantize import (
@@ -90,8 +91,9 @@ def plan_export(request: ExportRequest) -> dict[str, Any]:
     weights = _weights_ref(request, info)
     config = read_config(weights.local_dir)
     notes: list[str] = []
-    if request.format == "gguf" and config is not None:
-        gguf_architecture(config)
+    converter = find_converter() if request.format == "gguf" else None
+    if request.format == "gguf" and config is not None and converter is None:
+        gguf_architecture(config)  # the built-in writer's architectures; llama.cpp's converter knows its own
     steps: list[str] = []
     if weights.kind == "gguf" and weights.local_dir is None:
         steps.append(f"convert the GGUF {weights.reference} to a safetensors checkpoint (once, cached)")
@@ -118,9 +120,16 @@ def plan_export(request: ExportRequest) -> dict[str, Any]:
         steps.append(_quant_step(request, choice))
     if request.format == "gguf":
         file = output.name if output.suffix == ".gguf" else gguf_file_name("model", request.gguf_type)
-        steps.append(
-            f"write {request.gguf_type} GGUF {file} (llama.cpp layout: Q/K permuted, tokenizer, chat template)"
-        )
+        if converter is not None:
+            steps.append(
+                f"save the checkpoint and convert it to {request.gguf_type} GGUF {file} with llama.cpp's {converter}"
+                f" ({BUILTIN} if it fails)"
+            )
+        else:
+            steps.append(
+                f"write {request.gguf_type} GGUF {file} with {BUILTIN} (llama.cpp layout: Q/K permuted, tokenizer,"
+                f" chat template; llama.cpp's {CONVERTER} is not on PATH)"
+            )
     elif request.quant in LLMCOMPRESSOR_METHODS:
         steps.append("save in compressed-tensors format (vLLM and transformers load it)")
     elif request.quant in BNB_METHODS:
@@ -143,6 +152,7 @@ def plan_export(request: ExportRequest) -> dict[str, Any]:
         "format": request.format,
         "quant": request.quant,
         "gguf_type": request.gguf_type if request.format == "gguf" else None,
+        "gguf_converter": str(converter) if converter is not None else None,
         "dtype": dtype,
         "group_size": choice.to_dict() if choice else None,
         "calibration": calibration,

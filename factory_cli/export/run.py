@@ -134,13 +134,20 @@ def run_export(request: ExportRequest, progress: Callable[[str], None] | None = 
     calibration: dict[str, Any] | None = None
     try:
         if request.format == "gguf":
-            from factory_cli.export.gguf_writer import write_gguf
+            from factory_cli.export.gguf_converter import write_gguf_file
 
             gguf_name = output.name if output.suffix == ".gguf" else gguf_file_name(output.name, request.gguf_type)
-            say(f"writing {request.gguf_type} GGUF {gguf_name}")
+            converter = Path(plan["gguf_converter"]) if plan["gguf_converter"] else None
+            say(f"writing {request.gguf_type} GGUF {gguf_name}" + (f" with {converter}" if converter else ""))
             name = Path(str(getattr(source.model.config, "_name_or_path", "") or output.stem)).name or output.stem
-            notes += write_gguf(
-                source.model, source.tokenizer, staging / gguf_name, request.gguf_type, name=name, source_gguf=original
+            notes += write_gguf_file(
+                source,
+                staging / gguf_name,
+                request.gguf_type,
+                name=name,
+                source_gguf=original,
+                shard_size=shard_size_bytes(request.shard_size),
+                converter=converter,
             )
         elif request.quant is None:
             say(f"saving {plan['kind']} checkpoint")
