@@ -3,6 +3,17 @@
 sft rows: only the assistant tokens of the canonical conversation (exact chat-template masks, as in training);
 dpo rows: the assistant tokens of prompt + chosen; grpo rows: the reference answer as the assistant turn;
 pt text: every token (BOS/EOS as the tokenizer and the pt pipeline add them). torch is imported inside functions.
+
+Why not transformers' `Trainer.evaluate` over the training collator and exp(eval_loss) (measured on the shared 2-core
+development machine; test_ppl_is_the_training_loss_on_one_batch_and_does_not_depend_on_batching in
+tests/integration/test_evaluation.py keeps the first two points true):
+* it is the same number only when one batch holds every row (tiny random Llama, 64 demo-sft-alpaca rows: 49874.618
+  here, 49874.662 from Trainer): same masks, same loss;
+* with several batches its eval_loss is the mean of per-batch mean losses, so the result moves with the batch size
+  (49807.7 at batch 8 on the tiny model; SmolLM2-135M: 6.055 vs 6.148 here, -1.5%), where exp(total NLL / total
+  scored tokens) does not; and it keeps no per-sequence NLL, so no standard error;
+* it is slower: 5.8 s vs 4.5 s (tiny, 64 rows, medians of 3), 18.7 s vs 12.4 s (200 rows), 50.4 s vs 27.8 s
+  (SmolLM2-135M, 64 rows), batch 8 for both: this loop batches rows of similar length.
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
 """Write a Llama-architecture checkpoint (SmolLM2, Llama 3, Mistral, Qwen2) as an f16 or q8_0 GGUF file.
 
-What llama.cpp's converter does for these models, through the `gguf` package's GGUFWriter: hyperparameters as
-metadata, the tokenizer (tokens, types, merges, special ids, chat template), 1-D tensors in F32, and the Q/K
-projections of Llama-family models permuted into llama.cpp's rotary layout. `gguf_architecture` is pure.
+The fallback for machines without llama.cpp: where its convert_hf_to_gguf.py is on PATH, gguf_converter.py runs that
+instead. What llama.cpp's converter does for these models, through the `gguf` package's GGUFWriter: hyperparameters
+as metadata, the tokenizer (tokens, types, merges, special ids, chat template), 1-D tensors in F32, and the Q/K
+projections of Llama-family models permuted into llama.cpp's rotary layout. The pre-tokenizer is named from a copy of
+the converter's hashes for the families above only. `gguf_architecture` is pure.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ def gguf_architecture(config: dict[str, Any]) -> str:
         supported = ", ".join(sorted(GGUF_ARCHITECTURES))
         raise UsageError(
             f"GGUF export supports the model types {supported}; this model is `{model_type or 'unknown'}`",
-            "export safetensors instead (and convert with llama.cpp's convert_hf_to_gguf.py)",
+            "install llama.cpp (its convert_hf_to_gguf.py on PATH is used when present), or export safetensors",
         )
     return GGUF_ARCHITECTURES[model_type]
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -127,6 +128,47 @@ def test_ppl_on_plain_text_scores_every_token(tiny_llama_dir: Path) -> None:
     report = run_eval(_request(tiny_llama_dir, ["ppl"], dataset="demo-pt", limit=2))
     ppl = report.models[0].results[0]
     assert ppl.details["masking"] == "pt: all tokens" and ppl.n == 2 and ppl.details["tokens"] > 20
+
+
+def _trainer_ppl(loaded: Any, sequences: list[tuple[list[int], list[int]]], batch_size: int, out: Path) -> float:
+    """exp(eval_loss) of transformers' Trainer.evaluate over TRL's training collator (what training's eval reports)."""
+    from datasets import Dataset
+    from transformers import Trainer, TrainingArguments
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    rows = Dataset.from_dict({"input_ids": [ids for ids, _ in sequences], "labels": [lab for _, lab in sequences]})
+    args = TrainingArguments(
+        output_dir=str(out), per_device_eval_batch_size=batch_size, report_to=[], use_cpu=True, disable_tqdm=True
+    )
+    collator = DataCollatorForLanguageModeling(pad_token_id=loaded.tokenizer.pad_token_id)
+    trainer = Trainer(model=loaded.model, args=args, eval_dataset=rows, data_collator=collator)
+    return math.exp(trainer.evaluate()["eval_loss"])
+
+
+def test_ppl_is_the_training_loss_on_one_batch_and_does_not_depend_on_batching(
+    tiny_llama_dir: Path, tmp_path: Path
+) -> None:
+    """Why `ppl` keeps its own loop (factory_cli/evaluation/perplexity.py): Trainer.evaluate with the training
+    collator gives the same number only when one batch holds every row; its eval_loss averages per-batch means."""
+    from factory_cli.config.schema import DatasetSpec
+    from factory_cli.data.masking import resolve_chat_template
+    from factory_cli.evaluation.perplexity import (
+        PplSource,
+        encode_rows,
+        evaluate_perplexity,
+        load_ppl_rows,
+    )
+    from factory_cli.inference.load import load_for_inference
+
+    loaded = load_for_inference(str(tiny_llama_dir), device="cpu", dtype="fp32")
+    template = resolve_chat_template("auto", loaded.tokenizer, None)
+    source = PplSource((DatasetSpec(path="demo-sft-alpaca"),), "demo-sft-alpaca")
+    rows = load_ppl_rows(source, 12)
+    ours = [evaluate_perplexity(loaded, source, template, limit=12, batch_size=b, rows=rows).value for b in (1, 5, 12)]
+    assert ours[0] == pytest.approx(ours[1], rel=1e-6) and ours[0] == pytest.approx(ours[2], rel=1e-6)
+    sequences = encode_rows(rows.rows, loaded.tokenizer, template, 2048)
+    assert _trainer_ppl(loaded, sequences, len(sequences), tmp_path / "one") == pytest.approx(ours[0], rel=1e-5)
+    assert _trainer_ppl(loaded, sequences, 5, tmp_path / "five") != pytest.approx(ours[0], rel=1e-5)
 
 
 def test_num_fewshot_reaches_the_harness(tiny_llama_dir: Path) -> None:

@@ -4,6 +4,7 @@ the `gguf` package reads back (and transformers reloads), and the command line's
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import stat
 from pathlib import Path
@@ -14,6 +15,7 @@ import yaml
 
 from factory_cli.config.errors import UsageError
 from factory_cli.export import ExportRequest, run_export
+from factory_cli.export.gguf_converter import CONVERTER
 from factory_cli.export.run import EXPORT_FILE
 from tests.unit.test_cli import run_cli
 
@@ -170,13 +172,14 @@ def test_shard_size_and_dtype_are_respected(tiny_llama_dir: Path, tmp_path: Path
 
 @pytest.mark.parametrize("gguf_type", ["f16", "q8_0"])
 def test_gguf_is_read_back_by_the_gguf_package(
-    lora_run: Path, tiny_llama_dir: Path, tmp_path: Path, gguf_type: str
+    lora_run: Path, tiny_llama_dir: Path, tmp_path: Path, gguf_type: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import numpy as np
     from gguf import GGMLQuantizationType, GGUFReader
     from gguf.quants import dequantize
     from transformers import AutoConfig, AutoTokenizer
 
+    _path_without_a_converter(monkeypatch)  # the built-in writer: the fallback where llama.cpp is not installed
     if gguf_type == "f16":  # -o a folder: <folder>/<folder name>-<type>.gguf + factory_export.json
         output = tmp_path / "gguf"
         report = run_export(_request(lora_run, output, format="gguf", gguf_type=gguf_type))
@@ -225,6 +228,66 @@ def test_gguf_is_read_back_by_the_gguf_package(
     assert report.check["tokenizer_matches"] is True
     tolerance = 0.01 if gguf_type == "f16" else 0.05
     assert report.check["max_abs_logit_diff"] < tolerance and report.check["top1_agreement"] >= 0.9
+    assert any("built-in GGUF writer" in n and "not on PATH" in n for n in report.notes)
+
+
+def _path_without_a_converter(monkeypatch: pytest.MonkeyPatch) -> None:
+    folders = os.environ.get("PATH", "").split(os.pathsep)
+    monkeypatch.setenv("PATH", os.pathsep.join(f for f in folders if not (Path(f) / CONVERTER).exists()))
+
+
+# A stand-in for llama.cpp's convert_hf_to_gguf.py: same arguments; it logs them and the checkpoint it was given,
+# then writes the GGUF with the built-in writer (or fails the way a converter newer than the `gguf` package does).
+FAKE_CONVERTER = """#!/usr/bin/env python3
+import argparse, json, sys
+from pathlib import Path
+
+sys.path.insert(0, {repo!r})
+parser = argparse.ArgumentParser()
+parser.add_argument("model")
+parser.add_argument("--outfile", required=True)
+parser.add_argument("--outtype", required=True)
+parser.add_argument("--model-name", required=True)
+args = parser.parse_args()
+files = sorted(p.name for p in Path(args.model).iterdir())
+Path({log!r}).write_text(json.dumps({{"argv": sys.argv[1:], "files": files}}))
+if {fail!r}:
+    sys.exit("AttributeError: module 'gguf.constants' has no attribute 'NEWER_ARCH'")
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from factory_cli.export.gguf_writer import write_gguf
+
+model = AutoModelForCausalLM.from_pretrained(args.model)
+write_gguf(model, AutoTokenizer.from_pretrained(args.model), Path(args.outfile), args.outtype, name=args.model_name)
+"""
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_gguf_goes_through_llama_cpps_converter_when_it_is_on_path(
+    lora_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fails: bool
+) -> None:
+    folder, log = tmp_path / "bin", tmp_path / "converter.json"
+    folder.mkdir()
+    script = folder / CONVERTER
+    script.write_text(FAKE_CONVERTER.format(repo=str(Path(__file__).resolve().parents[2]), log=str(log), fail=fails))
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ.get('PATH', '')}")
+    file = tmp_path / "out" / "tiny.gguf"
+    report = run_export(_request(lora_run, file, format="gguf", gguf_type="q8_0"))
+
+    called = json.loads(log.read_text())
+    checkpoint, *options = called["argv"]
+    assert options[:4] == ["--outfile", options[1], "--outtype", "q8_0"] and options[4] == "--model-name"
+    assert Path(options[1]).name == "tiny.gguf" and not Path(checkpoint).exists()  # a temporary checkpoint
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= set(called["files"])  # the merged model
+    assert list((tmp_path / "out").iterdir()) == [file]  # nothing left next to it
+    if fails:
+        (note,) = [n for n in report.notes if "failed" in n]
+        assert str(script) in note and "exit 1: AttributeError" in note and "built-in GGUF writer" in note
+    else:
+        assert f"GGUF written by llama.cpp's converter {script}" in report.notes
+        assert not any("built-in GGUF writer" in n for n in report.notes)
+    assert report.check["tokenizer_matches"] is True and report.check["top1_agreement"] >= 0.9
 
 
 @pytest.mark.parametrize(

@@ -307,6 +307,34 @@ def test_local_harness_tasks_point_at_existing_files(tmp_path: Path) -> None:
         local_task_config(tmp_path / "u.yaml")
 
 
+def test_the_narrow_index_is_used_only_when_it_holds_every_member(tmp_path: Path) -> None:
+    from lm_eval.tasks import TaskManager
+
+    from factory_cli.evaluation.harness import _members_known, builtin_task_manager
+
+    files = {
+        "a.yaml": "task: t_a\ndataset_path: json\ntag: my_tag\n",
+        "b.yaml": "task: t_b\ndataset_path: json\ntag: [my_tag]\n",
+        "g_in.yaml": "group: g_in\ntask:\n  - t_a\n  - my_tag\n  - task: t_b\n",
+        "g_out.yaml": "group: g_out\ntask:\n  - t_a\n  - t_elsewhere\n",
+        "g_nested.yaml": "group: g_nested\ntask:\n  - g_in\n  - group: g_out\n",
+        "g_loop.yaml": "group: g_loop\ntask:\n  - g_loop\n  - t_b\n",
+    }
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    narrow = TaskManager(include_defaults=False, include_path=str(tmp_path))
+    known = {name: _members_known(name, narrow) for name in ("t_a", "my_tag", "g_in", "g_out", "g_nested", "g_loop")}
+    assert known == {"t_a": True, "my_tag": True, "g_in": True, "g_out": False, "g_nested": False, "g_loop": True}
+    assert not _members_known("t_elsewhere", narrow)
+
+    mmlu = builtin_task_manager("mmlu")  # a group of 57 tasks, all in lm-eval's mmlu/ folder: no full index
+    assert "mmlu" in mmlu.all_groups and len(mmlu.all_tasks) < 1000
+    assert builtin_task_manager("mmlu") is mmlu  # the pre-run check and the run share one manager
+    with pytest.raises(UsageError, match="no task or group `hellaswagg`") as caught:
+        builtin_task_manager("hellaswagg")
+    assert "lm:hellaswag" in str(caught.value.hint)
+
+
 def test_demo_arc_rows_are_well_formed() -> None:
     from factory_cli.registry.datasets import load_dataset_registry
 

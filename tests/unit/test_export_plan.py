@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,13 +14,14 @@ import yaml
 
 from factory_cli.config.errors import UsageError
 from factory_cli.export import ExportRequest, plan_export
+from factory_cli.export.gguf_converter import CONVERTER, converter_command, find_converter
 from factory_cli.export.quantize import (
     MIN_GROUP_SIZE,
     calibration_source,
     choose_group_size,
     linear_in_features_from_config,
 )
-from factory_cli.export.run import shard_size_bytes
+from factory_cli.export.request import shard_size_bytes
 
 # SmolLM2-135M's shape: 576 wide, 9 heads of 64, MLP 1536.
 SMOLLM2_CONFIG = {
@@ -258,10 +260,70 @@ def test_an_already_quantized_model_is_refused(tmp_path: Path) -> None:
         plan_export(_request(model, tmp_path / "out", quant="gptq"))
 
 
-def test_gguf_refuses_an_architecture_it_cannot_write(tmp_path: Path) -> None:
+def _converter_on_path(monkeypatch: pytest.MonkeyPatch, folder: Path, first_line: str | None) -> Path | None:
+    """PATH = `folder` (+ /bin, /usr/bin): with a `convert_hf_to_gguf.py` there unless first_line is None."""
+    folder.mkdir(parents=True, exist_ok=True)
+    monkeypatch.setenv("PATH", os.pathsep.join([str(folder), "/usr/bin", "/bin"]))
+    if first_line is None:
+        return None
+    script = folder / CONVERTER
+    script.write_text(f"{first_line}\nexit 0\n")
+    script.chmod(0o755)
+    return script
+
+
+def test_gguf_refuses_an_architecture_it_cannot_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _converter_on_path(monkeypatch, tmp_path / "bin", None)
     model = _model_dir(tmp_path / "m", {**SMOLLM2_CONFIG, "model_type": "gpt2"})
-    with pytest.raises(UsageError, match="GGUF export supports"):
+    with pytest.raises(UsageError, match="GGUF export supports") as caught:
         plan_export(_request(model, tmp_path / "out", format="gguf"))
+    assert "convert_hf_to_gguf.py" in str(caught.value.hint)
+
+
+def test_gguf_plan_uses_llama_cpps_converter_when_it_is_on_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = _model_dir(tmp_path / "m", {**SMOLLM2_CONFIG, "model_type": "gpt2"})  # beyond the built-in writer
+    script = _converter_on_path(monkeypatch, tmp_path / "bin", "#!/usr/bin/env python3")
+    assert find_converter() == script
+    plan = plan_export(_request(model, tmp_path / "out.gguf", format="gguf"))
+    assert plan["gguf_converter"] == str(script)
+    assert any(f"llama.cpp's {script}" in step and "out.gguf" in step for step in plan["steps"])
+
+    monkeypatch.setenv("PATH", os.pathsep.join([str(tmp_path / "nothing"), "/usr/bin", "/bin"]))
+    model = _model_dir(tmp_path / "llama")
+    plan = plan_export(_request(model, tmp_path / "out.gguf", format="gguf"))
+    assert plan["gguf_converter"] is None and find_converter() is None
+    assert any("built-in GGUF writer" in step and "not on PATH" in step for step in plan["steps"])
+    assert plan_export(_request(model, tmp_path / "out"))["gguf_converter"] is None  # safetensors: never looked up
+
+
+@pytest.mark.parametrize(
+    ("first_line", "runs_under_this_python"),
+    [
+        ("#!/usr/bin/env python3", True),
+        ("#!/opt/llama/venv/bin/python3.12", True),
+        ("# no shebang", True),
+        ("#!/bin/sh", False),
+    ],
+)
+def test_converter_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, first_line: str, runs_under_this_python: bool
+) -> None:
+    script = _converter_on_path(monkeypatch, tmp_path / "bin", first_line)
+    assert script is not None
+    argv = converter_command(script, tmp_path / "ckpt", tmp_path / "x.gguf", "q8_0", "tiny")
+    run = [sys.executable, str(script)] if runs_under_this_python else [str(script)]
+    assert argv == [
+        *run,
+        str(tmp_path / "ckpt"),
+        "--outfile",
+        str(tmp_path / "x.gguf"),
+        "--outtype",
+        "q8_0",
+        "--model-name",
+        "tiny",
+    ]
 
 
 def test_missing_model_is_a_usage_error(tmp_path: Path) -> None:
