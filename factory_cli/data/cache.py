@@ -12,8 +12,11 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,10 @@ from factory_cli.cache import content_hash
 # Bump whenever the prepared rows change for the same inputs (tokenization, masking, packing, report fields).
 PIPELINE_VERSION = 1
 META_FILE = "meta.json"
+# A staging folder's name carries its builder: .<key16>.<pid>@<host>.<random>.partial
+STAGING_NAME = re.compile(r"^\.[0-9a-f]{16}\.(?:(\d+)@(.+)\.)?[^.]+\.partial$")
+# An untagged staging folder (from before the tag) this old was left by a stopped run.
+UNTAGGED_STAGING_MAX_AGE_S = 24 * 3600
 
 
 def file_digest(path: Path) -> str:
@@ -102,7 +109,41 @@ def staging_dir(root: Path, key: str) -> Path:
     """A fresh temporary folder on the cache's file system to build the entry of `key` in."""
     parent = Path(root) / "data"
     parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{key[:16]}.", suffix=".partial", dir=parent))
+    owner = f"{os.getpid()}@{socket.gethostname()}"
+    return Path(tempfile.mkdtemp(prefix=f".{key[:16]}.{owner}.", suffix=".partial", dir=parent))
+
+
+def remove_abandoned(root: Path) -> list[Path]:
+    """Remove the staging folders of stopped runs: built by a process of this host that is gone (or, untagged, older
+    than a day). A folder another live run is still building is left alone."""
+    parent = Path(root) / "data"
+    removed: list[Path] = []
+    if not parent.is_dir():
+        return removed
+    host = socket.gethostname()
+    for child in parent.iterdir():
+        match = STAGING_NAME.match(child.name)
+        if not match or not child.is_dir():
+            continue
+        pid, owner_host = match.groups()
+        if pid is None:
+            abandoned = time.time() - child.stat().st_mtime > UNTAGGED_STAGING_MAX_AGE_S
+        else:
+            abandoned = owner_host == host and not _process_alive(int(pid))
+        if abandoned:
+            discard(child)
+            removed.append(child)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 def commit(staging: Path, root: Path, key: str, meta: dict[str, Any]) -> Path:

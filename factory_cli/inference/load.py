@@ -44,6 +44,7 @@ def describe_model_dir(reference: str, base_dirs: Sequence[Path] = ()) -> ModelD
         return ModelDirInfo(reference, reference, "reference")
     from factory_cli.runs import RunDir
 
+    refuse_unsealed_checkpoint(local)
     run_dir = None
     if RunDir(local).is_run_dir() and RunDir(local).final_dir.is_dir():
         run_dir, local = local, RunDir(local).final_dir
@@ -62,6 +63,24 @@ def describe_model_dir(reference: str, base_dirs: Sequence[Path] = ()) -> ModelD
     if local.is_file() and local.suffix == ".gguf":
         return ModelDirInfo(reference, str(local), "reference")
     raise UsageError(f"{local} is neither a model, an adapter nor a run directory", "give a folder with config.json")
+
+
+def refuse_unsealed_checkpoint(local: Path) -> None:
+    """A run's checkpoint folder counts once sealed: one a stop left half-written is refused, naming the last sealed."""
+    from factory_cli.runs import CHECKPOINT_DIR, CHECKPOINT_PATTERN, RunDir, is_complete
+
+    if not (local.is_dir() and CHECKPOINT_PATTERN.match(local.name) and local.parent.name == CHECKPOINT_DIR):
+        return
+    if is_complete(local):
+        return
+    run = RunDir(local.parent.parent)
+    last = run.last_complete_checkpoint()
+    hint = f"use the last sealed checkpoint {last}" if last else f"no checkpoint of {run.path} is sealed yet"
+    if run.final_dir.is_dir():
+        hint += f"; the finished model is {run.final_dir}"
+    raise UsageError(
+        f"{local} is an incomplete checkpoint (no factory_complete.json: the run stopped while writing it)", hint
+    )
 
 
 @dataclass

@@ -3,7 +3,15 @@ readers that used to parse job.yaml on their own (deepspeed worker, megatron, ve
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,7 +24,17 @@ from factory_cli.config.dump import job_to_yaml
 from factory_cli.config.errors import JobError, UsageError
 from factory_cli.config.schema import DeepSpeedJob, JobBase, MegatronJob
 from factory_cli.config.validate import load_and_validate
-from factory_cli.runs import MetricsWriter, RunDir, mark_complete, read_metrics
+from factory_cli.runs import (
+    COMPLETE_MARKER,
+    LOCK_FILE,
+    MetricsWriter,
+    RunDir,
+    is_disk_full,
+    mark_complete,
+    plot_metrics,
+    read_metrics,
+    write_text_atomic,
+)
 from tests.unit.plan_helpers import EXAMPLES
 
 
@@ -184,3 +202,250 @@ def test_every_former_reader_goes_through_run_dir(reader: str, tmp_path: Path, m
         else:
             call(run, tmp_path)
     assert [path for path, _ in asked] == [run.path]
+
+
+# ------------------------------------------------------------------------------------- one owner (the lock)
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has ended."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_a_second_owner_is_refused_naming_the_first(tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "run")
+    with run.lock() as notes:
+        assert notes == []
+        refusal = rf"in use by another `factory train` \(pid {os.getpid()} on "
+        with pytest.raises(UsageError, match=refusal) as refused, RunDir(run.path).lock():
+            pass
+        assert socket.gethostname() in refused.value.message and "started 20" in refused.value.message
+        assert refused.value.hint is not None and "output.dir" in refused.value.hint
+    assert not (run.path / LOCK_FILE).exists()
+    with pytest.raises(RuntimeError, match="boom"), run.lock():  # released on a failure too
+        raise RuntimeError("boom")
+    with run.lock() as notes:
+        assert notes == []
+
+
+def test_the_lock_of_a_killed_owner_is_taken_over(tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "run")
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from factory_cli.runs import RunDir\n"
+            "with RunDir(sys.argv[1]).lock():\n    print('held', flush=True); time.sleep(120)",
+            str(run.path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+    )
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    with pytest.raises(UsageError, match=rf"pid {holder.pid} on "), run.lock():
+        pass
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    with run.lock() as notes:
+        (note,) = notes
+        assert f"took over the lock of a run that is gone (pid {holder.pid} on " in note
+
+
+# ------------------------------------------------------------------------------------- metrics.jsonl after a kill
+
+
+def test_a_torn_last_metrics_line_is_skipped_and_never_appended_to(tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "run")
+    writer = run.metrics_writer()
+    writer.write({"step": 1, "loss": 2.0})
+    writer.write({"step": 2, "loss": 1.5})
+    with open(run.metrics_file, "a", encoding="utf-8") as handle:
+        handle.write('{"step": 3, "lo')  # a kill mid-write
+    notes: list[str] = []
+    assert [r["step"] for r in run.metrics(notes)] == [1, 2]
+    (note,) = notes
+    assert "skipped 1 unreadable line(s) (3)" in note
+    assert [p.name for p in plot_metrics(run.path)] == ["loss.png"]
+    writer.write({"step": 3, "loss": 1.25})
+    assert [r["step"] for r in run.metrics()] == [1, 2, 3]
+
+
+def test_resuming_drops_the_records_after_the_checkpoint(tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "run")
+    writer = run.metrics_writer()
+    for step in range(1, 6):
+        writer.write({"step": step, "loss": 1.0 / step})
+    writer.write({"step": 5, "eval_loss": 0.5})
+    with open(run.metrics_file, "a", encoding="utf-8") as handle:
+        handle.write('{"step": 6')
+    notes = run.trim_metrics(after_step=3)
+    assert len(notes) == 2 and "dropped 3 record(s) after step 3" in notes[1]
+    assert [r["step"] for r in run.metrics()] == [1, 2, 3]
+    assert run.metrics_file.read_text(encoding="utf-8").endswith("}\n")
+    assert run.trim_metrics(after_step=3) == []  # nothing more to do
+    assert run.trim_metrics(after_step=0) and run.metrics() == []  # output.resume: never starts over
+
+
+# ------------------------------------------------------------------------------------- a finished run
+
+
+def _checkpoint(run: RunDir, step: int, max_steps: int, weights: bool = True) -> Path:
+    folder = run.checkpoints_dir / f"checkpoint-{step}"
+    folder.mkdir(parents=True)
+    state = {"global_step": step, "max_steps": max_steps, "num_train_epochs": 1}
+    (folder / "trainer_state.json").write_text(json.dumps(state), encoding="utf-8")
+    for name in ("adapter_config.json", "tokenizer.json", "optimizer.pt", "rng_state.pth"):
+        (folder / name).write_text(name, encoding="utf-8")
+    if weights:
+        (folder / "adapter_model.safetensors").write_text("weights", encoding="utf-8")
+    mark_complete(folder, step)
+    return folder
+
+
+def _final(run: RunDir, step: int, max_steps: int) -> None:
+    run.final_dir.mkdir(parents=True)
+    mark_complete(run.final_dir, step, max_steps=max_steps)
+
+
+def test_a_run_at_its_max_steps_is_finished(tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "run")
+    _checkpoint(run, 2, 3)
+    assert run.finished(3, None) is None  # stopped at step 2
+    _checkpoint(run, 3, 3)
+    _final(run, 3, 3)
+    done = run.finished(3, None)
+    assert done is not None and done.step == 3 and done.from_checkpoint is None
+    assert run.finished(5, None) is None  # max_steps raised: train on
+    assert run.finished(2, None) is not None
+
+
+def test_a_stop_between_the_last_checkpoint_and_final_is_finished_from_the_checkpoint(tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "run")
+    last = _checkpoint(run, 3, 3)
+    done = run.finished(3, None)
+    assert done is not None and done.from_checkpoint == last
+    run.finish_from_checkpoint(last)
+    assert sorted(p.name for p in run.final_dir.iterdir()) == [
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        COMPLETE_MARKER,
+        "tokenizer.json",
+    ]
+    assert run.final_seal() is not None and run.final_seal()["step"] == 3  # type: ignore[index]
+    assert not (run.path / ".final.partial").exists()
+    done = run.finished(3, None)
+    assert done is not None and done.from_checkpoint is None
+
+
+def test_an_older_final_does_not_count(tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "run")
+    _final(run, 3, 3)  # an earlier run's final/
+    time.sleep(0.01)
+    _checkpoint(run, 2, 3, weights=False)  # a later run, stopped at step 2 without weights in its checkpoint
+    assert run.finished(3, None) is None
+
+
+def test_a_run_counted_in_epochs_is_finished_only_for_the_same_epochs(tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "run")
+    job = resolved("sft_lora.yaml", "cpu", run.path, "train.max_steps=null", "train.epochs=2")
+    run.prepare(job_to_yaml(job))
+    _final(run, 12, 12)
+    assert job.train.max_steps is None and job.train.epochs == 2
+    assert run.finished(None, 2) is not None
+    assert run.finished(None, 3) is None  # more epochs: train on
+    assert run.finished(12, None) is not None and run.finished(13, None) is None
+
+
+def test_the_summary_is_rebuilt_from_metrics(tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "run")
+    writer = run.metrics_writer()
+    for step, loss in ((1, 3.0), (2, 2.0), (3, 1.0)):
+        writer.write({"step": step, "loss": loss, "tokens_per_second": 100.0 * step})
+    summary = run.recover_summary(3)
+    assert run.summary() == summary
+    assert summary["global_step"] == 3 and summary["first_loss"] == 3.0 and summary["final_loss"] == 1.0
+    assert summary["tokens_per_second"] == 200.0 and "recovered" in summary
+
+
+# ------------------------------------------------------------------------------------- leftovers, a full disk
+
+
+def test_leftovers_of_a_stopped_run_are_removed(tmp_path: Path) -> None:
+    run, _ = written_run(tmp_path)
+    leftovers = [run.path / ".job.yaml.tmp123", run.path / ".plan.json.tmp9", run.manifest_file.parent / ".m.tmp"]
+    for path in leftovers:
+        path.write_text("", encoding="utf-8")
+    (run.path / ".final.partial").mkdir()
+    kept = run.path / "notes.tmp"
+    kept.write_text("mine", encoding="utf-8")
+    assert sorted(run.clean_leftovers()) == sorted([*leftovers, run.path / ".final.partial"])
+    assert kept.is_file() and run.job_file.is_file() and run.clean_leftovers() == []
+
+
+def test_abandoned_cache_staging_folders_are_removed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from factory_cli.data import cache
+
+    live = cache.staging_dir(tmp_path, "ab" * 32)
+    dead = live.with_name(live.name.replace(f".{os.getpid()}@", f".{_dead_pid()}@"))
+    elsewhere = live.with_name(live.name.replace(f"@{socket.gethostname()}.", "@another-host.example."))
+    untagged = tmp_path / "data" / f".{'cd' * 8}.x1y2z3.partial"
+    for folder in (dead, elsewhere, untagged):
+        folder.mkdir()
+    os.utime(untagged, (time.time() - 2 * 86400, time.time() - 2 * 86400))
+    assert sorted(cache.remove_abandoned(tmp_path)) == sorted([dead, untagged])
+    assert live.is_dir() and elsewhere.is_dir()
+
+
+def test_a_failed_atomic_write_leaves_no_temp_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError, match="No space left"):
+        write_text_atomic(tmp_path / "job.yaml", "backend: deepspeed\n")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_full_disk_is_one_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run, _ = written_run(tmp_path)
+    assert is_disk_full(OSError(errno.ENOSPC, "No space left on device"))
+    assert is_disk_full(
+        RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 4160 vs 4054; No space left on device")
+    )
+    assert not is_disk_full(OSError(errno.EACCES, "Permission denied"))
+    torch_save = RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534")
+    assert not is_disk_full(torch_save) and not is_disk_full(torch_save, tmp_path)  # room left: a bug, not the disk
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, 4096))  # type: ignore[attr-defined]
+    assert is_disk_full(torch_save, tmp_path / "run" / "checkpoints" / "checkpoint-6")
+    monkeypatch.undo()
+    failed = OSError(errno.ENOSPC, "No space left on device", str(run.checkpoints_dir / "checkpoint-6" / "x.pt"))
+    wrapped = RuntimeError("saving failed")
+    wrapped.__cause__ = failed
+    message, hint = run.disk_full_message(wrapped)
+    assert message.startswith(f"the disk is full: writing {failed.filename} failed; ")
+    assert " free there; a checkpoint here takes about " in message
+    assert message.endswith(f"Last good checkpoint: {run.checkpoints_dir / 'checkpoint-4'}")
+    assert "run the same command again" in hint
+
+
+# ------------------------------------------------------------------------------------- eval / export of a checkpoint
+
+
+@pytest.mark.parametrize("command", ["eval", "export"])
+def test_an_unsealed_checkpoint_is_refused_naming_the_last_sealed(tmp_path: Path, command: str) -> None:
+    from factory_cli.inference.load import describe_model_dir
+    from tests.unit.test_cli import run_cli
+
+    run, _ = written_run(tmp_path)
+    for step in (4, 6):  # both hold a model; 6 was never sealed
+        (run.checkpoints_dir / f"checkpoint-{step}" / "config.json").write_text("{}", encoding="utf-8")
+    assert describe_model_dir(str(run.checkpoints_dir / "checkpoint-4")).kind == "full"
+    args = ["--model", str(run.checkpoints_dir / "checkpoint-6")]
+    code, _, err = run_cli([command, *args, *(["-o", str(tmp_path / "out")] if command == "export" else [])])
+    assert code == 2, err
+    flat = " ".join(err.split())
+    assert "checkpoint-6 is an incomplete checkpoint" in flat and "Traceback" not in err
+    assert f"use the last sealed checkpoint {run.checkpoints_dir / 'checkpoint-4'}" in flat

@@ -49,13 +49,16 @@ class DeepSpeedBackend:
         from factory_cli.backends.deepspeed.prepare import prepare_inputs
         from factory_cli.backends.deepspeed.worker import load_plan_and_job, run_worker
         from factory_cli.launching import run_child
-        from factory_cli.runs import write_json_atomic
+        from factory_cli.runs import RunDir, checkpoint_step, write_json_atomic
 
         run_dir = Path(plan.run_dir)
         if plan.engine_config.get("deepspeed"):
             write_json_atomic(run_dir / "deepspeed.json", plan.engine_config["deepspeed"])
         plan_file = run_dir / "plan.json"
         _, job = load_plan_and_job(plan_file)
+        run = RunDir(run_dir)
+        for note in run.trim_metrics(checkpoint_step(run.resume_checkpoint(job.output.resume))):
+            ui.info(f"note: {note}")
         manifest = prepare_inputs(job, run_dir, [Path(d) for d in plan.base_dirs])
         train_step = plan.steps[-1]
         if plan.engine_config.get("launcher") == "inprocess":

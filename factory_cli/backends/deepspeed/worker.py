@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from factory_cli.config.schema import DeepSpeedJob
-from factory_cli.runs import RunDir, resume_checkpoint, write_json_atomic
+from factory_cli.runs import FINAL_STAGING, RunDir, is_disk_full, mark_complete, resume_checkpoint, write_json_atomic
 
 if TYPE_CHECKING:  # the package itself is imported only for a CPU run that uses it
     from factory_cli.accel.cpu import CpuSpeedups
@@ -71,9 +71,19 @@ def init_distributed(plan: dict[str, Any]) -> None:
 
 
 def run_worker(plan: dict[str, Any], job: DeepSpeedJob, manifest: dict[str, Any]) -> int:
-    """Train one process's share of the job; returns the exit code."""
-    with cpu_speedups(job, plan["engine_config"]["trainer"]) as speedups:
-        return _train(plan, job, manifest, speedups)
+    """Train one process's share of the job; returns the exit code. A full disk ends it with one message."""
+    try:
+        with cpu_speedups(job, plan["engine_config"]["trainer"]) as speedups:
+            return _train(plan, job, manifest, speedups)
+    except Exception as exc:
+        run = RunDir(Path(plan["run_dir"]))
+        if not is_disk_full(exc, run.path):
+            raise
+        if rank_zero():
+            from factory_cli.ui import print_error
+
+            print_error(*run.disk_full_message(exc))
+        return EXIT_FAILED
 
 
 @contextmanager
@@ -211,6 +221,7 @@ def _train(plan: dict[str, Any], job: DeepSpeedJob, manifest: dict[str, Any], sp
         summary = {
             "wall_seconds": wall,
             "global_step": trainer.state.global_step,
+            "max_steps": trainer.state.max_steps,
             "first_loss": run_state.first_loss,
             "final_loss": run_state.last_loss,
             "tokens_per_second": _median(run_state.tokens_per_second),
@@ -240,14 +251,16 @@ def applied_speedups(speedups: CpuSpeedups | None) -> list[str]:
 
 
 def save_final(trainer: Any, tokenizer: Any, run_dir: Path) -> None:
-    """final/ = the model or adapter + tokenizer, written beside and renamed into place (every rank takes part)."""
+    """final/ = the model or adapter + tokenizer, written beside, sealed with the step it was trained to and renamed
+    into place (every rank takes part)."""
     final = RunDir(run_dir).final_dir
-    staging = run_dir / ".final.partial"
+    staging = run_dir / FINAL_STAGING
     if rank_zero() and staging.exists():
         shutil.rmtree(staging)
     trainer.save_model(str(staging))
     if rank_zero():
         tokenizer.save_pretrained(str(staging))
+        mark_complete(staging, trainer.state.global_step, max_steps=trainer.state.max_steps)
         if final.exists():
             shutil.rmtree(final)
         os.replace(staging, final)
