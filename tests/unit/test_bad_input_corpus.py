@@ -110,7 +110,8 @@ def test_a_file_beyond_the_full_check_size_is_read_up_to_it_and_says_so(
     monkeypatch.setattr(checks, "FULL_CHECK_BYTES", 100_000)
     warnings = [f"{w.path}: {w.message}" for w in load_and_validate(_job(tmp_path, str(big))).warnings]
     assert any(
-        "big.jsonl is 1 MB: check read its first 0 MB" in w and "the rest is read at train time" in w for w in warnings
+        "big.jsonl is 1 MB: check read its first 100 kB" in w and "the rest is read at train time" in w
+        for w in warnings
     ), warnings
     monkeypatch.setattr(checks, "FULL_CHECK_BYTES", 10_000_000)
     assert _errors(_job(tmp_path, str(big))) == [
@@ -197,3 +198,26 @@ def test_scan_past_the_first_block_names_the_line_of_a_non_object(tmp_path: Path
 def test_columns_named_like_our_parameters_reach_the_reward() -> None:
     reward = LoadedReward("cols", "single", lambda completion, index, columns, **_: float(index + columns))
     assert reward.score(["x"], [None], {"index": [1], "columns": [2]}) == [3.0]
+
+
+def test_a_json_document_beyond_the_full_check_size_is_not_loaded_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    big = tmp_path / "big.json"
+    big.write_text("[" + ",".join([ROW.strip()] * 5000) + "]")
+    monkeypatch.setattr(checks, "FULL_CHECK_BYTES", 100_000)
+    warnings = [f"{w.path}: {w.message}" for w in load_and_validate(_job(tmp_path, str(big))).warnings]
+    assert (
+        "data.train[0]: big.json is 300 kB: check read none of it (one JSON document); the rest is read at train time"
+        in warnings
+    )
+
+
+def test_parquet_rows_come_from_its_metadata(tmp_path: Path) -> None:
+    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow as pa
+
+    file = tmp_path / "rows.parquet"
+    pq.write_table(pa.table({"instruction": ["a"] * 7, "output": ["b"] * 7}), file)
+    scan = scan_file(file, keep=2, max_bytes=1)
+    assert (scan.rows, [n for n, _ in scan.first], scan.complete) == (7, [1, 2], True)
