@@ -221,3 +221,12 @@ def test_parquet_rows_come_from_its_metadata(tmp_path: Path) -> None:
     pq.write_table(pa.table({"instruction": ["a"] * 7, "output": ["b"] * 7}), file)
     scan = scan_file(file, keep=2, max_bytes=1)
     assert (scan.rows, [n for n, _ in scan.first], scan.complete) == (7, [1, 2], True)
+
+
+def test_rows_that_would_be_dropped_are_counted(tmp_path: Path) -> None:
+    file = tmp_path / "rows.jsonl"
+    file.write_text(ROW * 6 + '{"instruction": "no output"}\n' + ROW * 3 + '{"text": "plain"}\n')
+    warnings = [f"{w.path}: {w.message}" for w in load_and_validate(_job(tmp_path, str(file))).warnings]
+    assert any(
+        w.startswith("data.train[0]: 2 of its 11 rows would be dropped at train time (first: row 7") for w in warnings
+    ), warnings
