@@ -31,6 +31,9 @@ ACCEPTED_SIGNATURES = (
 )
 
 
+BATCH = -1  # the row index of a failure that concerns a whole batch (TRL-style rewards)
+
+
 class RewardLoadError(UsageError):
     """A reward that cannot be used, with a hint to fix it."""
 
@@ -54,7 +57,7 @@ class LoadedReward:
         something that is not a number per completion, or a number that is not finite."""
         if self.kind == "trl":
             result = self._call(
-                0,
+                BATCH,
                 columns,
                 self.function,
                 prompts=list(prompts),
@@ -141,6 +144,8 @@ def _shown(value: Any) -> str:
 
 
 def _row_text(index: int, columns: dict[str, Sequence[Any]]) -> str:
+    if index == BATCH:
+        return f"a batch of {max((len(values) for values in columns.values()), default=0)} rows"
     fields = {key: values[index] for key, values in columns.items() if index < len(values)}
     text = ", ".join(f"{key}={value!r}" for key, value in fields.items())
     return f"row {index} of the batch ({text[:160] + '...' if len(text) > 160 else text or 'no columns'})"

@@ -230,3 +230,11 @@ def test_rows_that_would_be_dropped_are_counted(tmp_path: Path) -> None:
     assert any(
         w.startswith("data.train[0]: 2 of its 11 rows would be dropped at train time (first: row 7") for w in warnings
     ), warnings
+
+
+def test_a_failing_batch_reward_names_the_batch() -> None:
+    def batch(completions: list[str], **_: Any) -> list[float]:
+        raise KeyError("answer")
+
+    with pytest.raises(RewardCallError, match=r"reward `batch` raised KeyError: 'answer' on a batch of 2 rows"):
+        LoadedReward("batch", "trl", batch).score(["a", "b"], [None, None], {"x": [1, 2]})
