@@ -1,4 +1,5 @@
-"""Cross-field checks over a validated job: pure functions, no torch. Each yields Issues.
+"""Cross-field checks over a validated job: functions that read files and call rewards, never torch. Each yields
+Issues.
 
 Batch arithmetic, parallel sizes against the model's architecture, method/backend compatibility,
 dataset files and their first rows, rewards, templates, and values far outside their usual range.
@@ -7,9 +8,11 @@ dataset files and their first rows, rewards, templates, and values far outside t
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import tempfile
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from factory_cli.config.defaults import data_parallel_size, lora_base_bf16_obstacle, usual_lr
 from factory_cli.config.errors import Issue, UsageError
@@ -18,7 +21,12 @@ from factory_cli.config.schema import DeepSpeedJob, JobBase, MegatronJob
 from factory_cli.devices import cpu_has_bf16_matmul
 from factory_cli.registry.models import Architecture, ModelSpec, architecture_of, find_model, gguf_path
 
-ROWS_CHECKED = 5
+if TYPE_CHECKING:
+    from factory_cli.data.formats import FormatSpec
+
+ROWS_CHECKED = 5  # a bad row among the first of a file is an error: the format or column mapping is wrong
+ROWS_CONVERTED = 10_000  # rows of each file converted in check (~55 us each), the bad ones counted as a warning
+FULL_CHECK_BYTES = 2 * 1024**3  # each data file is parsed up to this size: ~20 s (throughput in scan_file)
 
 
 @dataclass(frozen=True)
@@ -222,24 +230,45 @@ def check_grpo(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
 
 
 def _check_rewards(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
+    """Each reward imports, has an accepted signature, and scores the first training rows (with a time limit)."""
     from factory_cli.rewards.loader import RewardLoadError, load_reward
+    from factory_cli.rewards.probe import probe_reward
 
     assert job.grpo is not None
+    rows: list[dict[str, Any]] | None = None
     for index, reward in enumerate(job.grpo.rewards):
         path = f"grpo.rewards[{index}]"
         try:
-            load_reward(reward.name, reward.function, reward.weight, reward.kwargs, ctx.base_dirs)
+            loaded = load_reward(reward.name, reward.function, reward.weight, reward.kwargs, ctx.base_dirs)
+            rows = _first_rows(job, ctx) if rows is None else rows
+            probe_reward(loaded, rows)
         except RewardLoadError as exc:
             yield error(path, exc.message, exc.hint)
+        except UsageError as exc:  # RewardCallError: the call failed
+            yield error(path, f"{exc.message} (factory check calls each reward on the first rows)", exc.hint)
+
+
+def _first_rows(job: JobBase, ctx: CheckContext) -> list[dict[str, Any]]:
+    """The first rows of the first local training dataset as the stage's canonical rows ([] when none converts)."""
+    from factory_cli.data.formats import RowError, convert_row
+    from factory_cli.data.readers import read_rows
+    from factory_cli.data.sources import resolve_dataset
+
+    try:
+        resolved = resolve_dataset(job.data.train[0], job.data.dataset_dir, ctx.base_dirs)
+        if resolved.file is None:
+            return []
+        return [convert_row(row, resolved.format_spec, job.stage) for _, row in read_rows(resolved.file, ROWS_CHECKED)]
+    except (UsageError, RowError):  # reported by check_data
+        return []
 
 
 # ------------------------------------------------------------------------------------------------ data
 
 
 def check_data(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
-    """Every dataset resolves, and its first rows convert for the stage."""
-    from factory_cli.data.formats import RowError, convert_row
-    from factory_cli.data.readers import ReadError, read_rows
+    """Every dataset resolves; every local file parses to the end (up to FULL_CHECK_BYTES each) and has rows; the
+    first rows of each file convert for the stage; the micro batch is not larger than the training set."""
     from factory_cli.data.sources import DatasetNotFound, find_local_path, resolve_dataset
 
     if job.data.packing and job.stage in ("dpo", "grpo"):
@@ -251,6 +280,7 @@ def check_data(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
             "give the folder that holds your LlamaFactory dataset_info.json",
         )
         return
+    train_rows: int | None = 0
     for split in ("train", "eval"):
         for index, spec in enumerate(getattr(job.data, split)):
             path = f"data.{split}[{index}]"
@@ -259,24 +289,84 @@ def check_data(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
             except DatasetNotFound as exc:
                 yield error(f"{path}.path" if not isinstance(spec, str) else path, exc.message, exc.hint)
                 continue
-            file = resolved.file
-            if file is None:
+            except UsageError as exc:  # a malformed dataset_info.json
+                yield error(path, exc.message, exc.hint)
                 continue
-            try:
-                for row_number, row in read_rows(file, limit=ROWS_CHECKED):
-                    try:
-                        convert_row(row, resolved.format_spec, job.stage)
-                    except RowError as exc:
-                        field = f" field `{exc.field}`:" if exc.field else ""
-                        yield error(
-                            path,
-                            f"row {row_number} of {file.name}:{field} {exc.message}",
-                            _format_hint(resolved.format_spec.format, job.stage),
-                        )
-                        break
-            except ReadError as exc:
-                where = f"{exc.path.name}:{exc.line}: " if exc.path is not None and exc.line else ""
-                yield error(path, f"{where}{exc.detail}", exc.hint or "supported files: .json .jsonl .csv .parquet")
+            if resolved.file is None:
+                train_rows = None if split == "train" else train_rows
+                continue
+            rows = yield from _check_local_dataset(job, path, resolved.file, resolved.format_spec)
+            if rows is not None and spec.max_samples is not None:
+                rows = min(rows, spec.max_samples)
+            if split == "train":
+                train_rows = None if rows is None or train_rows is None else train_rows + rows
+    per_step = job.train.micro_batch_size * data_parallel_size(job)
+    if train_rows and per_step > train_rows:
+        yield warning(
+            "train.micro_batch_size",
+            f"micro {job.train.micro_batch_size} x data-parallel {data_parallel_size(job)} = {per_step} samples per "
+            f"forward pass, but the training data has {train_rows} rows: every step holds all of them",
+            f"set train.micro_batch_size: {max(1, train_rows // data_parallel_size(job))} or less",
+        )
+
+
+def _check_local_dataset(
+    job: JobBase, path: str, source: Path, format_spec: FormatSpec
+) -> Generator[Issue, None, int | None]:
+    """Scan every file of one local dataset; return its row count (None when a file is malformed, empty, or too
+    large to count)."""
+    from factory_cli.data.formats import RowError, convert_row
+    from factory_cli.data.readers import ReadError, list_data_files, scan_file
+
+    total: int | None = 0
+    try:
+        for file in list_data_files(source):
+            scan = scan_file(file, ROWS_CONVERTED, FULL_CHECK_BYTES)
+            total = total + scan.rows if total is not None and scan.rows_counted else None
+            if not scan.complete:
+                checked = (
+                    "none of it (one JSON document)"
+                    if not scan.rows_counted
+                    else (f"its first {_size(scan.bytes_checked)} ({scan.rows} rows)")
+                )
+                yield warning(
+                    path,
+                    f"{file.name} is {_size(scan.size)}: check read {checked}; the rest is read at train time",
+                    "a .jsonl file is checked by streaming" if file.suffix.lower() == ".json" else None,
+                )
+            elif scan.rows == 0:
+                yield error(path, f"{file.name} holds no rows", "an empty dataset trains nothing: add rows")
+                return None
+            dropped: list[str] = []
+            for position, (row_number, row) in enumerate(scan.first):
+                try:
+                    convert_row(row, format_spec, job.stage)
+                except RowError as exc:
+                    field = f" field `{exc.field}`:" if exc.field else ""
+                    reason = f"row {row_number} of {file.name}:{field} {exc.message}"
+                    if position < ROWS_CHECKED:  # one of the first rows: the format or column mapping is wrong
+                        yield error(path, reason, _format_hint(format_spec.format, job.stage))
+                        return None
+                    dropped.append(reason)
+            if dropped:
+                of = f"its {scan.rows} rows" if len(scan.first) == scan.rows else f"the first {len(scan.first)} rows"
+                yield warning(
+                    path,
+                    f"{len(dropped)} of {of} would be dropped at train time (first: {dropped[0]})",
+                    "fix or remove them; training counts and skips them",
+                )
+    except ReadError as exc:
+        name = exc.path.name if exc.path is not None else source.name
+        where = f"{name}:{exc.line}: " if exc.line else f"{name}: "
+        yield error(path, f"{where}{exc.detail}", exc.hint or "supported files: .json .jsonl .csv .parquet")
+        return None
+    return total
+
+
+def _size(count: int) -> str:
+    if count >= 1e9:
+        return f"{count / 1e9:.1f} GB"
+    return f"{count / 1e6:.0f} MB" if count >= 1e6 else f"{count / 1e3:.0f} kB"
 
 
 def _format_hint(declared: str, stage: str) -> str:
@@ -343,9 +433,13 @@ def check_lora_base_precision(job: JobBase, ctx: CheckContext) -> Iterator[Issue
 
 
 def check_output(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
-    """Resume target exists; reporters are installed."""
+    """The run directory can be made and written; resume target exists; reporters are installed."""
     from factory_cli.data.sources import find_local_path
 
+    if job.output.dir is not None:
+        problem = output_dir_problem(Path(job.output.dir))
+        if problem is not None:
+            yield error("output.dir", problem, "give a folder you can write to (it is created when missing)")
     resume = job.output.resume
     if resume not in ("auto", "never") and find_local_path(resume, ctx.base_dirs) is None:
         yield error("output.resume", f"checkpoint not found: {resume}", "use auto, never, or an existing checkpoint")
@@ -357,6 +451,26 @@ def check_output(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
                 f"{reporter} is not installed; metrics still go to metrics.jsonl",
                 f"pip install {reporter}",
             )
+
+
+def output_dir_problem(folder: Path) -> str | None:
+    """Why `factory train` could not create or write `folder` (relative to the working directory, as the run
+    resolves it), or None. The nearest existing folder must be a directory where a file can be created: a temporary
+    file is made and removed there (permission bits alone miss read-only mounts, and say yes to root)."""
+    if folder.exists() and not folder.is_dir():
+        return f"{folder} is a file, not a folder"
+    existing = folder.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{folder} would be created under {existing}, which is a file"
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        what = "is not writable" if existing == folder.absolute() else f"cannot be created in {existing}"
+        return f"{folder} {what} ({exc.strerror or exc})"
+    return None
 
 
 def check_ranges(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:

@@ -92,6 +92,8 @@ def parse_yaml_text(text: str, source: str) -> LoadedJob:
     """Parse a job's YAML text; raise JobError on syntax errors or duplicate keys."""
     try:
         node = yaml.compose(text, Loader=FactoryLoader)
+        if node is not None:
+            _refuse_alias_expansion(node, source)
         data = yaml.load(text, Loader=FactoryLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -129,6 +131,66 @@ def parse_yaml_text(text: str, source: str) -> LoadedJob:
     if issues:
         raise JobError(issues)
     return loaded
+
+
+MAX_EXPANDED_NODES = 10_000  # a full job has a few hundred values; anchors and aliases may repeat some of them
+
+
+def _refuse_alias_expansion(root: yaml.Node, source: str) -> None:
+    """Raise JobError when aliases (`*name`) expand the document beyond MAX_EXPANDED_NODES values or into itself.
+
+    The composed graph shares aliased nodes, so it stays small; everything after it (line map, placeholders, schema)
+    walks the expanded tree, which a few hundred bytes of nested aliases make exponential (a "billion laughs").
+    """
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in open_nodes:
+            raise _Expansion(node, "an alias refers to a node that contains it")
+        open_nodes.add(key)
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.MappingNode):
+            children = [child for pair in node.value for child in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        total = 1
+        for child in children:
+            total += size(child)
+            if total > MAX_EXPANDED_NODES:
+                raise _Expansion(node, f"anchors and aliases expand it to more than {MAX_EXPANDED_NODES} values")
+        open_nodes.discard(key)
+        sizes[key] = total
+        return total
+
+    try:
+        size(root)
+    except _Expansion as exc:
+        raise JobError(
+            [
+                Issue(
+                    path="",
+                    message=f"the YAML is refused: {exc.reason}",
+                    hint="write the values out instead of nesting aliases (`*name`) of anchors (`&name`)",
+                    line=exc.node.start_mark.line + 1,
+                    source=source,
+                )
+            ]
+        ) from None
+    except RecursionError:
+        raise JobError(
+            [Issue(path="", message="the YAML is nested too deeply", hint="a job is a few levels deep", source=source)]
+        ) from None
+
+
+class _Expansion(Exception):
+    def __init__(self, node: yaml.Node, reason: str) -> None:
+        super().__init__(reason)
+        self.node = node
+        self.reason = reason
 
 
 def load_job_file(path: str | Path) -> LoadedJob:

@@ -50,6 +50,8 @@ DPOLoss = Literal[
 ]
 GRPOLoss = Literal["grpo", "dapo", "dr_grpo", "gspo"]
 
+SEED_MAX = 2**32 - 1  # numpy's RandomState, which transformers.set_seed seeds, takes 0..2^32-1
+
 SUPPORTED_STAGES: dict[str, tuple[str, ...]] = {
     "deepspeed": ("pt", "sft", "dpo", "grpo"),
     "megatron": ("pt", "sft", "dpo"),
@@ -58,9 +60,10 @@ SUPPORTED_STAGES: dict[str, tuple[str, ...]] = {
 
 
 class Section(BaseModel):
-    """Base of every section: frozen, unknown keys are errors."""
+    """Base of every section: frozen, unknown keys are errors, and no number field takes inf or nan (YAML's `.inf`,
+    `.nan`): none of them has a meaning for an infinite value."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False)
 
 
 # ---------------------------------------------------------------------------------------------- model
@@ -192,7 +195,7 @@ class DataSection(Section):
     num_workers: int = Field(1, ge=1, description="processes for tokenization")
     train_on_prompt: bool = Field(False, description="sft: also compute loss on user turns")
     cache_dir: str | None = Field(None, description="where tokenized data is cached (default ~/.cache/factory)")
-    seed: int = Field(42, description="shuffle and split seed")
+    seed: int = Field(42, ge=0, le=SEED_MAX, description="shuffle and split seed")
 
     @field_validator("train", "eval", mode="before")
     @classmethod
@@ -224,7 +227,7 @@ class TrainSection(Section):
     adam_beta2: float | None = Field(None, gt=0.0, lt=1.0, description="AdamW beta2 (pt: 0.95, else 0.999)")
     weight_decay: float | None = Field(None, ge=0.0, description="AdamW weight decay (default by stage)")
     max_grad_norm: float = Field(1.0, ge=0.0, description="gradient clipping norm (0 disables)")
-    seed: int = Field(42, description="random seed for weights init, dropout and sampling")
+    seed: int = Field(42, ge=0, le=SEED_MAX, description="random seed for weights init, dropout and sampling")
     fused_kernels: Literal["auto", True, False] = Field(
         "auto", description="Liger fused kernels where installed (CUDA only)"
     )

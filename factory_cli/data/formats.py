@@ -802,4 +802,25 @@ def convert_row(row: Mapping[str, Any], spec: FormatSpec, stage: str) -> dict[st
             if theirs and theirs in row:
                 probe.setdefault(ours, row[theirs])
         fmt = detect_format(probe, stage)
-    return _CONVERTERS[fmt](row, spec, stage)
+    converted = _CONVERTERS[fmt](row, spec, stage)
+    _refuse_lone_surrogates(converted, "")
+    return converted
+
+
+def _refuse_lone_surrogates(value: Any, where: str) -> None:
+    """JSON's `\\ud800` escapes decode to half a character that no tokenizer can encode: the row is invalid."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            code = ord(value[exc.start])
+            raise RowError(
+                f"holds a lone surrogate \\u{code:04x} at character {exc.start}, which is not valid Unicode",
+                where or None,
+            ) from None
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            _refuse_lone_surrogates(item, f"{where}.{key}" if where else str(key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _refuse_lone_surrogates(item, f"{where}[{index}]")

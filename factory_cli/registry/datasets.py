@@ -14,6 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
+from factory_cli.config.errors import UsageError
 from factory_cli.config.load import load_data_yaml
 from factory_cli.data.formats import FORMATS, OPENAI_TAGS, FormatSpec
 from factory_cli.paths import resource_dir
@@ -40,6 +41,13 @@ _LF_KEYS = {
     "columns",
     "tags",
 }
+
+
+class DatasetRegistryError(UsageError):
+    """A registry file or dataset_info.json that cannot be read as datasets: the user's to fix, never a traceback."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "fix the file: each dataset is an object such as {file_name, formatting, columns}")
 
 
 class DatasetEntry(BaseModel):
@@ -91,29 +99,31 @@ def _entry_from_yaml(path: Path) -> DatasetEntry:
     try:
         data = load_data_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: not valid YAML: {exc}") from exc
+        raise DatasetRegistryError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping with `name` and `file` or `hf_hub_url`")
+        raise DatasetRegistryError(f"{path}: expected a mapping with `name` and `file` or `hf_hub_url`")
     if isinstance(data.get("file"), str):
         data["file"] = (path.parent / data["file"]).resolve()
     try:
         entry = DatasetEntry(**data)
     except ValidationError as exc:
-        raise ValueError(f"{path}: {_describe(exc)}") from None
+        raise DatasetRegistryError(f"{path}: {_describe(exc)}") from None
     except TypeError as exc:
-        raise ValueError(f"{path}: {exc}") from None
+        raise DatasetRegistryError(f"{path}: {exc}") from None
     if entry.file is None and entry.hf_hub_url is None:
-        raise ValueError(f"{path}: dataset `{entry.name}` needs `file` or `hf_hub_url`")
+        raise DatasetRegistryError(f"{path}: dataset `{entry.name}` needs `file` or `hf_hub_url`")
     return entry
 
 
 def _lf_entry(name: str, attr: Any, base: Path, source: Path) -> DatasetEntry:
     """One LlamaFactory dataset_info.json entry -> DatasetEntry (LlamaFactory's own precedence and defaults)."""
     if not isinstance(attr, dict):
-        raise ValueError(f"{source}: dataset `{name}`: expected an object, got {type(attr).__name__}")
+        raise DatasetRegistryError(f"{source}: dataset `{name}`: expected an object, got {type(attr).__name__}")
     unknown = sorted(set(attr) - _LF_KEYS)
     if unknown:
-        raise ValueError(f"{source}: dataset `{name}`: unknown key(s) {unknown}; LlamaFactory keys: {sorted(_LF_KEYS)}")
+        raise DatasetRegistryError(
+            f"{source}: dataset `{name}`: unknown key(s) {unknown}; LlamaFactory keys: {sorted(_LF_KEYS)}"
+        )
     notes = []
     file = hub = None
     if attr.get("hf_hub_url"):  # LlamaFactory: a hub url wins over script_url / file_name
@@ -128,11 +138,13 @@ def _lf_entry(name: str, attr: Any, base: Path, source: Path) -> DatasetEntry:
 
     formatting = attr.get("formatting", "alpaca")
     if formatting not in _LF_FORMATTING:
-        raise ValueError(f"{source}: dataset `{name}`: formatting `{formatting}` is not one of {list(_LF_FORMATTING)}")
+        raise DatasetRegistryError(
+            f"{source}: dataset `{name}`: formatting `{formatting}` is not one of {list(_LF_FORMATTING)}"
+        )
     columns = attr.get("columns") or {}
     tags = attr.get("tags") or {}
     if not isinstance(columns, dict) or not isinstance(tags, dict):
-        raise ValueError(f"{source}: dataset `{name}`: `columns` and `tags` must be objects")
+        raise DatasetRegistryError(f"{source}: dataset `{name}`: `columns` and `tags` must be objects")
     given = {str(k): str(v) if v is not None else "" for k, v in columns.items()}
     if given:
         given = {**{col: "" for col in _LF_COLUMNS}, **given}
@@ -170,7 +182,7 @@ def _lf_entry(name: str, attr: Any, base: Path, source: Path) -> DatasetEntry:
             num_samples=attr.get("num_samples"),
         )
     except ValidationError as exc:
-        raise ValueError(f"{source}: dataset `{name}`: {_describe(exc)}") from None
+        raise DatasetRegistryError(f"{source}: dataset `{name}`: {_describe(exc)}") from None
 
 
 def entries_from_dataset_info(path: Path) -> dict[str, DatasetEntry]:
@@ -179,30 +191,30 @@ def entries_from_dataset_info(path: Path) -> dict[str, DatasetEntry]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise ValueError(f"{path}: cannot read: {exc.strerror}") from None
+        raise DatasetRegistryError(f"{path}: cannot read: {exc.strerror}") from None
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}:{exc.lineno}: not valid JSON: {exc.msg}") from None
+        raise DatasetRegistryError(f"{path}:{exc.lineno}: not valid JSON: {exc.msg}") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected an object of dataset_name -> description")
+        raise DatasetRegistryError(f"{path}: expected an object of dataset_name -> description")
     return {str(name): _lf_entry(str(name), attr, path.parent, path) for name, attr in data.items()}
 
 
 def _load(directory: Path) -> dict[str, DatasetEntry]:
     if not directory.is_dir():
-        raise ValueError(f"dataset registry folder not found: {directory}")
+        raise DatasetRegistryError(f"dataset registry folder not found: {directory}")
     entries: dict[str, DatasetEntry] = {}
     origin: dict[str, Path] = {}
     for path in sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")]):
         entry = _entry_from_yaml(path)
         if entry.name in entries:
-            raise ValueError(f"{path}: dataset `{entry.name}` is already defined in {origin[entry.name]}")
+            raise DatasetRegistryError(f"{path}: dataset `{entry.name}` is already defined in {origin[entry.name]}")
         entries[entry.name] = entry
         origin[entry.name] = path
     info = directory / DATASET_INFO
     if info.is_file():
         for name, entry in entries_from_dataset_info(info).items():
             if name in entries:
-                raise ValueError(f"{info}: dataset `{name}` is already defined in {origin[name]}")
+                raise DatasetRegistryError(f"{info}: dataset `{name}` is already defined in {origin[name]}")
             entries[name] = entry
     return entries
 

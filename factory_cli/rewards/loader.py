@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+import math
 import sys
+import sysconfig
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +29,9 @@ ACCEPTED_SIGNATURES = (
     "fn(completions, **kwargs) -> list[float]  or  fn(prompts, completions, **kwargs)  (TRL, batch)",
     "fn(completion, **kwargs) -> float  (one completion; row fields such as answer arrive as keywords)",
 )
+
+
+BATCH = -1  # the row index of a failure that concerns a whole batch (TRL-style rewards)
 
 
 class RewardLoadError(UsageError):
@@ -45,29 +51,120 @@ class LoadedReward:
     def score(
         self, completions: Sequence[str], prompts: Sequence[Any], columns: dict[str, Sequence[Any]]
     ) -> list[float]:
-        """Score a batch; `columns` holds every other dataset column, one value per completion."""
+        """Score a batch; `columns` holds every other dataset column, one value per completion.
+
+        Raises RewardCallError (the reward's name, the row, the user's own frame) when the function raises, returns
+        something that is not a number per completion, or a number that is not finite."""
         if self.kind == "trl":
-            result = self.function(prompts=list(prompts), completions=list(completions), **columns, **self.kwargs)
-            return [float(x) if x is not None else float("nan") for x in result]
+            result = self._call(
+                BATCH,
+                columns,
+                self.function,
+                prompts=list(prompts),
+                completions=list(completions),
+                **columns,
+                **self.kwargs,
+            )
+            if not isinstance(result, list | tuple) or len(result) != len(completions):
+                shown = f"a list of {len(result)}" if isinstance(result, list | tuple) else _shown(result)
+                raise RewardCallError(
+                    f"reward `{self.label}` returned {shown} for a batch of {len(completions)} completions",
+                    "a batch reward returns one float per completion (None for 'not applicable' is allowed)",
+                )
+            return [self._number(x, index, columns, allow_none=True) for index, x in enumerate(result)]
         out = []
         for index, completion in enumerate(completions):
             row = {key: values[index] for key, values in columns.items()}
-            out.append(self._score_one(completion, row))
+            out.append(self._number(self._score_one(index, completion, row, columns), index, columns))
         return out
 
-    def _score_one(self, completion: str, row: dict[str, Any]) -> float:
+    def _score_one(self, index: int, completion: str, row: dict[str, Any], columns: dict[str, Sequence[Any]]) -> Any:
         if self.kind == "verl":
-            value = self.function(
+            value = self._call(
+                index,
+                columns,
+                self.function,
                 data_source=row.get("data_source"),
                 solution_str=completion,
                 ground_truth=row.get("answer"),
                 extra_info=row.get("extra_info"),
                 **self.kwargs,
             )
-            if isinstance(value, dict):
-                value = value.get("score", 0.0)
-            return float(value)
-        return float(self.function(completion, **{**row, **self.kwargs}))
+            if isinstance(value, dict):  # verl accepts {"score": float, ...}; the other keys are extra metrics
+                if "score" not in value:
+                    raise RewardCallError(
+                        f"reward `{self.label}` returned a dict without `score` (keys: {sorted(value)}) on "
+                        f"{_row_text(index, columns)}",
+                        'return a float, or a dict {"score": float, ...} as verl does',
+                    )
+                value = value["score"]
+            return value
+        return self._call(index, columns, self.function, completion, **{**row, **self.kwargs})
+
+    def _call(
+        self, index: int, columns: dict[str, Sequence[Any]], function: Callable[..., Any], /, *args: Any, **kwargs: Any
+    ) -> Any:  # positional-only: a dataset column may be called `index` or `columns`
+        try:
+            return function(*args, **kwargs)
+        except Exception as exc:
+            raise RewardCallError(
+                f"reward `{self.label}` raised {type(exc).__name__}: {exc} on {_row_text(index, columns)}",
+                _user_frame(exc) or "run the reward on that row by hand to see the full error",
+            ) from None
+
+    def _number(self, value: Any, index: int, columns: dict[str, Sequence[Any]], allow_none: bool = False) -> float:
+        if value is None and allow_none:
+            return float("nan")  # TRL's convention: None is "this reward does not apply"; TRL skips NaN
+        number: float | None = None
+        if not isinstance(value, bool | str | bytes) and hasattr(value, "__float__"):
+            try:  # ints, floats, numpy and torch numbers
+                number = float(value)
+            except (TypeError, ValueError):  # a tensor of several values
+                number = None
+        if number is None:
+            raise RewardCallError(
+                f"reward `{self.label}` returned {_shown(value)} on {_row_text(index, columns)}",
+                "a reward returns a float (an int or a 0-d numpy/torch number is fine)",
+            )
+        if not math.isfinite(number):
+            raise RewardCallError(
+                f"reward `{self.label}` returned {number} on {_row_text(index, columns)}",
+                "a reward must be a finite number; guard divisions and logs in your function",
+            )
+        return number
+
+
+class RewardCallError(UsageError):
+    """A reward that failed when called: its name, the row, and where in the user's own code."""
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text[:60] + '...' if len(text) > 60 else text}"
+
+
+def _row_text(index: int, columns: dict[str, Sequence[Any]]) -> str:
+    if index == BATCH:
+        return f"a batch of {max((len(values) for values in columns.values()), default=0)} rows"
+    fields = {key: values[index] for key, values in columns.items() if index < len(values)}
+    text = ", ".join(f"{key}={value!r}" for key, value in fields.items())
+    return f"row {index} of the batch ({text[:160] + '...' if len(text) > 160 else text or 'no columns'})"
+
+
+def _user_frame(exc: BaseException) -> str | None:
+    """`at file.py:12 in fn: <code>` for the innermost frame of the user's own code (not factory's, the standard
+    library's or an installed package's)."""
+    libraries = [Path(__file__).resolve().parents[1]]
+    libraries += [Path(p).resolve() for k, p in sysconfig.get_paths().items() if k in ("stdlib", "purelib", "platlib")]
+    frames = [
+        f
+        for f in traceback.extract_tb(exc.__traceback__)
+        if not any(Path(f.filename).resolve().is_relative_to(lib) for lib in libraries)
+    ]
+    if not frames:
+        return None
+    frame = frames[-1]
+    return f"at {frame.filename}:{frame.lineno} in {frame.name}: {(frame.line or '').strip()}"
 
 
 def classify_signature(function: Callable[..., Any]) -> RewardKind | None:
@@ -122,6 +219,12 @@ def import_function(file: Path, name: str) -> Callable[..., Any]:
         sys.modules.pop(module_name, None)
         raise RewardLoadError(
             f"importing {file} failed: {type(exc).__name__}: {exc}", "run `python <file>` to see the full error"
+        ) from None
+    except SystemExit as exc:  # sys.exit() at import would end factory itself, silently
+        sys.modules.pop(module_name, None)
+        raise RewardLoadError(
+            f"importing {file} called sys.exit({exc.code!r})",
+            'a reward file is imported, not run: put script code under `if __name__ == "__main__":`',
         ) from None
     function = getattr(module, name, None)
     if function is None or not callable(function):
