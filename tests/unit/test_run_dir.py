@@ -449,3 +449,14 @@ def test_an_unsealed_checkpoint_is_refused_naming_the_last_sealed(tmp_path: Path
     flat = " ".join(err.split())
     assert "checkpoint-6 is an incomplete checkpoint" in flat and "Traceback" not in err
     assert f"use the last sealed checkpoint {run.checkpoints_dir / 'checkpoint-4'}" in flat
+
+
+def test_a_worker_process_answers_a_users_mistake_with_one_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A worker started by the launcher turns a UsageError (here: no run directory) into exit 2 and one message."""
+    from factory_cli.backends.deepspeed import worker
+
+    assert worker.main([str(tmp_path / "plan.json")]) == 2
+    err = capsys.readouterr().err
+    assert "error" in err and "Traceback" not in err

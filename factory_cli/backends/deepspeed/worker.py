@@ -288,8 +288,17 @@ def main(argv: list[str] | None = None) -> int:
     if len(arguments) != 1:
         print("usage: python -m factory_cli.backends.deepspeed.worker <run_dir>/plan.json", file=sys.stderr)
         return 2
-    plan, job, manifest = load_run_inputs(Path(arguments[0]))
-    return run_worker(plan, job, manifest)
+    from factory_cli.config.errors import UsageError
+
+    try:
+        plan, job, manifest = load_run_inputs(Path(arguments[0]))
+        return run_worker(plan, job, manifest)
+    except UsageError as exc:  # a user's mistake found while training (a failing reward): one message, no traceback
+        if rank_zero():
+            from factory_cli.ui import print_error
+
+            print_error(exc.message, exc.hint)
+        return 2
 
 
 if __name__ == "__main__":
