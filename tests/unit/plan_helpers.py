@@ -1,20 +1,25 @@
 """Shared by the plan tests: golden files and a Progress that records what it is told.
 
-Regenerate the golden plans after an intended change:
-    FACTORY_UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/unit/test_*_plan.py
+Regenerate the golden plans after an intended change, then review the diff:
+    python -m tests.unit.plan_helpers --update-golden
+(pytest's `--update-golden` option on the plan tests does the same; the `golden` fixture in tests/unit/conftest.py
+hands the tests a checker bound to it).
 """
 
 from __future__ import annotations
 
 import json
-import os
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO_ROOT / "examples"
 GOLDEN = Path(__file__).parent / "golden"
-UPDATE_GOLDEN = os.environ.get("FACTORY_UPDATE_GOLDEN") == "1"
+PLAN_TESTS = ("test_deepspeed_plan.py", "test_megatron_plan.py", "test_verl_plan.py")
+# What the `golden` fixture hands a test: check_golden(name, data) bound to --update-golden.
+GoldenCheck = Callable[[str, dict[str, Any]], None]
 
 
 class Recorder:
@@ -30,13 +35,32 @@ class Recorder:
         self.lines.append(message)
 
 
-def check_golden(name: str, data: dict[str, Any]) -> None:
-    """Compare with tests/unit/golden/<name>.json (FACTORY_UPDATE_GOLDEN=1 rewrites it)."""
+def check_golden(name: str, data: dict[str, Any], update: bool = False) -> None:
+    """Compare with tests/unit/golden/<name>.json; `update` (pytest --update-golden) rewrites it instead."""
     path = GOLDEN / f"{name}.json"
     text = json.dumps(data, indent=2, sort_keys=True) + "\n"
-    if UPDATE_GOLDEN:
+    if update:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
         return
-    assert path.is_file(), f"missing golden file {path}; create it with FACTORY_UPDATE_GOLDEN=1"
-    assert json.loads(text) == json.loads(path.read_text(encoding="utf-8")), f"plan differs from {path.name}"
+    assert path.is_file(), (
+        f"missing golden file {path}; create it with python -m tests.unit.plan_helpers --update-golden"
+    )
+    assert json.loads(text) == json.loads(path.read_text(encoding="utf-8")), (
+        f"plan differs from {path.name}; if the change is meant, python -m tests.unit.plan_helpers --update-golden"
+    )
+
+
+def main(argv: list[str]) -> int:
+    """`python -m tests.unit.plan_helpers --update-golden`: run the plan tests, rewriting their golden files."""
+    if argv != ["--update-golden"]:
+        print("usage: python -m tests.unit.plan_helpers --update-golden", file=sys.stderr)
+        return 2
+    import pytest
+
+    tests = [str(Path(__file__).with_name(name)) for name in PLAN_TESTS]
+    return int(pytest.main(["-q", "-p", "no:cacheprovider", *tests, "--update-golden"]))
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

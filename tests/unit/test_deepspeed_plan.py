@@ -14,7 +14,7 @@ from factory_cli.backends.deepspeed.zero import zero_config
 from factory_cli.config.defaults import DeviceFacts, resolve_device_defaults
 from factory_cli.config.schema import DeepSpeedJob, DeepSpeedParallel
 from factory_cli.config.validate import load_and_validate
-from tests.unit.plan_helpers import EXAMPLES, check_golden
+from tests.unit.plan_helpers import EXAMPLES, GoldenCheck
 
 DEEPSPEED_EXAMPLES = ["quickstart_sft", "pt_full", "sft_full", "sft_lora", "sft_qlora", "dpo_lora", "grpo_lora"]
 
@@ -37,9 +37,9 @@ def portable(plan: Plan) -> dict:
 
 @pytest.mark.parametrize("example", DEEPSPEED_EXAMPLES)
 @pytest.mark.parametrize("device", ["cpu", "cuda"])
-def test_golden_plans(example: str, device: str) -> None:
+def test_golden_plans(example: str, device: str, golden: GoldenCheck) -> None:
     _, plan = planned(example, DeviceFacts(device, bf16=device != "cpu"))
-    check_golden(f"deepspeed_{example}.{device}", portable(plan))
+    golden(f"deepspeed_{example}.{device}", portable(plan))
 
 
 def test_cpu_plan_is_fp32_without_checkpointing() -> None:

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from factory_cli.data.formats import (
@@ -423,8 +425,6 @@ class TestRL:
             assert out[key] == value  # every other key kept as is
 
     def test_verl_parquet_rows_convert_unchanged(self, tmp_path: Path) -> None:
-        pa = pytest.importorskip("pyarrow")
-        pq = pytest.importorskip("pyarrow.parquet")
         rows = [
             {
                 "data_source": "openai/gsm8k",

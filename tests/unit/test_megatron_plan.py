@@ -1,7 +1,7 @@
 """The megatron planner: architecture / parallel / optimizer argv, engine choice, golden plans of the examples.
 
 Golden files live in tests/unit/golden/. After an intended change to the plan, regenerate them with
-    FACTORY_UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/unit/test_megatron_plan.py tests/unit/test_verl_plan.py
+    python -m tests.unit.plan_helpers --update-golden
 and review the diff. No test needs Megatron-LM or MindSpeed-LLM installed.
 """
 
@@ -42,7 +42,7 @@ from factory_cli.config.schema import MegatronJob, MegatronParallel, TrainSectio
 from factory_cli.config.validate import load_and_validate
 from factory_cli.data.pipeline import read_canonical_rows
 from factory_cli.registry.models import find_model
-from tests.unit.plan_helpers import EXAMPLES, Recorder, check_golden
+from tests.unit.plan_helpers import EXAMPLES, GoldenCheck, Recorder
 
 
 def job_of(example: str, device: str, overrides: tuple[str, ...] = ()) -> MegatronJob:
@@ -84,9 +84,9 @@ def value_of(args: list[str], flag: str) -> str:
         ("megatron_dpo.yaml", "npu"),
     ],
 )
-def test_golden_plans(example: str, device: str) -> None:
+def test_golden_plans(example: str, device: str, golden: GoldenCheck) -> None:
     plan = plan_of(example, device)
-    check_golden(f"{Path(example).stem}.{device}", plan.to_dict())
+    golden(f"{Path(example).stem}.{device}", plan.to_dict())
 
 
 def test_every_megatron_example_plans() -> None:
@@ -455,7 +455,14 @@ def test_run_writes_inputs_and_runs_the_steps(tmp_path: Path, monkeypatch: pytes
     job = job_of(
         "megatron_sft.yaml",
         "npu",
-        (f"model.name_or_path={model}", f"output.dir={run_dir}", "parallel.tp=2", "data.max_length=1024"),
+        (
+            f"model.name_or_path={model}",
+            f"output.dir={run_dir}",
+            "parallel.tp=2",
+            "data.max_length=1024",
+            'megatron.extra_args=["--log-throughput", "--seed", "1234"]',
+            "env.FACTORY_JOB_PROBE=from the job",
+        ),
     )
     run_dir.mkdir()
     (run_dir / "job.yaml").write_text(job_to_yaml(job), encoding="utf-8")
@@ -488,3 +495,6 @@ def test_run_writes_inputs_and_runs_the_steps(tmp_path: Path, monkeypatch: pytes
     assert f"--train-iters {iters}" in train_cmd
     assert json.loads((run_dir / "plan.json").read_text())["engine_config"]["train_iters"] == iters
     assert launched[1][1]["PATH"].split(os.pathsep)[0] == str(Path(sys.executable).parent)
+    # megatron.extra_args come last, verbatim (so they win over what the plan set); the job's env reaches every step
+    assert shlex.split(train_cmd)[-3:] == ["--log-throughput", "--seed", "1234"]
+    assert [env["FACTORY_JOB_PROBE"] for _, env in launched] == ["from the job"] * 3

@@ -305,6 +305,25 @@ def test_interleave_follows_the_weights(smollm2_tokenizer: Any, tmp_path: Path) 
     assert 0.68 < counts["a"] / len(train) < 0.82
 
 
+def test_interleave_all_exhausted_uses_every_row_and_repeats_the_smaller_source(
+    smollm2_tokenizer: Any, tmp_path: Path
+) -> None:
+    write_jsonl(tmp_path / "a.jsonl", [{"prompt": f"a {i}?", "data_source": "a"} for i in range(60)])
+    write_jsonl(tmp_path / "b.jsonl", [{"prompt": f"b {i}?", "data_source": "b"} for i in range(10)])
+    job = make_job(
+        "grpo",
+        [{"path": "a.jsonl", "weight": 3}, {"path": "b.jsonl", "weight": 1}],
+        mix={"strategy": "interleave", "stop": "all_exhausted"},
+    )
+    train, _ = rows_of(prepare(job, smollm2_tokenizer, tmp_path))
+    counts = Counter(row["data_source"] for row in train)
+    distinct = {s: {json.dumps(r["prompt"]) for r in train if r["data_source"] == s} for s in counts}
+    # every row of both sources is used; b (drawn a quarter of the time) runs out first and starts over
+    assert (len(distinct["a"]), len(distinct["b"])) == (60, 10)
+    assert counts["b"] > 10
+    assert 0.68 < counts["a"] / len(train) < 0.82
+
+
 def test_concat_shuffles_and_eval_ratio_holds_out_rows(smollm2_tokenizer: Any, tmp_path: Path) -> None:
     write_jsonl(tmp_path / "qa.jsonl", [{"instruction": f"Q{i}", "output": f"A{i}"} for i in range(50)])
     prepared = prepare(make_job("sft", ["qa.jsonl"], eval_ratio=0.2), smollm2_tokenizer, tmp_path)

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from factory_cli.data.readers import SUPPORTED_SUFFIXES, ReadError, count_rows, list_data_files, read_rows
@@ -111,8 +113,6 @@ class TestCsv:
 
 class TestParquet:
     def test_rows_limit_and_count(self, tmp_path: Path) -> None:
-        pa = pytest.importorskip("pyarrow")
-        pq = pytest.importorskip("pyarrow.parquet")
         rows = [{"text": f"row {i}", "n": i} for i in range(2500)]
         path = tmp_path / "d.parquet"
         pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=1000)
@@ -122,7 +122,6 @@ class TestParquet:
         assert count_rows(path) == 2500
 
     def test_broken_file(self, tmp_path: Path) -> None:
-        pytest.importorskip("pyarrow")
         path = tmp_path / "d.parquet"
         path.write_bytes(b"not a parquet file")
         with pytest.raises(ReadError, match="parquet"):

@@ -34,6 +34,7 @@ from factory_cli.config.schema import (
     VerlJob,
 )
 from factory_cli.config.validate import gate_sections, load_and_validate, validate_loaded
+from tests.unit.plan_helpers import EXAMPLES
 
 STAGE_DATA = {"pt": "demo-pt", "sft": "demo-sft-alpaca", "dpo": "demo-dpo", "grpo": "demo-grpo-math"}
 
@@ -204,6 +205,19 @@ def test_dpo_section_is_filled_for_stage_dpo() -> None:
     assert job.dpo.beta == pytest.approx(0.1)
     assert job.dpo.loss == "sigmoid"
     assert resolved(stage="sft").dpo is None
+
+
+def test_dpo_max_prompt_length_is_refused_with_the_reason(tmp_path: Path) -> None:
+    """No DPO engine limits the prompt alone (TRL 1.16's DPOConfig has max_length only): refused, never ignored."""
+    text = BASE.replace("stage: sft", "stage: dpo").replace("demo-sft-alpaca", "demo-dpo")
+    text += "dpo:\n  beta: 0.2\n  max_prompt_length: 256\n"
+    (issue,) = errors_of(text, tmp_path)
+    assert (issue.path, issue.line) == ("dpo", 8)
+    assert issue.message.startswith("dpo.max_prompt_length is not supported")
+    assert "data.max_length" in issue.message and "remove it" in issue.message
+    with pytest.raises(ValidationError, match=r"dpo\.max_prompt_length is not supported"):
+        make_job("megatron", "dpo", dpo={"max_prompt_length": 256})
+    assert "max_prompt_length" not in resolved(stage="dpo").model_dump()["dpo"]
 
 
 def test_output_dir_default_names_stage_and_model() -> None:
@@ -577,19 +591,25 @@ def test_validate_loaded_from_text() -> None:
     assert validated.job.stage == "sft"
 
 
-def test_resolved_job_dumps_and_loads_back_unchanged() -> None:
+EXAMPLE_FILES = sorted(EXAMPLES.glob("*.yaml"))
+
+
+def test_the_examples_are_found_from_the_repository_not_the_working_directory() -> None:
+    backends = {load_and_validate(p, checks=False).job.backend for p in EXAMPLE_FILES}
+    assert len(EXAMPLE_FILES) >= 10 and backends == set(SUPPORTED_STAGES)
+
+
+@pytest.mark.parametrize("example", EXAMPLE_FILES, ids=lambda p: p.stem)
+def test_resolved_job_dumps_and_loads_back_unchanged(
+    example: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """job.yaml in a run directory is the resolved job, and it must validate as is (reproducible)."""
-    from pathlib import Path
-
-    from factory_cli.config.defaults import DeviceFacts, resolve_device_defaults
     from factory_cli.config.dump import job_to_yaml
-    from factory_cli.config.load import parse_yaml_text
-    from factory_cli.config.validate import load_and_validate, validate_loaded
 
-    for example in sorted(Path("examples").glob("*.yaml")):
-        job = load_and_validate(example).job
-        if job.backend == "deepspeed":
-            job = resolve_device_defaults(job, DeviceFacts("cpu"))
-        text = job_to_yaml(job)
-        again = validate_loaded(parse_yaml_text(text, "job.yaml"), checks=False).job
-        assert again == job, example
+    monkeypatch.chdir(tmp_path)  # nothing here may depend on where pytest was started
+    job = load_and_validate(example).job
+    if job.backend == "deepspeed":
+        job = resolve_device_defaults(job, DeviceFacts("cpu"))
+    text = job_to_yaml(job)
+    again = validate_loaded(parse_yaml_text(text, "job.yaml"), checks=False).job
+    assert again == job

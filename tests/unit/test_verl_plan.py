@@ -1,7 +1,7 @@
 """The verl planner: hydra overrides per GRPO variant, SFT, the reward adapter, parquet rows, golden plans.
 
 Golden files live in tests/unit/golden/; regenerate them after an intended change with
-    FACTORY_UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/unit/test_verl_plan.py
+    python -m tests.unit.plan_helpers --update-golden
 and review the diff. No test needs verl installed.
 """
 
@@ -12,6 +12,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 import pytest
 
 from factory_cli.backends import get_backend
@@ -24,7 +25,7 @@ from factory_cli.config.defaults import DeviceFacts, resolve_device_defaults
 from factory_cli.config.errors import UsageError
 from factory_cli.config.schema import VerlJob
 from factory_cli.config.validate import load_and_validate
-from tests.unit.plan_helpers import EXAMPLES, Recorder, check_golden
+from tests.unit.plan_helpers import EXAMPLES, GoldenCheck, Recorder
 
 MATH = {"name": "math_answer", "function": None, "weight": 1.0, "kwargs": {}, "label": "math_answer"}
 
@@ -50,8 +51,8 @@ def overrides_of(plan: Plan) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("example", ["verl_grpo.yaml", "verl_sft.yaml"])
-def test_golden_plans(example: str) -> None:
-    check_golden(f"{Path(example).stem}.cuda", plan_of(example).to_dict())
+def test_golden_plans(example: str, golden: GoldenCheck) -> None:
+    golden(f"{Path(example).stem}.cuda", plan_of(example).to_dict())
 
 
 def test_every_verl_example_plans() -> None:
@@ -247,7 +248,6 @@ def test_verl_rows() -> None:
 
 
 def test_demo_grpo_rows_write_parquet(tmp_path: Path) -> None:
-    pq = pytest.importorskip("pyarrow.parquet")
     from factory_cli.data.pipeline import read_canonical_rows
 
     job = job_of("verl_grpo.yaml")
@@ -293,7 +293,6 @@ def test_run_refuses_without_verl(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_run_writes_parquet_reward_module_and_metrics(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """run() with verl faked: parquet data, the reward module, the re-planned length, metrics.jsonl."""
-    pytest.importorskip("pyarrow")
     from factory_cli import launching
     from factory_cli.backends.common import run as common_run
     from factory_cli.config.dump import job_to_yaml
@@ -312,15 +311,21 @@ def test_run_writes_parquet_reward_module_and_metrics(tmp_path: Path, monkeypatc
     }
     (model / "config.json").write_text(json.dumps(config), encoding="utf-8")
     run_dir = tmp_path / "run"
-    job = job_of("verl_grpo.yaml", "cuda", (f"model.name_or_path={model}", f"output.dir={run_dir}"))
+    job = job_of(
+        "verl_grpo.yaml",
+        "cuda",
+        (f"model.name_or_path={model}", f"output.dir={run_dir}", "env.FACTORY_JOB_PROBE=from the job"),
+    )
     run_dir.mkdir()
     (run_dir / "job.yaml").write_text(job_to_yaml(job), encoding="utf-8")
     plan = get_backend("verl").plan(job, "cuda")
     plan.base_dirs = [str(EXAMPLES)]
     launched: list[list[str]] = []
+    envs: list[dict[str, str]] = []
 
     def fake_run_child(argv: list[str], env: dict[str, str], cwd: str | None = None) -> int:
         launched.append(list(argv))
+        envs.append(dict(env))
         line = {"step": 1, "data": {"critic/score/mean": 0.5, "actor/pg_loss": 0.01}}
         Path(env["VERL_FILE_LOGGER_PATH"]).write_text(json.dumps(line) + "\n", encoding="utf-8")
         return 0
@@ -330,6 +335,7 @@ def test_run_writes_parquet_reward_module_and_metrics(tmp_path: Path, monkeypatc
     result = get_backend("verl").run(plan, Recorder())
 
     assert result.ok and len(launched) == 1
+    assert envs[0]["FACTORY_JOB_PROBE"] == "from the job"  # the job's env: on top of what verl's launch needs
     assert (run_dir / "data" / "train.parquet").is_file() and (run_dir / "data" / "val.parquet").is_file()
     assert "def compute_score" in (run_dir / "verl_reward.py").read_text(encoding="utf-8")
     written = json.loads((run_dir / "plan.json").read_text(encoding="utf-8"))

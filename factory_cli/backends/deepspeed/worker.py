@@ -123,7 +123,12 @@ def _train(plan: dict[str, Any], job: DeepSpeedJob, manifest: dict[str, Any], sp
     init_distributed(plan)
     args = make_training_args(engine["trainer"], engine["training_args"])
 
-    tokenizer = load_tokenizer(manifest["model_path"], trust_remote_code=job.model.trust_remote_code)
+    # the tokenizer the data was prepared with (backends/deepspeed/prepare.py)
+    tokenizer = load_tokenizer(
+        job.model.tokenizer or manifest["model_path"],
+        trust_remote_code=job.model.trust_remote_code,
+        revision=job.model.revision,
+    )
     if manifest.get("chat_template"):
         tokenizer.chat_template = manifest["chat_template"]
     train_dataset, eval_dataset = load_prepared(manifest)
