@@ -15,7 +15,6 @@ from factory_cli.config.errors import UsageError
 from factory_cli.inference.load import ModelDirInfo
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
-SOURCE_FILE = "factory-source.json"  # written by modeling/gguf.py next to a converted GGUF
 
 
 @dataclass(frozen=True)
@@ -77,6 +76,8 @@ def auto_dtype(config: dict[str, Any] | None) -> str:
 
 def source_gguf(weights_dir: Path) -> Path | None:
     """The GGUF file a cached checkpoint was converted from (modeling/gguf.py), if any."""
+    from factory_cli.modeling.gguf import SOURCE_FILE
+
     try:
         data = json.loads((weights_dir / SOURCE_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):

@@ -39,16 +39,10 @@ _VERSIONED = (
 
 
 def _versions() -> dict[str, str]:
-    """Installed versions of the libraries an export goes through."""
-    from importlib.metadata import PackageNotFoundError, version
+    """Installed versions of the libraries an export goes through (absent ones left out)."""
+    from factory_cli.environment import installed_version
 
-    found = {}
-    for name in _VERSIONED:
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            continue
-    return found
+    return {name: found for name in _VERSIONED if (found := installed_version(name)) is not None}
 
 
 def _calibration_ids(

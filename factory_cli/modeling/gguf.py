@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 # Files up to this size are hashed whole; bigger ones by size plus evenly spaced samples (a 4 GB GGUF
 # must not cost seconds on every run just to find its cached conversion).
 FULL_HASH_LIMIT = 256 * 2**20
-_SOURCE_FILE = "factory-source.json"
+SOURCE_FILE = "factory-source.json"  # provenance of a converted GGUF (export/merge.py reads it)
 
 
 def _gguf_metadata(path: Path) -> dict[str, Any]:
@@ -158,7 +158,7 @@ def _conversion_lock(lock_path: Path) -> Iterator[None]:
 
 def _is_complete(directory: Path) -> bool:
     """A finished conversion: renamed into place only after everything was written."""
-    return (directory / _SOURCE_FILE).is_file() and (directory / "config.json").is_file()
+    return (directory / SOURCE_FILE).is_file() and (directory / "config.json").is_file()
 
 
 def conversion_dir(gguf_file: Path) -> Path:
@@ -242,7 +242,7 @@ def _convert_gguf(gguf_file: Path, target: Path, *, trust_remote_code: bool) -> 
             "saved_dtype": save_dtype,
             "transformers": transformers.__version__,
         }
-        (staging / _SOURCE_FILE).write_text(json.dumps(provenance, indent=2) + "\n", encoding="utf-8")
+        (staging / SOURCE_FILE).write_text(json.dumps(provenance, indent=2) + "\n", encoding="utf-8")
         staging.chmod(0o755)  # mkdtemp makes it private; the cache may be shared
         if target.exists() and not _is_complete(target):
             shutil.rmtree(target)  # left by a copy or a hand edit, never by us: rebuild it
