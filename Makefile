@@ -6,10 +6,24 @@ PIP     := $(PY) -m pip
 LOCK    := .ci/constraints.txt
 EXTRAS  := deepspeed,quant,eval,report,dev
 PYTEST_ARGS ?=
+# verl runs from an environment of its own: its pins (transformers<5.11, antlr4 4.9) clash with ours.
+VERL_VENV ?= .venv-verl
+VERL_LOCK := .ci/constraints-verl.txt
+VERL_PKGS := torch==2.13.0 verl==0.9.1 fastapi uvicorn pyzmq msgspec cachetools TransferQueue pytest pytest-timeout
 
-.PHONY: setup demo test test-fast lint bench clean
+.PHONY: setup setup-verl demo test test-fast lint bench clean
 
 setup: $(VENV)/.installed
+
+setup-verl: $(VERL_VENV)/.installed
+
+# factory itself goes in too (base dependencies only): verl's workers import its CPU platform and reward adapter.
+$(VERL_VENV)/.installed: pyproject.toml $(VERL_LOCK)
+	test -x $(VERL_VENV)/bin/python || $(PYTHON) -m venv $(VERL_VENV)
+	$(VERL_VENV)/bin/python -m pip install -q --upgrade pip
+	$(VERL_VENV)/bin/python -m pip install -q -c $(VERL_LOCK) $(VERL_PKGS)
+	$(VERL_VENV)/bin/python -m pip install -q -c $(VERL_LOCK) -e .
+	touch $@
 
 # torch is pinned (==2.13.0, the CPU build on machines that carry it) through the lock file, so no
 # dependency can pull another torch; everything else is pinned there too, for reproducible runs.
@@ -24,7 +38,7 @@ $(VENV)/.installed: pyproject.toml $(LOCK)
 demo: setup
 	$(VENV)/bin/factory train examples/quickstart_sft.yaml
 
-test: setup
+test: setup setup-verl
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: setup
@@ -39,4 +53,4 @@ bench: setup
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) $(VERL_VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -405,8 +405,14 @@ def check_device(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
         yield warning("train.precision", "bf16 on CPU is emulated on many CPUs and can be slower than fp32")
     if job.device in ("npu", "cpu") and job.train.fused_kernels is True:
         yield error("train.fused_kernels", "Liger fused kernels are CUDA-only", "set train.fused_kernels: auto")
-    if job.backend != "deepspeed" and job.device == "cpu":
+    if job.backend == "megatron" and job.device == "cpu":
         yield error("device", f"the {job.backend} backend needs GPUs or NPUs", "use backend: deepspeed on CPU")
+    if job.backend == "verl" and job.device == "cpu" and job.stage == "grpo":
+        yield error(
+            "device",
+            "verl's GRPO needs GPUs or NPUs: its rollouts are vLLM / SGLang servers (verl's SFT runs on the CPU)",
+            "set device: cuda (or npu), or use backend: deepspeed for GRPO on the CPU",
+        )
 
 
 def check_compile(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:

@@ -488,8 +488,17 @@ class MegatronJob(JobBase):
     megatron: MegatronSection = Field(default_factory=MegatronSection, description="Megatron / MindSpeed options")
 
 
+class EngineSection(Section):
+    python: str | None = Field(
+        None,
+        description="the interpreter that runs the engine, in an environment of its own (its pins clash with ours); "
+        "default: the project's .venv-verl (make setup-verl) when present, else the one running factory",
+    )
+
+
 class VerlJob(JobBase):
     backend: Literal["verl"] = Field(description="engine: deepspeed, megatron or verl")
+    engine: EngineSection = Field(default_factory=EngineSection, description="verl's own environment")
     parallel: VerlParallel = Field(default_factory=VerlParallel, description="processes and actor strategy")
     rollout: RolloutSection = Field(default_factory=RolloutSection, description="rollout engine (grpo)")
 

@@ -38,7 +38,8 @@ class Recorder:
 def check_golden(name: str, data: dict[str, Any], update: bool = False) -> None:
     """Compare with tests/unit/golden/<name>.json; `update` (pytest --update-golden) rewrites it instead."""
     path = GOLDEN / f"{name}.json"
-    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+    # Plans with absolute run paths (verl's) hold the working directory: stored as <cwd>, whoever runs the tests.
+    text = json.dumps(data, indent=2, sort_keys=True).replace(json.dumps(str(Path.cwd()))[1:-1], "<cwd>") + "\n"
     if update:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -280,21 +281,30 @@ def test_metrics_records() -> None:
 # ------------------------------------------------------------------------------------------------ run
 
 
-def test_run_refuses_without_verl(monkeypatch: pytest.MonkeyPatch) -> None:
-    from factory_cli.backends.common import run as common_run
+def test_run_refuses_an_interpreter_without_verl(tmp_path: Path) -> None:
+    """engine.python without verl (this interpreter: the project keeps verl out of it): one message, before
+    anything is written or launched."""
+    from factory_cli.config.dump import job_to_yaml
 
-    monkeypatch.setattr(common_run, "_module_found", lambda dotted, homes: dotted != "verl")
     for example in ("verl_grpo.yaml", "verl_sft.yaml"):
+        run_dir = tmp_path / example
+        overrides = (f"output.dir={run_dir}", f"engine.python={sys.executable}")
+        job = job_of(example, "cuda", overrides)
+        run_dir.mkdir()
+        (run_dir / "job.yaml").write_text(job_to_yaml(job), encoding="utf-8")
         with pytest.raises(UsageError) as refused:
-            get_backend("verl").run(plan_of(example), Recorder())
-        assert refused.value.message.startswith("the verl backend needs verl")
-        assert refused.value.hint == "pip install 'factory-cli[verl]'"
+            get_backend("verl").run(get_backend("verl").plan(job, "cuda"), Recorder())
+        assert refused.value.message.startswith(f"verl's interpreter {sys.executable} (engine.python) has no verl")
+        assert "lacks: verl, " in refused.value.message
+        assert refused.value.hint is not None and "make setup-verl" in refused.value.hint
+        assert sorted(p.name for p in run_dir.iterdir()) == ["job.yaml"]
 
 
 def test_run_writes_parquet_reward_module_and_metrics(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """run() with verl faked: parquet data, the reward module, the re-planned length, metrics.jsonl."""
     from factory_cli import launching
-    from factory_cli.backends.common import run as common_run
+    from factory_cli.backends.common import engine_env
+    from factory_cli.backends.common.engine_env import EngineProbe, EnginePython
     from factory_cli.config.dump import job_to_yaml
 
     model = tmp_path / "tiny"
@@ -326,15 +336,28 @@ def test_run_writes_parquet_reward_module_and_metrics(tmp_path: Path, monkeypatc
     def fake_run_child(argv: list[str], env: dict[str, str], cwd: str | None = None) -> int:
         launched.append(list(argv))
         envs.append(dict(env))
+        if "verl.model_merger" in argv:  # the merger writes the model where --target_dir says
+            target = Path(argv[argv.index("--target_dir") + 1])
+            target.mkdir()
+            (target / "config.json").write_text(json.dumps(config), encoding="utf-8")
+            return 0
         line = {"step": 1, "data": {"critic/score/mean": 0.5, "actor/pg_loss": 0.01}}
         Path(env["VERL_FILE_LOGGER_PATH"]).write_text(json.dumps(line) + "\n", encoding="utf-8")
+        (run_dir / "checkpoints" / "global_step_1" / "actor").mkdir(parents=True)
+        (run_dir / "checkpoints" / "latest_checkpointed_iteration.txt").write_text("1", encoding="utf-8")
         return 0
 
-    monkeypatch.setattr(common_run, "_module_found", lambda dotted, homes: True)
+    def all_installed(python: EnginePython, modules: list[tuple[str, str]]) -> EngineProbe:
+        return EngineProbe(python, "3.11.7", {module: "1.0" for module, _ in modules})
+
+    monkeypatch.setattr(engine_env, "probe_engine", all_installed)
     monkeypatch.setattr(launching, "run_child", fake_run_child)
     result = get_backend("verl").run(plan, Recorder())
 
-    assert result.ok and len(launched) == 1
+    assert result.ok and len(launched) == 2
+    merge = launched[1]
+    assert merge[merge.index("--local_dir") + 1] == str(run_dir / "checkpoints" / "global_step_1" / "actor")
+    assert json.loads((run_dir / "final" / "factory_complete.json").read_text(encoding="utf-8"))["step"] == 1
     assert envs[0]["FACTORY_JOB_PROBE"] == "from the job"  # the job's env: on top of what verl's launch needs
     assert (run_dir / "data" / "train.parquet").is_file() and (run_dir / "data" / "val.parquet").is_file()
     assert "def compute_score" in (run_dir / "verl_reward.py").read_text(encoding="utf-8")

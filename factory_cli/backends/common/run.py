@@ -40,14 +40,25 @@ def missing_modules(modules: Sequence[str], home_vars: Sequence[str] = ()) -> li
     return [m for m in modules if not _module_found(m, homes)]
 
 
-def child_env(env: Mapping[str, str], files: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The step's env, with this interpreter's bin folder first on PATH (argv says `python`); writes step files."""
+def child_env(
+    env: Mapping[str, str], files: Mapping[str, str] | None = None, python: Path | None = None
+) -> dict[str, str]:
+    """The step's env, with the bin folder of `python` (an engine's own interpreter; default: this one) first on PATH
+    (argv says `python`); writes step files."""
     from factory_cli.runs import write_text_atomic
 
     for path, text in (files or {}).items():
         write_text_atomic(Path(path), text)
-    bin_dir = str(Path(sys.executable).parent)
+    bin_dir = str((python or Path(sys.executable)).parent)
     return {**env, "PATH": os.pathsep.join([bin_dir, env.get("PATH", os.environ.get("PATH", ""))])}
+
+
+def with_python(argv: Sequence[str], python: Path) -> list[str]:
+    """argv with a leading `python` (plan.PYTHON) replaced by `python`'s path: an engine interpreter named by path
+    need not be called `python` (on Ascend the argv is a shell line and PATH, see child_env, picks it)."""
+    from factory_cli.backends.common.plan import PYTHON
+
+    return [str(python) if index == 0 and arg == PYTHON else arg for index, arg in enumerate(argv)]
 
 
 def materialize_model(job: JobBase, target: Path, base_dirs: Sequence[Path], ui: Progress) -> Path:

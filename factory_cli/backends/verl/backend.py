@@ -8,15 +8,23 @@ from pathlib import Path
 from typing import Any
 
 from factory_cli.backends.base import Plan, Progress, RunResult
+from factory_cli.backends.common.engine_env import EngineProbe, EnginePython
 from factory_cli.backends.verl.checks import check_verl
+from factory_cli.backends.verl.plan import VERL_VERSION
 from factory_cli.config.checks import CheckContext
 from factory_cli.config.errors import Issue, UsageError
 from factory_cli.config.schema import JobBase, VerlJob
 from factory_cli.devices import DeviceKind
 from factory_cli.runs import RunDir
 
-ENGINE_MODULES = ("verl", "ray", "pyarrow")
-ROLLOUT_MODULES = {"vllm": "vllm", "sglang": "sglang"}
+# (module, distribution) verl needs in its interpreter: always, for SFT (its trainer imports the rollout server's
+# web stack), for GRPO (main_ppo's V1 trainer), and the rollout engine.
+ENGINE_PACKAGES = (("verl", "verl"), ("ray", "ray"), ("pyarrow", "pyarrow"), ("hydra", "hydra-core"))
+SFT_PACKAGES = (("fastapi", "fastapi"), ("uvicorn", "uvicorn"))
+GRPO_PACKAGES = (("fastapi", "fastapi"), ("uvicorn", "uvicorn"), ("transfer_queue", "TransferQueue"))
+ROLLOUT_PACKAGES = {"vllm": ("vllm", "vllm"), "sglang": ("sglang", "sglang")}
+VERL_TRACKER = "latest_checkpointed_iteration.txt"
+LORA_ADAPTER_DIR = "lora_adapter"  # where verl's model merger puts a LoRA run's adapter
 # verl metric names -> the names factory's run summary and plots read.
 METRIC_ALIASES = {
     "reward": ("critic/score/mean",),
@@ -49,25 +57,20 @@ class VerlBackend:
         return plan_verl(job, kind, model_source(job))
 
     def run(self, plan: Plan, ui: Progress) -> RunResult:
-        """Write parquet data and the reward module, then launch verl with run_child; metrics -> metrics.jsonl.
+        """Probe verl's interpreter, write parquet data and the reward module, launch verl with run_child (metrics ->
+        metrics.jsonl), then merge the last checkpoint into final/ with verl's model merger.
 
-        Honest status: this needs verl (+ Ray and vLLM / SGLang) on GPUs or NPUs, which the test environment
-        does not have; only the refusal when verl is missing and the data / metrics conversions are tested.
+        On the CPU this runs verl's SFT trainer for real (backends/verl/cpu_platform.py; tests/integration/
+        test_verl_train.py); GRPO needs vLLM or SGLang on GPUs or NPUs.
         """
-        from factory_cli.backends.common.run import child_env, materialize_model, missing_modules
+        from factory_cli.backends.common.run import child_env, materialize_model, with_python
         from factory_cli.backends.verl.plan import plan_verl
         from factory_cli.launching import run_child
 
-        modules = list(ENGINE_MODULES)
-        if plan.stage == "grpo":
-            modules.append(ROLLOUT_MODULES.get(_rollout_name(plan), "vllm"))
-        missing = missing_modules(modules)
-        if missing:
-            raise UsageError(
-                f"the verl backend needs verl ({', '.join(missing)} not importable)", "pip install 'factory-cli[verl]'"
-            )
         run = RunDir(Path(plan.run_dir))
         job = run.job(VerlJob)
+        python = require_engine(job, plan.stage, _rollout_name(plan))
+        ui.info(f"engine: verl from {python.describe()}")
         base_dirs = [Path(d) for d in plan.base_dirs]
         materialize_model(job, Path(plan.engine_config["hf_model"]), base_dirs, ui)
         train_rows, val_rows = write_verl_data(job, plan, base_dirs)
@@ -80,11 +83,123 @@ class VerlBackend:
         for note in plan.notes:
             if note.startswith("schedule:"):
                 ui.info(note)
+        checkpoints = Path(run.checkpoints_dir)
+        resumed = last_verl_step(checkpoints) if job.output.resume != "never" else 0
+        for note in run.trim_metrics(resumed):
+            ui.info(note)
+        if resumed:
+            ui.info(f"resume: verl continues from {checkpoints / f'global_step_{resumed}'}")
+        metrics_file = Path(plan.engine_config["metrics_file"])
+        metrics_file.unlink(missing_ok=True)
         step = plan.steps[0]
         ui.info(f"launch: {json.dumps(step.argv)}")
-        code = run_child(step.argv, child_env(step.env, step.files), cwd=step.cwd)
-        write_metrics(Path(plan.engine_config["metrics_file"]), run)
-        return RunResult(run_dir=run.path, ok=code == 0, summary={"exit_code": code})
+        argv = with_python(step.argv, python.path)
+        code = run_child(argv, child_env(step.env, step.files, python=python.path), cwd=step.cwd)
+        logged = write_metrics(metrics_file, run, after_step=resumed)
+        if code != 0:
+            return RunResult(run_dir=run.path, ok=False, summary={"exit_code": code})
+        last = last_verl_step(checkpoints)
+        if not last:
+            raise UsageError(f"verl exited without a checkpoint in {checkpoints}", "see verl's output above")
+        ui.info(f"final: merging {checkpoints / f'global_step_{last}'} with verl's model merger")
+        code = write_final(run, plan, python.path, last, job)
+        summary = write_summary(run, last, logged)
+        return RunResult(run_dir=run.path, ok=code == 0, summary={"exit_code": code, **summary})
+
+
+def require_engine(job: VerlJob, stage: str, rollout: str) -> EnginePython:
+    """verl's interpreter, probed: every module the stage needs is there, else one UsageError naming them."""
+    from factory_cli.backends.common.engine_env import engine_python, probe_engine
+
+    python = engine_python("verl", job.engine.python)
+    needed = engine_modules(stage, rollout, job.model.attn_implementation, job.device)
+    probe = probe_engine(python, needed)
+    missing = probe.missing([module for module, _ in needed])
+    if missing:
+        raise UsageError(*missing_engine_message(python, probe, missing, stage, rollout))
+    return python
+
+
+def engine_modules(stage: str, rollout: str, attn: str, device: str) -> list[tuple[str, str]]:
+    """(module, distribution) pairs verl needs in its interpreter for this stage on this device."""
+    needed = [*ENGINE_PACKAGES, ("factory_cli", "factory-cli")]
+    needed += SFT_PACKAGES if stage == "sft" else GRPO_PACKAGES
+    if stage == "grpo":
+        needed.append(ROLLOUT_PACKAGES.get(rollout, ("vllm", "vllm")))
+    if attn.startswith("flash_attention") and device == "cuda":
+        needed.append(("flash_attn", "flash-attn"))
+    return needed
+
+
+def missing_engine_message(
+    python: EnginePython, probe: EngineProbe, missing: list[str], stage: str, rollout: str
+) -> tuple[str, str]:
+    """(message, fix) for an engine interpreter that lacks modules."""
+    from factory_cli.backends.common.engine_env import setup_hint
+
+    version = probe.packages.get("verl")
+    have = f"verl {version}" if version else "no verl"
+    message = f"verl's interpreter {python.describe()} has {have} and lacks: {', '.join(missing)}"
+    if "verl" in missing or "factory_cli" in missing:
+        return message, setup_hint("verl")
+    if stage == "grpo":
+        return (
+            message,
+            f"install verl's GPU stack there: pip install 'verl[{rollout}]=={VERL_VERSION}' (with TransferQueue)",
+        )
+    return message, f"pip install {' '.join(m.replace('_', '-') for m in missing)} into that environment"
+
+
+def last_verl_step(checkpoints: Path) -> int:
+    """The step of verl's last saved checkpoint (its latest_checkpointed_iteration.txt), 0 when there is none."""
+    tracker = checkpoints / VERL_TRACKER
+    try:
+        return int(tracker.read_text(encoding="utf-8").strip())
+    except (OSError, ValueError):
+        return 0
+
+
+def write_final(run: RunDir, plan: Plan, python: Path, step: int, job: VerlJob) -> int:
+    """final/ from verl's checkpoint at `step` by verl's model merger (the full model, LoRA merged in), with the
+    tokenizer and chat template; written beside and renamed into place, then sealed."""
+    import shutil
+
+    from factory_cli.backends.common.run import child_env, with_python
+    from factory_cli.backends.verl.plan import merge_argv, merge_lora_argv
+    from factory_cli.launching import run_child
+    from factory_cli.runs import FINAL_STAGING, mark_complete
+
+    staging = run.path / FINAL_STAGING
+    shutil.rmtree(staging, ignore_errors=True)
+    step_dir = Path(run.checkpoints_dir) / f"global_step_{step}"
+    env = child_env(plan.steps[0].env, python=python)
+    code = run_child(with_python(merge_argv(plan.stage, step_dir, staging, job.model.trust_remote_code), python), env)
+    if code == 0 and (staging / LORA_ADAPTER_DIR).is_dir():
+        code = run_child(with_python(merge_lora_argv(staging), python), env)
+    if code != 0:
+        return code
+    mark_complete(staging, step, max_steps=job.train.max_steps)
+    if run.final_dir.exists():
+        shutil.rmtree(run.final_dir)
+    staging.replace(run.final_dir)
+    return 0
+
+
+def write_summary(run: RunDir, step: int, logged: int) -> dict[str, Any]:
+    """summary.json from metrics.jsonl: the step reached, first and final loss, final/."""
+    from factory_cli.runs import first_last, write_json_atomic
+
+    first, last = first_last(run.metrics(), "loss")
+    summary = {
+        "global_step": step,
+        "first_loss": first,
+        "final_loss": last,
+        "final_dir": str(run.final_dir),
+        "engine": "verl",
+        "logged_steps": logged,
+    }
+    write_json_atomic(run.summary_file, summary)
+    return summary
 
 
 def _rollout_name(plan: Plan) -> str:
@@ -167,11 +282,17 @@ def metrics_records(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
         yield record
 
 
-def write_metrics(verl_file: Path, run: RunDir) -> None:
-    """Append verl's logged steps to the run's metrics.jsonl (nothing when verl logged none)."""
+def write_metrics(verl_file: Path, run: RunDir, after_step: int = 0) -> int:
+    """Append verl's logged steps after `after_step` (where a resumed run continued) to the run's metrics.jsonl;
+    returns how many (0 when verl logged none)."""
     if not verl_file.is_file():
-        return
+        return 0
     writer = run.metrics_writer()
+    count = 0
     with open(verl_file, encoding="utf-8") as handle:
         for record in metrics_records(handle):
+            if isinstance(record.get("step"), int) and record["step"] <= after_step:
+                continue
             writer.write(record)
+            count += 1
+    return count

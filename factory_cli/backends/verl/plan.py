@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from factory_cli.backends.base import Plan, Step
@@ -29,7 +30,7 @@ from factory_cli.config.schema import GRPOSection, TrainSection, VerlJob
 from factory_cli.devices import ASCEND_SET_ENV, DeviceKind, dist_backend, launch_env, visible_devices_var
 from factory_cli.rl_schedule import RLSchedule, rl_schedule
 
-VERL_VERSION = "0.9.0"
+VERL_VERSION = "0.9.1"
 GRPO_ENTRY = "verl.trainer.main_ppo"
 SFT_ENTRY = "verl.trainer.sft_trainer"
 # How the policy loss is averaged over tokens and sequences, per variant (verl's loss_agg_mode).
@@ -42,10 +43,15 @@ LOSS_AGG_MODES = {
 POLICY_LOSS_MODES = {"gspo": "gspo"}
 FILTER_METRIC = "score"  # a key of our compute_score dict, so it is in every sample's reward_extra_info
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+# verl's FSDP engine computes in `mixed_precision.param_dtype` (bf16 when unset), whatever `dtype` says
+# (verl/workers/engine/fsdp/transformer_impl.py); train.precision sets both.
 SCHEDULERS = {"cosine": "cosine", "cosine_with_min_lr": "cosine", "constant": "constant"}
 SCHEDULERS |= {"constant_with_warmup": "constant", "linear": "cosine", "warmup_stable_decay": "cosine"}
 ROLLOUT_ENGINES = ("vllm", "sglang")
 VAL_ROWS_WITHOUT_EVAL = 64
+CPU_PLATFORM_MODULE = "factory_cli.backends.verl.cpu_platform"
+MERGER_ENTRY = "verl.model_merger"
+MERGE_LORA_ENTRY = "factory_cli.backends.verl.merge_lora"
 _PLAIN = re.compile(r"^[A-Za-z0-9_./:+~@-]*$")
 
 
@@ -55,7 +61,8 @@ class VerlPaths(RunPaths):
 
     @classmethod
     def of(cls, job: VerlJob) -> VerlPaths:
-        return cls(run_dir=cls.run_dir_of(job))
+        """Absolute: verl's Ray workers may start in another folder (or on another node)."""
+        return cls(run_dir=cls.run_dir_of(job).absolute())
 
     @property
     def train_file(self) -> str:
@@ -100,8 +107,15 @@ def has_eval(job: VerlJob) -> bool:
     return bool(job.data.eval) or job.data.eval_ratio > 0
 
 
-def check_verl_support(job: VerlJob) -> None:
+def check_verl_support(job: VerlJob, device: DeviceKind) -> None:
     """What verl cannot run, as UsageErrors with the way out."""
+    if device == "cpu" and job.stage == "grpo":
+        raise UsageError(
+            f"verl {VERL_VERSION}'s GRPO needs GPUs or NPUs: its rollouts are vLLM / SGLang servers",
+            "set device: cuda (or npu) on a GPU machine, or use backend: deepspeed for GRPO on the CPU",
+        )
+    if device == "cpu" and job.parallel.strategy == "megatron":
+        raise UsageError("verl's Megatron strategy needs GPUs or NPUs", "use parallel.strategy: fsdp2 on the CPU")
     if job.method.type not in ("full", "lora"):
         raise UsageError(f"verl does not train method {job.method.type}", "use method.type full or lora")
     if job.method.type == "lora" and job.parallel.strategy == "megatron":
@@ -230,8 +244,8 @@ def trainer_pairs(
     """trainer.*: devices, length, checkpoints and validation cadence, logging, resume."""
     p = job.parallel
     pairs: list[tuple[str, Any]] = [("trainer.nnodes", p.nnodes), ("trainer.n_gpus_per_node", p.nproc_per_node)]
-    if device == "npu":
-        pairs.append(("trainer.device", "npu"))
+    if device in ("npu", "cpu"):
+        pairs.append(("trainer.device", device))
     pairs.append(("trainer.total_epochs", length.total_epochs))
     if length.total_training_steps is not None:
         pairs.append(("trainer.total_training_steps", length.total_training_steps))
@@ -287,6 +301,7 @@ def grpo_pairs(job: VerlJob, device: DeviceKind, paths: VerlPaths, length: Lengt
     if job.model.trust_remote_code:
         pairs.append((f"{model}.trust_remote_code", True))
     pairs.append((f"{model}.enable_gradient_checkpointing", bool(t.gradient_checkpointing)))
+    pairs.append((f"+{model}.override_config.attn_implementation", job.model.attn_implementation))
     pairs += lora_pairs(model, job)
     if p.strategy != "megatron":
         pairs.append((f"{actor}.strategy", p.strategy))
@@ -312,6 +327,7 @@ def grpo_pairs(job: VerlJob, device: DeviceKind, paths: VerlPaths, length: Lengt
             (f"{actor}.fsdp_config.param_offload", p.param_offload),
             (f"{actor}.fsdp_config.optimizer_offload", p.optimizer_offload),
             (f"{actor}.fsdp_config.dtype", DTYPES[t.precision]),
+            (f"+{actor}.fsdp_config.mixed_precision.param_dtype", t.precision),
             (f"{actor}.ulysses_sequence_parallel_size", p.sequence_parallel),
         ]
     s = grpo.sampling
@@ -344,7 +360,27 @@ def grpo_pairs(job: VerlJob, device: DeviceKind, paths: VerlPaths, length: Lengt
             (f"{buffer}.log", False),
             ("+reward.reward_kwargs.max_resp_len", grpo.max_completion_length),
         ]
+    pairs += [(f"+ray_kwargs.ray_init.runtime_env.env_vars.{k}", v) for k, v in ray_worker_env(job, paths).items()]
     return pairs + trainer_pairs(job, device, paths, length, sft=False)
+
+
+def ray_worker_env(job: VerlJob, paths: VerlPaths) -> dict[str, str]:
+    """What verl's Ray actors must see, wherever Ray starts them: the metrics file verl's file logger writes (from
+    the TaskRunner actor, not the launching process), tensorboard's folder and the job's env."""
+    env = {"VERL_FILE_LOGGER_PATH": paths.metrics_file}
+    if "tensorboard" in job.logging.report_to:
+        env["TENSORBOARD_DIR"] = paths.sub("tensorboard")
+    return {**env, **job.env}
+
+
+def cpu_env() -> dict[str, str]:
+    """verl on the CPU (tests and demos): backends/verl/cpu_platform.py registered through verl's extension hook,
+    and the FSDP engine picked by its registry key (it is registered for cuda and npu only)."""
+    return {
+        "VERL_USE_EXTERNAL_MODULES": CPU_PLATFORM_MODULE,
+        "VERL_PLATFORM": "cpu",
+        "VERL_ENGINE_DEVICE": "cuda",
+    }
 
 
 def sft_pairs(job: VerlJob, device: DeviceKind, paths: VerlPaths, length: Length) -> list[tuple[str, Any]]:
@@ -367,7 +403,10 @@ def sft_pairs(job: VerlJob, device: DeviceKind, paths: VerlPaths, length: Length
     if job.model.trust_remote_code:
         pairs.append(("model.trust_remote_code", True))
     pairs.append(("model.enable_gradient_checkpointing", bool(t.gradient_checkpointing)))
+    pairs.append(("+model.override_config.attn_implementation", job.model.attn_implementation))
     pairs += lora_pairs("model", job)
+    if device == "cpu":
+        pairs += [("data.num_workers", 0)]
     if p.strategy == "megatron":
         pairs += [("engine", "megatron"), ("optim", "megatron")]
         pairs += [("engine.param_offload", p.param_offload), ("engine.optimizer_offload", p.optimizer_offload)]
@@ -379,9 +418,26 @@ def sft_pairs(job: VerlJob, device: DeviceKind, paths: VerlPaths, length: Length
             ("engine.optimizer_offload", p.optimizer_offload),
             ("engine.ulysses_sequence_parallel_size", p.sequence_parallel),
             ("engine.dtype", DTYPES[t.precision]),
+            ("+engine.mixed_precision.param_dtype", t.precision),
         ]
+        if device == "cpu":  # torch.compile of verl's loss needs a C++ toolchain per rank: not worth it for a CPU demo
+            pairs.append(("engine.use_torch_compile", False))
     pairs += optim_pairs("optim", t, megatron=p.strategy == "megatron")
     return pairs + trainer_pairs(job, device, paths, length, sft=True)
+
+
+def merge_argv(stage: str, step_dir: Path, target: Path, trust_remote_code: bool) -> list[str]:
+    """verl's model merger: the FSDP shards of a saved step (the actor's, for GRPO) as a Hugging Face model in
+    `target` (a LoRA run: the base weights plus `lora_adapter/`, which merge_lora.py then folds in)."""
+    local = step_dir / "actor" if stage == "grpo" else step_dir
+    argv = [PYTHON, "-m", MERGER_ENTRY, "merge", "--backend", "fsdp", "--local_dir", str(local)]
+    argv += ["--target_dir", str(target)]
+    return argv + (["--trust-remote-code"] if trust_remote_code else [])
+
+
+def merge_lora_argv(target: Path) -> list[str]:
+    """Fold the merger's `lora_adapter/` into the weights in `target` (backends/verl/merge_lora.py)."""
+    return [PYTHON, "-m", MERGE_LORA_ENTRY, str(target)]
 
 
 def reward_specs(grpo: GRPOSection) -> list[dict[str, Any]]:
@@ -405,15 +461,12 @@ def plan_verl(
     states verl's total_training_steps and the RL schedule; without them (a dry run) verl counts itself.
     `base_dirs` are where relative reward files are looked up by the generated reward module.
     """
-    if device == "cpu":
-        raise UsageError("the verl backend needs GPUs or NPUs", "use backend: deepspeed on CPU")
-    check_verl_support(job)
+    check_verl_support(job, device)
     paths = VerlPaths.of(job)
     p = job.parallel
-    env = {**launch_env(device, p.nproc_per_node), "VERL_FILE_LOGGER_PATH": paths.metrics_file}
-    if "tensorboard" in job.logging.report_to:
-        env["TENSORBOARD_DIR"] = paths.sub("tensorboard")
-    env.update(job.env)
+    env = {**launch_env(device, p.nproc_per_node), **ray_worker_env(job, paths)}
+    if device == "cpu":
+        env.update(cpu_env())
     files: dict[str, str] = {}
     if job.stage == "grpo":
         assert job.grpo is not None
