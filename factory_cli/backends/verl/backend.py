@@ -24,6 +24,7 @@ SFT_PACKAGES = (("fastapi", "fastapi"), ("uvicorn", "uvicorn"))
 GRPO_PACKAGES = (("fastapi", "fastapi"), ("uvicorn", "uvicorn"), ("transfer_queue", "TransferQueue"))
 ROLLOUT_PACKAGES = {"vllm": ("vllm", "vllm"), "sglang": ("sglang", "sglang")}
 VERL_TRACKER = "latest_checkpointed_iteration.txt"
+EPOCH_END_SUFFIX = ".epoch-end"
 LORA_ADAPTER_DIR = "lora_adapter"  # where verl's model merger puts a LoRA run's adapter
 # verl metric names -> the names factory's run summary and plots read.
 METRIC_ALIASES = {
@@ -89,6 +90,11 @@ class VerlBackend:
             ui.info(note)
         if resumed:
             ui.info(f"resume: verl continues from {checkpoints / f'global_step_{resumed}'}")
+            if plan.stage == "sft":
+                for note in set_aside_epoch_end_dataloader(
+                    checkpoints / f"global_step_{resumed}", resumed, job, train_rows
+                ):
+                    ui.info(note)
         metrics_file = Path(plan.engine_config["metrics_file"])
         metrics_file.unlink(missing_ok=True)
         step = plan.steps[0]
@@ -101,6 +107,10 @@ class VerlBackend:
         last = last_verl_step(checkpoints)
         if not last:
             raise UsageError(f"verl exited without a checkpoint in {checkpoints}", "see verl's output above")
+        planned = plan.engine_config.get("total_training_steps")
+        if isinstance(planned, int) and last < planned:
+            ui.warn(f"verl stopped at step {last} of {planned} without an error; final/ is not written")
+            return RunResult(run_dir=run.path, ok=False, summary={"exit_code": 0, "stopped_at": last})
         ui.info(f"final: merging {checkpoints / f'global_step_{last}'} with verl's model merger")
         code = write_final(run, plan, python.path, last, job)
         summary = write_summary(run, last, logged)
@@ -148,6 +158,27 @@ def missing_engine_message(
             f"install verl's GPU stack there: pip install 'verl[{rollout}]=={VERL_VERSION}' (with TransferQueue)",
         )
     return message, f"pip install {' '.join(m.replace('_', '-') for m in missing)} into that environment"
+
+
+def set_aside_epoch_end_dataloader(step_dir: Path, step: int, job: VerlJob, train_rows: int) -> list[str]:
+    """Resuming SFT from a checkpoint saved at the end of an epoch: verl 0.9's SFT trainer restores the dataloader
+    state of the finished epoch into the next one, which then yields no batch, and exits 0 without training (the
+    resume test in tests/integration/test_verl_train.py). At an epoch's end that state says nothing more than "start
+    the next epoch", which verl does without it: the files are renamed, never deleted."""
+    assert job.train.global_batch_size is not None, "resolve_defaults fills it"
+    per_epoch = train_rows // job.train.global_batch_size
+    if not per_epoch or step % per_epoch:
+        return []
+    moved = []
+    for state in sorted(step_dir.glob("data_*.pt")):
+        state.replace(state.with_name(state.name + EPOCH_END_SUFFIX))
+        moved.append(state.name)
+    if not moved:
+        return []
+    return [
+        f"resume: step {step} ends epoch {step // per_epoch}; {', '.join(moved)} set aside ({EPOCH_END_SUFFIX}) "
+        "so verl starts the next epoch"
+    ]
 
 
 def last_verl_step(checkpoints: Path) -> int:

@@ -506,6 +506,7 @@ def plan_verl(
             "reward_file": paths.reward_file if job.stage == "grpo" else None,
             "metrics_file": paths.metrics_file,
             "dataset_sizes": dataset_sizes,
+            "total_training_steps": length.total_training_steps,
             "schedule": asdict(length.schedule) if length.schedule is not None else None,
         },
         notes=_notes(job, device, paths, length),
