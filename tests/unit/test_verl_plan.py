@@ -18,7 +18,6 @@ import pytest
 from factory_cli.backends import get_backend
 from factory_cli.backends.base import Plan
 from factory_cli.backends.verl import backend as verl_backend
-from factory_cli.backends.verl.data import verl_rl_row, verl_sft_row
 from factory_cli.backends.verl.plan import hydra_value, plan_verl
 from factory_cli.backends.verl.reward_adapter import reward_keys, reward_module_source
 from factory_cli.config.defaults import DeviceFacts, resolve_device_defaults
@@ -180,12 +179,12 @@ def test_sft_overrides() -> None:
     assert argv[:3] == ["python", "-m", "torch.distributed.run"]
     assert argv[argv.index("-m", 3) + 1] == "verl.trainer.sft_trainer"
     o = overrides_of(plan)
-    assert o["data.messages_key"] == "messages" and o["data.train_batch_size"] == "64"
+    assert o["data.messages_key"] == "messages" and o["data.train_batch_size"] == "16"
     assert o["data.micro_batch_size_per_gpu"] == "4" and o["model.lora_rank"] == "32"
     assert o["engine.strategy"] == "fsdp2" and o["optim.lr"] == "0.0001"
     assert "data.val_files" not in o and o["trainer.test_freq"] == "-1"
     sized = plan_verl(job_of("verl_sft.yaml"), "cuda", "x", dataset_sizes=[300])
-    assert overrides_of(sized)["trainer.total_training_steps"] == "8"  # 300 // 64 = 4 steps per epoch, 2 epochs
+    assert overrides_of(sized)["trainer.total_training_steps"] == "36"  # 300 // 16 = 18 steps per epoch, 2 epochs
 
 
 # ------------------------------------------------------------------------------------------------ rewards
@@ -222,29 +221,6 @@ def test_reward_keys_are_unique() -> None:
 
 
 # ------------------------------------------------------------------------------------------------ data
-
-
-def test_verl_rows() -> None:
-    row = {
-        "prompt": [{"role": "user", "content": "1+1?"}],
-        "answer": "2",
-        "data_source": "demo_math",
-        "level": 1,
-    }
-    assert verl_rl_row(row, 7) == {
-        "data_source": "demo_math",
-        "prompt": [{"role": "user", "content": "1+1?"}],
-        "ability": "general",
-        "reward_model": {"style": "rule", "ground_truth": "2"},
-        "extra_info": {"index": 7, "split": "train", "level": 1, "prompt": [{"role": "user", "content": "1+1?"}]},
-    }
-    bare = verl_rl_row({"prompt": [{"role": "user", "content": "hi"}]}, 0, "test")
-    assert bare["data_source"] == "factory" and bare["reward_model"]["ground_truth"] is None
-    sft = {
-        "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}],
-        "tools": '[{"a": 1}]',
-    }
-    assert verl_sft_row(sft) == {"messages": sft["messages"], "tools": [{"a": 1}]}
 
 
 def test_demo_grpo_rows_write_parquet(tmp_path: Path) -> None:
