@@ -63,7 +63,7 @@ def training_rows(job: VerlJob, rows: int) -> int:
 
 
 def check_steps(job: VerlJob, ctx: CheckContext) -> Iterator[Issue]:
-    """verl drops the last partial batch (sft_trainer.py and ray_trainer.py: drop_last=True), so data smaller
+    """verl's SFT and RL trainers drop the last partial batch (their dataloaders use drop_last), so data smaller
     than one global batch (sft) or one rollout step (grpo) gives zero optimizer steps: verl stops with a
     ZeroDivisionError (sft) or "Train dataloader is empty!" (grpo). The rows are check_data's count."""
     scan = data_scan(job, ctx)
