@@ -85,11 +85,12 @@ def test_every_override_composes_against_verls_config(report: dict[str, Any]) ->
 
 
 def test_configs_pass_verls_validation(report: dict[str, Any]) -> None:
-    problems = failures(report, "validate_config", "sft engine dataclass", "sft optim dataclass")
-    problems += failures(report, "sft checkpoint dataclass")
+    sections = ["actor_rollout_ref.model", "actor_rollout_ref.rollout", "model", "engine", "optim", "checkpoint"]
+    problems = failures(report, "validate_config", *(f"{s} dataclass" for s in sections))
     assert not problems, problems
-    assert report["counts"]["validate_config passed"] == len(report["composed"]["ppo_trainer"])
-    assert report["counts"]["sft configs built"] == len(report["composed"]["sft_trainer_engine"])
+    ppo, sft = len(report["composed"]["ppo_trainer"]), len(report["composed"]["sft_trainer_engine"])
+    assert report["counts"]["validate_config passed"] == ppo
+    assert report["counts"]["section dataclasses built"] == 2 * ppo + 4 * sft
     for note in report["skipped"]:  # only what needs vLLM, which this environment may lack
         assert "vllm not installed" in note
         print(f"skipped: {note}")

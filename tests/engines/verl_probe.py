@@ -178,9 +178,10 @@ def validated(cfg: Any) -> bool:
     return True
 
 
-def check_configs(report: Report, plans: list[tuple[str, Any]], config_dir: str) -> None:
+def check_configs(report: Report, plans: list[tuple[str, Any]], config_dir: str, model_dir: Path) -> None:
     """Compose every plan's overrides against verl's packaged config; validate what verl validates."""
     from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
     from verl.utils.config import omega_conf_to_dataclass
 
     vllm_lora_check_stub(report)
@@ -199,13 +200,18 @@ def check_configs(report: Report, plans: list[tuple[str, Any]], config_dir: str)
             if plan.stage == "grpo":
                 if report.guard("validate_config", label, validated, cfg):
                     report.count("validate_config passed")
+                sections = ("actor_rollout_ref.model", "actor_rollout_ref.rollout")
             else:
-                built = [
-                    report.guard(f"sft {section} dataclass", label, omega_conf_to_dataclass, cfg[section])
-                    for section in ("engine", "optim", "checkpoint")
-                ]
-                if all(c is not None for c in built):
-                    report.count("sft configs built")
+                sections = ("model", "engine", "optim", "checkpoint")
+            # Each section as the dataclass verl's workers build from it (the model read from a stand-in folder).
+            model = sections[0]
+            OmegaConf.update(cfg, f"{model}.path", str(model_dir), merge=False)
+            built = [
+                report.guard(f"{s} dataclass", label, omega_conf_to_dataclass, OmegaConf.select(cfg, s))
+                for s in sections
+            ]
+            if all(c is not None for c in built):
+                report.count("section dataclasses built", len(sections))
         # The control: a key verl does not declare fails to compose, so a renamed key fails this probe.
         try:
             compose("ppo_trainer", overrides=["actor_rollout_ref.actor.ppo_mini_batch_size_renamed=4"])
@@ -231,6 +237,17 @@ def byte_tokenizer(folder: Path) -> Any:
     tokenizer.chat_template = CHAT_TEMPLATE
     tokenizer.save_pretrained(folder)
     return tokenizer
+
+
+def stand_in_model(folder: Path) -> Path:
+    """A model folder verl's HFModelConfig reads (config and tokenizer, no weights): a one-layer Llama."""
+    from transformers import LlamaConfig
+
+    tokenizer = byte_tokenizer(folder)
+    shape = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2}
+    config = LlamaConfig(vocab_size=len(tokenizer), num_key_value_heads=1, architectures=["LlamaForCausalLM"], **shape)
+    config.save_pretrained(folder)
+    return folder
 
 
 class Spy:
@@ -447,8 +464,8 @@ def main(out: Path, work: Path) -> int:
     report.data["verl_version"] = verl.__version__
     config_dir = str(Path(verl.__file__).parent / "trainer" / "config")
     plans = all_plans(report, work)
-    check_configs(report, plans, config_dir)
     tokenizer = byte_tokenizer(work / "tokenizer")
+    check_configs(report, plans, config_dir, stand_in_model(work / "model"))
     report.guard("sft data", "SFT parquet -> verl SFT dataset", check_sft_data, report, config_dir, work, tokenizer)
     rl_tokenizer = byte_tokenizer(work / "tokenizer_rl")
     label = "RL parquet -> RLHFDataset -> reward managers"
