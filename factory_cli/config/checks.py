@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib.util
 import tempfile
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +36,8 @@ class CheckContext:
 
     base_dirs: Sequence[Path] = ()
     backend_check: Check | None = None
+    # data_scan's result per job, so checks that need the row counts do not read the data again.
+    scans: dict[int, tuple[JobBase, DataScan]] = field(default_factory=dict, compare=False, repr=False)
 
 
 Check = Callable[[JobBase, CheckContext], Iterable[Issue]]
@@ -266,9 +268,52 @@ def _first_rows(job: JobBase, ctx: CheckContext) -> list[dict[str, Any]]:
 # ------------------------------------------------------------------------------------------------ data
 
 
+@dataclass(frozen=True)
+class DataScan:
+    """What reading the job's data found: its issues, and the rows of the training and eval datasets (None when
+    unknown: a Hub dataset, or a file that is malformed or too large to count)."""
+
+    issues: tuple[Issue, ...]
+    train_rows: int | None
+    eval_rows: int | None
+
+
+def data_scan(job: JobBase, ctx: CheckContext) -> DataScan:
+    """The job's data read once per job and context (check_data and the backends' row arithmetic share it)."""
+    cached = ctx.scans.get(id(job))
+    if cached is not None and cached[0] is job:
+        return cached[1]
+    issues: list[Issue] = []
+    scan = _scan_data(job, ctx)
+    while True:
+        try:
+            issues.append(next(scan))
+        except StopIteration as done:
+            train_rows, eval_rows = done.value
+            break
+    result = DataScan(tuple(issues), train_rows, eval_rows)
+    ctx.scans[id(job)] = (job, result)
+    return result
+
+
 def check_data(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
     """Every dataset resolves; every local file parses to the end (up to FULL_CHECK_BYTES each) and has rows; the
     first rows of each file convert for the stage; the micro batch is not larger than the training set."""
+    scan = data_scan(job, ctx)
+    yield from scan.issues
+    train_rows = scan.train_rows
+    per_step = job.train.micro_batch_size * data_parallel_size(job)
+    if train_rows and per_step > train_rows:
+        yield warning(
+            "train.micro_batch_size",
+            f"micro {job.train.micro_batch_size} x data-parallel {data_parallel_size(job)} = {per_step} samples per "
+            f"forward pass, but the training data has {train_rows} rows: every step holds all of them",
+            f"set train.micro_batch_size: {max(1, train_rows // data_parallel_size(job))} or less",
+        )
+
+
+def _scan_data(job: JobBase, ctx: CheckContext) -> Generator[Issue, None, tuple[int | None, int | None]]:
+    """check_data's reading: yields the issues, returns the (train, eval) row counts."""
     from factory_cli.data.sources import DatasetNotFound, find_local_path, resolve_dataset
 
     if job.data.packing and job.stage in ("dpo", "grpo"):
@@ -279,8 +324,8 @@ def check_data(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
             f"folder not found: {job.data.dataset_dir}",
             "give the folder that holds your LlamaFactory dataset_info.json",
         )
-        return
-    train_rows: int | None = 0
+        return None, None
+    counts: dict[str, int | None] = {"train": 0, "eval": 0}
     for split in ("train", "eval"):
         for index, spec in enumerate(getattr(job.data, split)):
             path = f"data.{split}[{index}]"
@@ -293,21 +338,14 @@ def check_data(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
                 yield error(path, exc.message, exc.hint)
                 continue
             if resolved.file is None:
-                train_rows = None if split == "train" else train_rows
+                counts[split] = None
                 continue
             rows = yield from _check_local_dataset(job, path, resolved.file, resolved.format_spec)
             if rows is not None and spec.max_samples is not None:
                 rows = min(rows, spec.max_samples)
-            if split == "train":
-                train_rows = None if rows is None or train_rows is None else train_rows + rows
-    per_step = job.train.micro_batch_size * data_parallel_size(job)
-    if train_rows and per_step > train_rows:
-        yield warning(
-            "train.micro_batch_size",
-            f"micro {job.train.micro_batch_size} x data-parallel {data_parallel_size(job)} = {per_step} samples per "
-            f"forward pass, but the training data has {train_rows} rows: every step holds all of them",
-            f"set train.micro_batch_size: {max(1, train_rows // data_parallel_size(job))} or less",
-        )
+            total = counts[split]
+            counts[split] = None if rows is None or total is None else total + rows
+    return counts["train"], counts["eval"]
 
 
 def _check_local_dataset(

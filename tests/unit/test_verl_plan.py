@@ -19,7 +19,6 @@ import pytest
 from factory_cli.backends import get_backend
 from factory_cli.backends.base import Plan
 from factory_cli.backends.verl import backend as verl_backend
-from factory_cli.backends.verl.data import verl_rl_row, verl_sft_row
 from factory_cli.backends.verl.plan import hydra_value, plan_verl
 from factory_cli.backends.verl.reward_adapter import reward_keys, reward_module_source
 from factory_cli.config.defaults import DeviceFacts, resolve_device_defaults
@@ -181,12 +180,12 @@ def test_sft_overrides() -> None:
     assert argv[:3] == ["python", "-m", "torch.distributed.run"]
     assert argv[argv.index("-m", 3) + 1] == "verl.trainer.sft_trainer"
     o = overrides_of(plan)
-    assert o["data.messages_key"] == "messages" and o["data.train_batch_size"] == "64"
+    assert o["data.messages_key"] == "messages" and o["data.train_batch_size"] == "16"
     assert o["data.micro_batch_size_per_gpu"] == "4" and o["model.lora_rank"] == "32"
     assert o["engine.strategy"] == "fsdp2" and o["optim.lr"] == "0.0001"
     assert "data.val_files" not in o and o["trainer.test_freq"] == "-1"
     sized = plan_verl(job_of("verl_sft.yaml"), "cuda", "x", dataset_sizes=[300])
-    assert overrides_of(sized)["trainer.total_training_steps"] == "8"  # 300 // 64 = 4 steps per epoch, 2 epochs
+    assert overrides_of(sized)["trainer.total_training_steps"] == "36"  # 300 // 16 = 18 steps per epoch, 2 epochs
 
 
 # ------------------------------------------------------------------------------------------------ rewards
@@ -225,29 +224,6 @@ def test_reward_keys_are_unique() -> None:
 # ------------------------------------------------------------------------------------------------ data
 
 
-def test_verl_rows() -> None:
-    row = {
-        "prompt": [{"role": "user", "content": "1+1?"}],
-        "answer": "2",
-        "data_source": "demo_math",
-        "level": 1,
-    }
-    assert verl_rl_row(row, 7) == {
-        "data_source": "demo_math",
-        "prompt": [{"role": "user", "content": "1+1?"}],
-        "ability": "general",
-        "reward_model": {"style": "rule", "ground_truth": "2"},
-        "extra_info": {"index": 7, "split": "train", "level": 1, "prompt": [{"role": "user", "content": "1+1?"}]},
-    }
-    bare = verl_rl_row({"prompt": [{"role": "user", "content": "hi"}]}, 0, "test")
-    assert bare["data_source"] == "factory" and bare["reward_model"]["ground_truth"] is None
-    sft = {
-        "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}],
-        "tools": '[{"a": 1}]',
-    }
-    assert verl_sft_row(sft) == {"messages": sft["messages"], "tools": [{"a": 1}]}
-
-
 def test_demo_grpo_rows_write_parquet(tmp_path: Path) -> None:
     from factory_cli.data.pipeline import read_canonical_rows
 
@@ -260,7 +236,7 @@ def test_demo_grpo_rows_write_parquet(tmp_path: Path) -> None:
     table = pq.read_table(path).to_pylist()
     assert len(table) == len(rows)
     assert table[0]["reward_model"]["ground_truth"] == rows[0]["answer"]
-    assert table[0]["prompt"][0]["role"] == "user"
+    assert json.loads(table[0]["prompt"][0])["role"] == "user"
     split = verl_backend.split_rows(
         job.model_copy(update={"data": job.data.model_copy(update={"eval_ratio": 0.1})}), rows
     )
@@ -343,8 +319,9 @@ def test_run_writes_parquet_reward_module_and_metrics(tmp_path: Path, monkeypatc
             return 0
         line = {"step": 1, "data": {"critic/score/mean": 0.5, "actor/pg_loss": 0.01}}
         Path(env["VERL_FILE_LOGGER_PATH"]).write_text(json.dumps(line) + "\n", encoding="utf-8")
-        (run_dir / "checkpoints" / "global_step_1" / "actor").mkdir(parents=True)
-        (run_dir / "checkpoints" / "latest_checkpointed_iteration.txt").write_text("1", encoding="utf-8")
+        total = next(a.split("=")[1] for a in argv if a.startswith("trainer.total_training_steps="))
+        (run_dir / "checkpoints" / f"global_step_{total}" / "actor").mkdir(parents=True)
+        (run_dir / "checkpoints" / "latest_checkpointed_iteration.txt").write_text(total, encoding="utf-8")
         return 0
 
     def all_installed(python: EnginePython, modules: list[tuple[str, str]]) -> EngineProbe:
@@ -356,8 +333,11 @@ def test_run_writes_parquet_reward_module_and_metrics(tmp_path: Path, monkeypatc
 
     assert result.ok and len(launched) == 2
     merge = launched[1]
-    assert merge[merge.index("--local_dir") + 1] == str(run_dir / "checkpoints" / "global_step_1" / "actor")
-    assert json.loads((run_dir / "final" / "factory_complete.json").read_text(encoding="utf-8"))["step"] == 1
+    total = written_total = json.loads((run_dir / "plan.json").read_text())["engine_config"]["total_training_steps"]
+    assert merge[merge.index("--local_dir") + 1] == str(run_dir / "checkpoints" / f"global_step_{total}" / "actor")
+    assert (
+        json.loads((run_dir / "final" / "factory_complete.json").read_text(encoding="utf-8"))["step"] == written_total
+    )
     assert envs[0]["FACTORY_JOB_PROBE"] == "from the job"  # the job's env: on top of what verl's launch needs
     assert (run_dir / "data" / "train.parquet").is_file() and (run_dir / "data" / "val.parquet").is_file()
     assert "def compute_score" in (run_dir / "verl_reward.py").read_text(encoding="utf-8")

@@ -271,13 +271,15 @@ def split_rows(job: VerlJob, rows: list[dict[str, Any]]) -> tuple[list[dict[str,
 
 
 def write_parquet(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Rows as one parquet file (pyarrow infers the nested message / extra_info types)."""
-    import pyarrow as pa
+    """Rows as one parquet file, with the variable-schema parts as JSON values (data.verl_table): each row keeps
+    exactly its own fields."""
     import pyarrow.parquet as pq
+
+    from factory_cli.backends.verl.data import verl_table
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(pa.Table.from_pylist(rows), tmp)
+    pq.write_table(verl_table(rows), tmp)
     tmp.replace(path)
 
 

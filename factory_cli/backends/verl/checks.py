@@ -1,18 +1,20 @@
-"""verl-only checks: rollout TP fits the devices, batches split evenly into groups and updates. No torch."""
+"""verl-only checks: rollout TP fits the devices, batches split evenly into groups and updates, the data gives
+optimizer steps. No torch."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-from factory_cli.config.checks import CheckContext, divides, error, job_architecture
+from factory_cli.config.checks import CheckContext, data_scan, divides, error, job_architecture, warning
 from factory_cli.config.errors import Issue
 from factory_cli.config.schema import JobBase, VerlJob
 
 
 def check_verl(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
-    """Rollout tensor parallel and the rollout/update batch arithmetic."""
+    """Rollout tensor parallel, the rollout/update batch arithmetic, and steps from the data."""
     if not isinstance(job, VerlJob):
         return
+    yield from check_steps(job, ctx)
     p, r = job.parallel, job.rollout
     world = p.world_size
     if world % r.tp:
@@ -44,3 +46,82 @@ def check_verl(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
             f"{samples} samples per step do not spread evenly over {world} devices",
             "make prompts_per_step x num_generations a multiple of the device count",
         )
+
+
+def training_rows(job: VerlJob, rows: int) -> int:
+    """The rows verl trains on out of `rows`: data.eval_ratio holds some out unless data.eval is given (as
+    backend.split_rows does)."""
+    from factory_cli.config.errors import UsageError
+    from factory_cli.data.pipeline import held_out_rows
+
+    if job.data.eval or job.data.eval_ratio <= 0:
+        return rows
+    try:
+        return rows - len(held_out_rows(rows, job.data.eval_ratio, job.data.seed))
+    except UsageError:  # the ratio leaves no rows
+        return 0
+
+
+def check_steps(job: VerlJob, ctx: CheckContext) -> Iterator[Issue]:
+    """verl's SFT and RL trainers drop the last partial batch (their dataloaders use drop_last), so data smaller
+    than one global batch (sft) or one rollout step (grpo) gives zero optimizer steps: verl stops with a
+    ZeroDivisionError (sft) or "Train dataloader is empty!" (grpo). The rows are check_data's count."""
+    scan = data_scan(job, ctx)
+    if not scan.train_rows:  # unknown (a Hub dataset) or reported by check_data
+        return
+    rows = training_rows(job, scan.train_rows)
+    held = f" ({scan.train_rows - rows} held out by data.eval_ratio)" if rows < scan.train_rows else ""
+    if job.stage == "grpo":
+        yield from _grpo_steps(job, rows, held)
+        return
+    batch = job.train.global_batch_size
+    assert batch is not None, "resolve_defaults fills train.global_batch_size"
+    per_step = job.train.micro_batch_size * job.parallel.world_size
+    if rows // batch == 0:
+        fit = rows // per_step * per_step
+        fix = (
+            f"set train.global_batch_size: {fit} or less (a multiple of micro {job.train.micro_batch_size} x "
+            f"{job.parallel.world_size} devices), or add rows"
+            if fit
+            else f"lower train.micro_batch_size to {max(1, rows // job.parallel.world_size)} and the global batch "
+            f"to {rows} or less, or add rows"
+        )
+        yield error(
+            "train.global_batch_size",
+            f"{rows} training rows{held} fill no global batch of {batch}: verl drops the last partial batch, so "
+            "the job would run 0 optimizer steps",
+            fix,
+        )
+    evals = _eval_rows(job, scan.train_rows, scan.eval_rows)
+    if evals is not None and evals // batch == 0:
+        yield warning(
+            "data.eval" if job.data.eval else "data.eval_ratio",
+            f"{evals} eval rows fill no global batch of {batch}: verl validates whole batches only, so val/loss "
+            "would be NaN",
+            f"hold out at least {batch} rows",
+        )
+
+
+def _eval_rows(job: VerlJob, train_rows: int, eval_rows: int | None) -> int | None:
+    if job.data.eval:
+        return eval_rows
+    return train_rows - training_rows(job, train_rows) if job.data.eval_ratio > 0 else None
+
+
+def _grpo_steps(job: VerlJob, prompts: int, held: str) -> Iterator[Issue]:
+    grpo, rollout = job.grpo, job.rollout
+    assert grpo is not None
+    if prompts >= rollout.prompts_per_step:
+        return
+    n, world = grpo.num_generations, job.parallel.world_size
+    # An update batch of the whole step (the default) shrinks with it; a set one must still split the step.
+    update = rollout.update_batch_size or rollout.prompts_per_step * n
+    whole_step = update == rollout.prompts_per_step * n
+    fits = [p for p in range(prompts, 0, -1) if (p * n) % world == 0 and (whole_step or (p * n) % update == 0)]
+    fix = f"set rollout.prompts_per_step: {fits[0]} or less, or add prompts" if fits else "add prompts"
+    yield error(
+        "rollout.prompts_per_step",
+        f"{prompts} training prompts{held} fill no rollout step of {rollout.prompts_per_step} prompts: verl drops "
+        "the last partial batch, so the job would run 0 optimizer steps",
+        fix,
+    )

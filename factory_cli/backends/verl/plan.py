@@ -24,6 +24,7 @@ from typing import Any
 
 from factory_cli.backends.base import Plan, Step
 from factory_cli.backends.common.plan import LR_DECAY_STYLES, PYTHON, RunPaths, num, on_device
+from factory_cli.backends.verl.data import SFT_DATASET_PAIRS
 from factory_cli.backends.verl.reward_adapter import reward_module_source
 from factory_cli.config.errors import UsageError
 from factory_cli.config.schema import GRPOSection, TrainSection, VerlJob
@@ -389,6 +390,7 @@ def sft_pairs(job: VerlJob, device: DeviceKind, paths: VerlPaths, length: Length
     pairs: list[tuple[str, Any]] = [("data.train_files", paths.train_file)]
     if has_eval(job):
         pairs.append(("data.val_files", paths.val_file))
+    pairs += list(SFT_DATASET_PAIRS)
     pairs += [
         ("data.messages_key", "messages"),
         ("data.train_batch_size", t.global_batch_size),

@@ -6,6 +6,11 @@ accepts a float or a dict whose "score" is the reward; every other key of the di
 (reward_extra_info), so each reward's own value appears next to the weighted sum. The generated module
 loads the rewards once per process with `factory_cli.rewards.loader.load_reward`, so the Ray workers need
 factory installed in their environment (they share the driver's on one machine).
+
+Each reward sees the canonical row exactly as the deepspeed backend passes it: the prompt, and every other key of
+the row as a column. data.py stores the row as JSON in extra_info's `factory_row`, which compute_score decodes;
+what verl adds to extra_info (index, split, num_turns, rollout_reward_scores) is not passed on. Called with an
+extra_info that carries no such row (a hand-made call), its keys are the columns, with answer and data_source.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from typing import Any
+
+from factory_cli.backends.verl.data import ROW_KEY
 
 RESERVED_KEYS = frozenset({"score", "acc"})
 
@@ -30,6 +37,7 @@ from factory_cli.rewards.loader import load_reward
 
 REWARDS: list[dict[str, Any]] = json.loads({rewards!r})
 BASE_DIRS: list[str] = json.loads({base_dirs!r})
+ROW_KEY = {row_key!r}
 _LOADED: list[Any] = []
 
 
@@ -45,9 +53,13 @@ def _rewards() -> list[Any]:
 def compute_score(data_source, solution_str, ground_truth, extra_info=None, **kwargs) -> dict[str, float]:
     """verl's reward hook: {{"score": weighted sum, <reward label>: its value, ...}} for one completion."""
     info = dict(extra_info or {{}})
-    prompt = info.get("prompt")
-    columns = {{key: [value] for key, value in info.items() if key != "prompt"}}
-    columns.update({{"answer": [ground_truth], "data_source": [data_source], "extra_info": [info]}})
+    encoded = info.get(ROW_KEY)
+    if isinstance(encoded, str):  # the canonical row, as factory wrote it
+        row = json.loads(encoded)
+    else:
+        row = {{**info, "answer": ground_truth, "data_source": data_source, "extra_info": info}}
+    prompt = row.get("prompt")
+    columns = {{key: [value] for key, value in row.items() if key != "prompt"}}
     scores: dict[str, float] = {{}}
     total = 0.0
     for spec, reward in zip(REWARDS, _rewards()):
@@ -89,4 +101,5 @@ def reward_module_source(rewards: list[dict[str, Any]], base_dirs: Sequence[str]
     return MODULE_TEMPLATE.format(
         rewards=json.dumps(specs, ensure_ascii=False, sort_keys=True),
         base_dirs=json.dumps([str(d) for d in base_dirs]),
+        row_key=ROW_KEY,
     )
