@@ -123,6 +123,21 @@ def check_model(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
         )
 
 
+def check_model_source(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
+    """A model that is not on this machine can be downloaded now: its hub is reachable (one short probe) and its
+    library installed (modeling/locate.py), so a run never waits a minute on retries to end in a traceback."""
+    from factory_cli.modeling.locate import locate_model, model_unavailable
+
+    try:
+        location = locate_model(job.model, ctx.base_dirs)
+    except UsageError:  # a reference that names nothing: check_model reports it
+        return
+    problem = model_unavailable(location)
+    if problem is not None:
+        library = "library" in problem.message and "not installed" in problem.message
+        yield error("model.source" if library else "model.name_or_path", problem.message, problem.hint)
+
+
 def check_template(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
     """A named chat template exists (or a .jinja file)."""
     from factory_cli.data.chat_templates import TEMPLATE_NAMES
@@ -508,6 +523,7 @@ def check_backend(job: JobBase, ctx: CheckContext) -> Iterable[Issue]:
 
 ALL_CHECKS: tuple[Check, ...] = (
     check_model,
+    check_model_source,
     check_template,
     check_method,
     check_batch,

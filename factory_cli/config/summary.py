@@ -71,6 +71,17 @@ def dataset_lines(job: JobBase, base_dirs: tuple[Path, ...]) -> list[str]:
     return lines
 
 
+def model_origin(job: JobBase, base_dirs: tuple[Path, ...]) -> str:
+    """Where the model's files come from (modeling/locate.py): a local path, a hub's cache, or a download."""
+    from factory_cli.config.errors import UsageError
+    from factory_cli.modeling.locate import locate_model
+
+    try:
+        return f"from {locate_model(job.model, base_dirs).describe()}"
+    except UsageError as exc:
+        return exc.message
+
+
 def summarize(job: JobBase, base_dirs: tuple[Path, ...] = ()) -> list[tuple[str, str]]:
     """(label, text) rows describing the job."""
     t = job.train
@@ -78,6 +89,7 @@ def summarize(job: JobBase, base_dirs: tuple[Path, ...] = ()) -> list[tuple[str,
     model = job.model.name_or_path
     if spec is not None:
         model += f"  [{spec.hf_id}, {spec.params_b:g}B params]"
+    model += f"; {model_origin(job, base_dirs)}"
     length = f"{t.max_steps} steps" if t.max_steps else f"{t.epochs:g} epoch(s)"
     rows = [
         ("job", f"{job.stage} on {job.backend}, device {job.device}"),

@@ -102,10 +102,9 @@ class LoadedSource:
 def _checkpoint_dir(reference: str, base_dirs: Sequence[Path]) -> Path:
     """A local checkpoint for `reference`: as is, or a GGUF converted once into the cache (may download)."""
     from factory_cli.config.schema import ModelSection
-    from factory_cli.modeling.gguf import ensure_hf_checkpoint
-    from factory_cli.modeling.sources import resolve_model_source
+    from factory_cli.modeling.download import fetch_model
 
-    return Path(ensure_hf_checkpoint(resolve_model_source(ModelSection(name_or_path=reference), base_dirs)))
+    return Path(fetch_model(ModelSection(name_or_path=reference), base_dirs))
 
 
 def _run_template(run_dir: Path | None) -> str | None:

@@ -94,12 +94,11 @@ class LoadedModel:
 
 
 def _hf_path(reference: str, base_dirs: Sequence[Path]) -> str:
-    """A registry name, GGUF or Hub id -> something from_pretrained takes (GGUF converted once, cached)."""
+    """A registry name, GGUF or Hub id -> a local folder from_pretrained takes (downloaded or converted once)."""
     from factory_cli.config.schema import ModelSection
-    from factory_cli.modeling.gguf import ensure_hf_checkpoint
-    from factory_cli.modeling.sources import resolve_model_source
+    from factory_cli.modeling.download import fetch_model
 
-    return ensure_hf_checkpoint(resolve_model_source(ModelSection(name_or_path=reference), base_dirs))
+    return fetch_model(ModelSection(name_or_path=reference), base_dirs)
 
 
 def load_for_inference(

@@ -17,7 +17,7 @@ def prepare_inputs(job: JobBase, run_dir: Path, base_dirs: Sequence[Path]) -> di
     """Convert the model if needed, prepare the data; write and return run_dir/data/manifest.json."""
     from factory_cli.data.masking import resolve_chat_template
     from factory_cli.data.pipeline import prepare_data
-    from factory_cli.modeling.gguf import ensure_hf_checkpoint
+    from factory_cli.modeling.download import fetch_model
     from factory_cli.modeling.load import load_tokenizer
     from factory_cli.modeling.sources import resolve_model_source
     from factory_cli.registry.models import find_model
@@ -25,7 +25,7 @@ def prepare_inputs(job: JobBase, run_dir: Path, base_dirs: Sequence[Path]) -> di
 
     quiet_engine_progress()
     source = resolve_model_source(job.model, base_dirs)
-    model_path = ensure_hf_checkpoint(source, trust_remote_code=job.model.trust_remote_code)
+    model_path = fetch_model(job.model, base_dirs, lambda message: console.print(message, markup=False))
     tokenizer = load_tokenizer(
         job.model.tokenizer or model_path, trust_remote_code=job.model.trust_remote_code, revision=job.model.revision
     )
