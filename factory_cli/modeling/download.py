@@ -107,7 +107,13 @@ def _hf_download(
         )
     folder = Path(
         snapshot_download(
-            repo_id, revision=revision, allow_patterns=wanted, local_dir=to, endpoint=hub.endpoint(), max_workers=4
+            repo_id,
+            revision=revision,
+            allow_patterns=wanted,
+            local_dir=to,
+            cache_dir=hub.cache_root(),  # the folder modeling/hubs.py looks in, whenever the library read its variable
+            endpoint=hub.endpoint(),
+            max_workers=4,
         )
     )
     published = {name: siblings[name] for name in wanted}
