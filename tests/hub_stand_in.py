@@ -57,8 +57,11 @@ def _etag(path: Path, name: str) -> str:
 
 
 @contextmanager
-def serve_repo(folder: Path, repo_id: str = "stand-in/tiny-model") -> Iterator[StandIn]:
-    """Serve `folder` (files and sub-folders) as model `repo_id` until the block ends."""
+def serve_repo(folder: Path, repo_id: str = "stand-in/tiny-model", kind: str = "model") -> Iterator[StandIn]:
+    """Serve `folder` (files and sub-folders) as repository `repo_id` of `kind` (model, dataset) until the block
+    ends."""
+    api = f"/api/{kind}s/{repo_id}"
+    resolve = f"/{repo_id}/resolve/" if kind == "model" else f"/{kind}s/{repo_id}/resolve/"
     files = {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*")) if p.is_file()}
     state = StandIn("", repo_id)
 
@@ -67,7 +70,7 @@ def serve_repo(folder: Path, repo_id: str = "stand-in/tiny-model") -> Iterator[S
             return
 
         def _file(self) -> tuple[str, Path] | None:
-            prefix = f"/{repo_id}/resolve/"
+            prefix = resolve
             path = unquote(urlparse(self.path).path)
             if not path.startswith(prefix):
                 return None
@@ -99,11 +102,11 @@ def serve_repo(folder: Path, repo_id: str = "stand-in/tiny-model") -> Iterator[S
         def do_GET(self) -> None:
             state.requests.append(f"GET {self.path}")
             path = urlparse(self.path).path
-            if path in (f"/api/models/{repo_id}", *(f"/api/models/{repo_id}/revision/{r}" for r in ("main", COMMIT))):
+            if path in (api, *(f"{api}/revision/{r}" for r in ("main", COMMIT))):
                 siblings = [_sibling(p, name) for name, p in files.items()]
                 self._json({"id": repo_id, "sha": COMMIT, "private": False, "siblings": siblings})
                 return
-            if path.startswith(f"/api/models/{repo_id}/tree/"):
+            if path.startswith(f"{api}/tree/"):
                 self._json([_tree_entry(p, name) for name, p in files.items()])
                 return
             found = self._file()

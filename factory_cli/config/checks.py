@@ -138,6 +138,32 @@ def check_model_source(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
         yield error("model.source" if library else "model.name_or_path", problem.message, problem.hint)
 
 
+def check_dataset_sources(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
+    """A Hub dataset that is in no cache can be downloaded now (the same probe as the model's, modeling/hubs.py)."""
+    from factory_cli.data.sources import resolve_dataset
+    from factory_cli.modeling.hubs import HUBS, cached_hub_dataset
+
+    hub = HUBS["hf"]
+    for split in ("train", "eval"):
+        for index, spec in enumerate(getattr(job.data, split)):
+            try:
+                entry = resolve_dataset(spec, job.data.dataset_dir, ctx.base_dirs).entry
+            except UsageError:  # check_data reports it
+                continue
+            if entry.hf_hub_url is None or cached_hub_dataset(entry.hf_hub_url) is not None:
+                continue
+            why = hub.unavailable()
+            if why is not None:
+                yield error(
+                    f"data.{split}[{index}]",
+                    f"dataset `{entry.hf_hub_url}` is not on this machine and cannot be downloaded: {why}. Looked "
+                    f"in the Hugging Face cache ({hub.cache_dir()}) and the datasets cache",
+                    "give a local file or folder (json, jsonl, csv, parquet); or on a connected machine run "
+                    f"`factory download {entry.hf_hub_url} --dataset --to DIR`, copy DIR here and name it in "
+                    f"data.{split}; or set HF_ENDPOINT to a mirror you can reach",
+                )
+
+
 def check_template(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
     """A named chat template exists (or a .jinja file)."""
     from factory_cli.data.chat_templates import TEMPLATE_NAMES
@@ -530,6 +556,7 @@ ALL_CHECKS: tuple[Check, ...] = (
     check_backend,
     check_grpo,
     check_data,
+    check_dataset_sources,
     check_device,
     check_compile,
     check_lora_base_precision,

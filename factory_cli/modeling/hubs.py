@@ -62,7 +62,7 @@ class Hub:
             return f"{address[0]}:{address[1]}{via} is not reachable from here"
         return None
 
-    def cache_root(self) -> Path:
+    def cache_dir(self) -> Path:
         """Where the hub's library keeps its downloads."""
         home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser()
         if self.name == "hf":
@@ -76,7 +76,7 @@ class Hub:
 
     def cached_dirs(self, repo_id: str, revision: str | None) -> list[Path]:
         """The folders of the hub's cache that would hold `repo_id` at `revision` (existing or not)."""
-        root = self.cache_root()
+        root = self.cache_dir()
         if self.name == "modelscope":  # <root>/models/<owner>/<name>, older: <root>/<owner>/<name>; '.' may be '___'
             owner, _, name = repo_id.partition("/")
             names = dict.fromkeys([name, name.replace(".", "___")])
@@ -175,4 +175,17 @@ def missing_model_files(folder: Path) -> list[str]:
 
 def describe_cache(hubs: Sequence[HubName]) -> str:
     """`the Hugging Face cache (~/.cache/huggingface/hub)` and friends, for messages."""
-    return ", ".join(f"the {HUBS[h].short} cache ({HUBS[h].cache_root()})" for h in hubs)
+    return ", ".join(f"the {HUBS[h].short} cache ({HUBS[h].cache_dir()})" for h in hubs)
+
+
+def cached_hub_dataset(repo_id: str) -> Path | None:
+    """A Hugging Face dataset already on this machine: its files in the Hub cache (a `factory download --dataset`
+    into the cache), or what `datasets` prepared from it (HF_DATASETS_CACHE); None when neither is there."""
+    hub_copy = HUBS["hf"].cache_dir() / f"datasets--{repo_id.replace('/', '--')}" / "snapshots"
+    snapshots = sorted(hub_copy.iterdir()) if hub_copy.is_dir() else []
+    if snapshots:
+        return snapshots[-1]
+    home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "huggingface"
+    root = Path(os.environ.get("HF_DATASETS_CACHE") or Path(os.environ.get("HF_HOME") or home) / "datasets")
+    prepared = root.expanduser() / repo_id.replace("/", "___")
+    return prepared if prepared.is_dir() and any(prepared.iterdir()) else None

@@ -194,3 +194,38 @@ def test_modelscope_and_modelers_download_through_their_own_library(
     patterns = calls[0]["allow_patterns"]
     assert "*.safetensors" in patterns and "*.json" in patterns and "*.jinja" in patterns and "*.py" not in patterns
     assert sorted(fetched.files) == ["config.json", "model.safetensors", "tokenizer.json"]
+
+
+# ------------------------------------------------------------------------------------------------ datasets
+
+ROWS = '{"instruction": "Say hi", "output": "hi"}\n{"instruction": "Say bye", "output": "bye"}\n'
+
+
+def test_a_hub_dataset_is_downloaded_and_then_trains_from_its_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import huggingface_hub.constants
+
+    from factory_cli.modeling.download import data_folders, download_dataset
+
+    served = tmp_path / "served-data"
+    (served / "data").mkdir(parents=True)
+    (served / "data" / "train.jsonl").write_text(ROWS)
+    (served / "README.md").write_text("card")
+    (served / "dataset_infos.json").write_text("{}")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    with serve_repo(served, "stand-in/rows", kind="dataset") as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        fetched = download_dataset("stand-in/rows", tmp_path / "rows", None, lambda message: None)
+    assert sorted(fetched.files) == ["README.md", "data/train.jsonl"] and fetched.verified == 2
+    assert data_folders(fetched) == [tmp_path / "rows" / "data"]
+    assert (tmp_path / "rows" / "data" / "train.jsonl").read_text() == ROWS
+
+
+def test_a_hub_dataset_in_the_cache_needs_no_hub(tmp_path: Path) -> None:
+    from factory_cli.modeling.hubs import cached_hub_dataset
+
+    assert cached_hub_dataset("someone/rows") is None
+    snapshot = tmp_path / "hf" / "datasets--someone--rows" / "snapshots" / "abc"
+    snapshot.mkdir(parents=True)
+    assert cached_hub_dataset("someone/rows") == snapshot

@@ -142,9 +142,9 @@ def test_a_modelers_copy_is_found_in_its_cache(tmp_path: Path) -> None:
 def test_hf_home_and_hf_hub_cache_move_the_hugging_face_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("HF_HUB_CACHE")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "home"))
-    assert HUBS["hf"].cache_root() == tmp_path / "home" / "hub"
+    assert HUBS["hf"].cache_dir() == tmp_path / "home" / "hub"
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "direct"))
-    assert HUBS["hf"].cache_root() == tmp_path / "direct"
+    assert HUBS["hf"].cache_dir() == tmp_path / "direct"
 
 
 def test_the_llamafactory_switches_choose_the_hub_of_auto(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -360,3 +360,33 @@ def test_a_cached_model_is_fetched_with_no_network(tmp_path: Path, monkeypatch: 
     assert fetch_model(model("qwen2.5-0.5b-instruct")) == str(snapshot)
     location = locate_model(model("qwen2.5-0.5b-instruct"))
     assert isinstance(location, ModelLocation) and model_unavailable(location) is None
+
+
+HUB_DATA_JOB = """\
+backend: deepspeed
+stage: sft
+device: cpu
+model: {{name_or_path: {model}}}
+data:
+  train: [{{path: someone/instructions, format: alpaca}}]
+  max_length: 128
+train: {{max_steps: 1, micro_batch_size: 1}}
+output: {{dir: {run}}}
+"""
+
+
+def test_check_refuses_a_hub_dataset_it_cannot_download(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, real_hub_probe: None
+) -> None:
+    folder = cache_snapshot(tmp_path / "models", "me/mine")  # a local model: only the dataset needs the Hub
+    job = tmp_path / "job.yaml"
+    job.write_text(HUB_DATA_JOB.format(model=folder, run=tmp_path / "run"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code, output = run_cli(["check", str(job)])
+    assert code == 2, output
+    assert "data.train[0]: dataset `someone/instructions` is not on this machine and cannot be downloaded" in output
+    assert "factory download someone/instructions --dataset --to DIR" in output
+    (tmp_path / "hf" / "datasets--someone--instructions" / "snapshots" / "abc").mkdir(parents=True)
+    code, output = run_cli(["check", str(job)])
+    assert code == 0, output
+    assert "someone/instructions (alpaca), from the cache" in output
