@@ -5,6 +5,7 @@ machine."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import threading
@@ -28,6 +29,7 @@ class StandIn:
     requests: list[str] = field(default_factory=list)
 
 
+@functools.lru_cache(maxsize=256)
 def _sibling(path: Path, name: str) -> dict[str, object]:
     data = path.read_bytes()
     entry: dict[str, object] = {
