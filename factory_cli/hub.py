@@ -1,4 +1,5 @@
-"""Is the Hugging Face Hub reachable? If not, Hugging Face offline mode, so that nothing waits on retries.
+"""Is a hub reachable? One bounded probe (modeling/hubs.py asks it for every hub), and Hugging Face offline mode when
+the Hub is not, so that nothing waits on retries.
 
 Without a network, huggingface_hub retries each request with backoff (~25 s per file) before it fails. One TCP
 connection to the Hub (or the HTTPS proxy) tells at once whether a download can even start; when it cannot, loads run
