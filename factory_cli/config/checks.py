@@ -126,16 +126,23 @@ def check_model(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
 def check_model_source(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
     """A model that is not on this machine can be downloaded now: its hub is reachable (one short probe) and its
     library installed (modeling/locate.py), so a run never waits a minute on retries to end in a traceback."""
-    from factory_cli.modeling.locate import locate_model, model_unavailable
+    from factory_cli.modeling.hubs import HUBS
+    from factory_cli.modeling.locate import locate_model, model_unavailable, sibling_model
 
-    try:
-        location = locate_model(job.model, ctx.base_dirs)
-    except UsageError:  # a reference that names nothing: check_model reports it
-        return
-    problem = model_unavailable(location)
-    if problem is not None:
-        library = "library" in problem.message and "not installed" in problem.message
-        yield error("model.source" if library else "model.name_or_path", problem.message, problem.hint)
+    models = [("model.name_or_path", job.model)]
+    if job.dpo is not None and job.dpo.ref_model:
+        models.append(("dpo.ref_model", sibling_model(job.model, job.dpo.ref_model)))
+    for path, model in models:
+        try:
+            location = locate_model(model, ctx.base_dirs)
+        except UsageError as exc:  # a reference that names nothing (check_model reports the model's)
+            if path != "model.name_or_path":
+                yield error(path, exc.message.replace("model.name_or_path", path), exc.hint)
+            continue
+        problem = model_unavailable(location)
+        if problem is not None:
+            library = location.hub is not None and not HUBS[location.hub].installed()
+            yield error("model.source" if library else path, problem.message, problem.hint)
 
 
 def check_dataset_sources(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:

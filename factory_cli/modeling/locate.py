@@ -57,6 +57,11 @@ class ModelLocation:
         )
 
 
+def sibling_model(model: ModelSection, reference: str) -> ModelSection:
+    """Another model of the job (the DPO reference) with the job model's source, revision and trust settings."""
+    return model.model_copy(update={"name_or_path": reference, "gguf_file": None})
+
+
 def locate_model(model: ModelSection, base_dirs: Sequence[Path] = ()) -> ModelLocation:
     """Where `model.name_or_path` is: a local path, a complete copy in a hub's cache, else the hub to download from.
 

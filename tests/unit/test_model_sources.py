@@ -390,3 +390,21 @@ def test_check_refuses_a_hub_dataset_it_cannot_download(
     code, output = run_cli(["check", str(job)])
     assert code == 0, output
     assert "someone/instructions (alpaca), from the cache" in output
+
+
+def test_the_dpo_reference_is_checked_like_the_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = cache_snapshot(tmp_path / "models", "me/mine")
+    job = tmp_path / "job.yaml"
+    job.write_text(
+        JOB.format(run=tmp_path / "run")
+        .replace("sft", "dpo")
+        .replace("qwen2.5-0.5b-instruct", str(folder))
+        .replace("[demo-sft-alpaca]", "[demo-dpo]")
+        + "dpo: {ref_model: ./no/such/ref}\n"
+    )
+    code, output = run_cli(["check", str(job)])
+    assert code == 2 and "dpo.ref_model: dpo.ref_model `./no/such/ref` does not exist" in output, output
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(Hub, "unavailable", Hub.offline_reason)
+    code, output = run_cli(["check", str(job), "dpo.ref_model=qwen2.5-0.5b-instruct"])
+    assert code == 2 and "dpo.ref_model: model `qwen2.5-0.5b-instruct` is not on this machine" in output, output
