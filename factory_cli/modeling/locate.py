@@ -90,7 +90,7 @@ def _fixes(location: ModelLocation) -> str:
     hub = HUBS[location.hub] if location.hub is not None else HUBS["hf"]
     others = [name for name in ("hf", "modelscope", "modelers") if name != location.hub]
     return (
-        "give a local checkpoint folder as model.name_or_path; or on a connected machine run "
+        "use a local checkpoint folder instead (model.name_or_path, or --model); or on a connected machine run "
         f"`factory download {wanted} --to DIR` and copy DIR here; or set {hub.endpoint_var} to a mirror you can "
         f"reach; or set model.source: {' or '.join(others)}"
     )

@@ -6,6 +6,7 @@ closed ports or offline switches."""
 from __future__ import annotations
 
 import socket
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -217,7 +218,7 @@ def test_an_unreachable_endpoint_refuses_at_once(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
     started = time.monotonic()
     problem = model_unavailable(locate_model(model("qwen2.5-0.5b-instruct")))
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 3.0
     assert problem is not None and f"127.0.0.1:{port} is not reachable from here" in problem.message
 
 
@@ -249,7 +250,7 @@ def test_the_probe_is_bounded_even_when_nothing_answers(monkeypatch: pytest.Monk
     from factory_cli.hub import address_reachable
 
     assert address_reachable(("huggingface.co", 443), 0.2) is False
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - started < 3.0
 
 
 def test_a_hub_library_that_is_not_installed_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -351,7 +352,7 @@ def test_a_run_that_passed_check_but_lost_its_network_refuses_the_same_way(
 
     with pytest.raises(UsageError, match="offline mode is on"):
         materialize_model(Job(), Path("hf_model"), (), ConsoleProgress())  # type: ignore[arg-type]
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 3.0
 
 
 def test_a_cached_model_is_fetched_with_no_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -408,3 +409,37 @@ def test_the_dpo_reference_is_checked_like_the_model(tmp_path: Path, monkeypatch
     monkeypatch.setattr(Hub, "unavailable", Hub.offline_reason)
     code, output = run_cli(["check", str(job), "dpo.ref_model=qwen2.5-0.5b-instruct"])
     assert code == 2 and "dpo.ref_model: model `qwen2.5-0.5b-instruct` is not on this machine" in output, output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["eval", "--model", "qwen2.5-0.5b-instruct", "--tasks", "ppl"],
+        ["export", "--model", "qwen2.5-0.5b-instruct", "-o", "out"],
+        ["chat", "--model", "qwen2.5-0.5b-instruct"],
+    ],
+    ids=["eval", "export", "chat"],
+)
+def test_eval_export_and_chat_refuse_the_same_way(args: list[str], tmp_path: Path) -> None:
+    """The same refusal through the real command, before any model library asks the network."""
+    import os
+    import subprocess
+    import textwrap
+
+    code = textwrap.dedent(
+        f"""
+        import sys
+        from factory_cli.cli import app
+        try:
+            app({args!r}, prog_name="factory")
+        except SystemExit as exc:
+            print("EXIT", exc.code, file=sys.stderr)
+        """
+    )
+    env = {**os.environ, **WIDE, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hf")}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, input="", capture_output=True, text=True, timeout=60
+    )
+    output = " ".join(proc.stderr.split())
+    assert "EXIT 2" in output and "Traceback" not in output, output
+    assert "model `qwen2.5-0.5b-instruct` is not on this machine and cannot be downloaded: offline mode" in output
