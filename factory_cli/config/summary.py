@@ -91,7 +91,7 @@ def model_origin(job: JobBase, base_dirs: tuple[Path, ...]) -> str:
     from factory_cli.modeling.locate import locate_model
 
     try:
-        return f"from {locate_model(job.model, base_dirs).describe()}"
+        return locate_model(job.model, base_dirs).describe()
     except UsageError as exc:
         return exc.message
 

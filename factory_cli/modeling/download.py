@@ -219,7 +219,7 @@ def download_model(
         if to is None:
             files = {p.name: p.stat().st_size for p in sorted(location.path.iterdir()) if p.is_file()}
             return location, Fetched(location.path, files)
-        say(f"model: copying {location.repo_id} from {location.describe()}")
+        say(f"model: copying {location.repo_id} {location.describe()}")
         return location, _copy_folder(location.path, to)
     problem = model_unavailable(location)
     if problem is not None:

@@ -41,20 +41,20 @@ class ModelLocation:
         return ", ".join([*self.local_paths, describe_cache(self.searched)])
 
     def describe(self) -> str:
-        """One line for `factory check`: where the weights come from."""
+        """Where the weights come from, for `factory check`: `from local folder ...`, `from the ... cache ...`,
+        `to download: ...`, or `not on this machine ...`."""
         if self.where == "local":
-            return f"local {'file' if self.path is not None and self.path.is_file() else 'folder'} {self.path}"
+            return f"from local {'file' if self.path is not None and self.path.is_file() else 'folder'} {self.path}"
         if self.where == "cache":
             assert self.hub is not None
-            return f"{HUBS[self.hub].short} cache {self.path}"
+            return f"from the {HUBS[self.hub].short} cache {self.path}"
         if self.where == "missing":
             return f"not on this machine (model.source: local; looked in {describe_cache(self.searched)})"
         assert self.hub is not None
         hub = HUBS[self.hub]
         why = f", chosen by {self.chosen_by}" if self.chosen_by else ""
-        return (
-            f"download {self.repo_id} from {hub.label} ({hub.endpoint()}{why}); not in {describe_cache(self.searched)}"
-        )
+        where = f"{hub.label} ({hub.endpoint()}{why})"
+        return f"to download: {self.repo_id} from {where}; not in {describe_cache(self.searched)}"
 
 
 def sibling_model(model: ModelSection, reference: str) -> ModelSection:

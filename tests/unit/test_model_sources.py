@@ -75,13 +75,13 @@ def test_a_local_folder_is_local_and_needs_no_hub(tmp_path: Path) -> None:
     got = locate_model(model(str(folder)))
     assert (got.where, got.path, got.hub) == ("local", folder.resolve(), None)
     assert model_unavailable(got) is None
-    assert got.describe() == f"local folder {folder.resolve()}"
+    assert got.describe() == f"from local folder {folder.resolve()}"
 
 
 def test_a_local_gguf_file_is_local(tmp_path: Path) -> None:
     (tmp_path / "m.gguf").write_bytes(b"GGUF")
     got = locate_model(model("m.gguf"))
-    assert got.where == "local" and got.describe().startswith("local file ")
+    assert got.where == "local" and got.describe().startswith("from local file ")
 
 
 def test_a_registry_name_not_cached_is_a_download_from_the_hugging_face_hub(tmp_path: Path) -> None:
@@ -89,14 +89,14 @@ def test_a_registry_name_not_cached_is_a_download_from_the_hugging_face_hub(tmp_
     assert (got.where, got.hub, got.repo_id, got.chosen_by) == ("remote", "hf", QWEN, None)
     assert got.searched == ("hf", "modelscope", "modelers")
     assert str(tmp_path / "qwen2.5-0.5b-instruct") in got.local_paths
-    assert got.describe().startswith(f"download {QWEN} from the Hugging Face Hub (https://huggingface.co)")
+    assert got.describe().startswith(f"to download: {QWEN} from the Hugging Face Hub (https://huggingface.co)")
 
 
 def test_a_registry_name_in_the_hugging_face_cache_loads_from_there(tmp_path: Path) -> None:
     snapshot = cache_snapshot(tmp_path / "hf", QWEN)
     got = locate_model(model("qwen2.5-0.5b-instruct"))
     assert (got.where, got.hub, got.path) == ("cache", "hf", snapshot)
-    assert got.describe() == f"Hugging Face cache {snapshot}"
+    assert got.describe() == f"from the Hugging Face cache {snapshot}"
 
 
 def test_a_hub_id_at_a_revision_reads_that_ref_of_the_cache(tmp_path: Path) -> None:
@@ -311,15 +311,15 @@ def test_check_says_where_the_model_comes_from(tmp_path: Path) -> None:
     job.write_text(JOB.format(run=tmp_path / "run"))
     code, output = run_cli(["check", str(job)])
     assert code == 0, output
-    assert f"from download {QWEN} from the Hugging Face Hub" in output
+    assert f"to download: {QWEN} from the Hugging Face Hub" in output
     snapshot = cache_snapshot(tmp_path / "hf", QWEN)
     code, output = run_cli(["check", str(job), "model.source=hf"])
     assert code == 0, output
-    assert "from Hugging Face cache" in output
+    assert "from the Hugging Face cache" in output
     from factory_cli.config.summary import model_origin
     from factory_cli.config.validate import load_and_validate
 
-    assert model_origin(load_and_validate(job).job, ()) == f"from Hugging Face cache {snapshot}"
+    assert model_origin(load_and_validate(job).job, ()) == f"from the Hugging Face cache {snapshot}"
 
 
 def test_model_source_is_a_job_field_and_an_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -330,7 +330,7 @@ def test_model_source_is_a_job_field_and_an_override(tmp_path: Path, monkeypatch
     monkeypatch.setattr(Hub, "installed", lambda self: True)
     code, output = run_cli(["check", str(job), "model.source=modelscope"])
     assert code == 0, output
-    assert f"from download {QWEN} from ModelScope (https://www.modelscope.cn)" in output
+    assert f"to download: {QWEN} from ModelScope (https://www.modelscope.cn)" in output
     code, output = run_cli(["check", str(job), "model.source=hugginface"])
     assert code == 2 and "model.source: `hugginface` is not allowed; choose one of: auto, local, hf" in output
 
