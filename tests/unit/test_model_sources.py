@@ -443,3 +443,9 @@ def test_eval_export_and_chat_refuse_the_same_way(args: list[str], tmp_path: Pat
     output = " ".join(proc.stderr.split())
     assert "EXIT 2" in output and "Traceback" not in output, output
     assert "model `qwen2.5-0.5b-instruct` is not on this machine and cannot be downloaded: offline mode" in output
+
+
+def test_the_registry_names_the_modelscope_id_where_it_differs() -> None:
+    got = locate_model(model("llama-3.1-8b-instruct", source="modelscope"))
+    assert (got.hub, got.repo_id) == ("modelscope", "LLM-Research/Meta-Llama-3.1-8B-Instruct")
+    assert locate_model(model("llama-3.1-8b-instruct")).repo_id == "meta-llama/Llama-3.1-8B-Instruct"
