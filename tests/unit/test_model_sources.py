@@ -449,3 +449,19 @@ def test_the_registry_names_the_modelscope_id_where_it_differs() -> None:
     got = locate_model(model("llama-3.1-8b-instruct", source="modelscope"))
     assert (got.hub, got.repo_id) == ("modelscope", "LLM-Research/Meta-Llama-3.1-8B-Instruct")
     assert locate_model(model("llama-3.1-8b-instruct")).repo_id == "meta-llama/Llama-3.1-8B-Instruct"
+
+
+def test_a_train_whose_hub_went_away_after_check_ends_in_the_same_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, real_hub_probe: None
+) -> None:
+    """check found the hub (patched here), the run's own fetch does not: one message, exit 2, no traceback."""
+    import factory_cli.modeling.locate as locate
+
+    monkeypatch.setattr(locate, "model_unavailable", lambda location: None)  # what check saw
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # what the run sees
+    job = tmp_path / "job.yaml"
+    job.write_text(JOB.format(run=tmp_path / "run"))
+    code, output = run_cli(["train", str(job)])
+    assert code == 2, output
+    assert "Traceback" not in output
+    assert "model `qwen2.5-0.5b-instruct` is not on this machine and cannot be downloaded: offline mode" in output
