@@ -261,7 +261,7 @@ def download(
     dataset: bool = typer.Option(False, "--dataset", help="MODEL is a Hugging Face dataset id: fetch its data files"),
 ) -> None:
     """Fetch every file a run needs (weights, tokenizer, chat template, configs) once; then train with no network."""
-    from factory_cli.modeling.download import download_command
+    from factory_cli.download import download_command
 
     download_command(model, to, source, revision, gguf_file, trust_remote_code, dataset)
 

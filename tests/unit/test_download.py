@@ -206,7 +206,7 @@ def test_a_hub_dataset_is_downloaded_and_then_trains_from_its_folder(
 ) -> None:
     import huggingface_hub.constants
 
-    from factory_cli.modeling.download import data_folders, download_dataset
+    from factory_cli.download import data_folders, download_dataset
 
     served = tmp_path / "served-data"
     (served / "data").mkdir(parents=True)
