@@ -64,7 +64,7 @@ def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[StandIn]:
         (repo / name).write_text(text)
     import huggingface_hub.constants
 
-    # tests/conftest.py puts the session offline before huggingface_hub reads its flag; this stand-in is online
+    # tests/conftest.py puts the test run offline before huggingface_hub reads its flag; this stand-in is online
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     with serve_repo(repo) as stand_in:
         monkeypatch.setenv("HF_ENDPOINT", stand_in.url)
