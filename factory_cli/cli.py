@@ -250,6 +250,22 @@ def export_command(
     print_export_report(report)
 
 
+@app.command()
+def download(
+    model: str = typer.Argument(..., help="registry name (factory list models) or Hub id owner/name (or --dataset id)"),
+    to: Path | None = typer.Option(None, "--to", help="folder to write the files into (default: the hub's cache)"),
+    source: str = typer.Option("auto", help="auto | hf | modelscope | modelers (auto: as model.source: auto)"),
+    revision: str | None = typer.Option(None, help="branch, tag or commit"),
+    gguf_file: str | None = typer.Option(None, help="just this .gguf file of the repository"),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="also fetch the repository's *.py"),
+    dataset: bool = typer.Option(False, "--dataset", help="MODEL is a Hugging Face dataset id: fetch its data files"),
+) -> None:
+    """Fetch every file a run needs (weights, tokenizer, chat template, configs) once; then train with no network."""
+    from factory_cli.download import download_command
+
+    download_command(model, to, source, revision, gguf_file, trust_remote_code, dataset)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

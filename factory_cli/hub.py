@@ -1,4 +1,5 @@
-"""Is the Hugging Face Hub reachable? If not, Hugging Face offline mode, so that nothing waits on retries.
+"""Is a hub reachable? One bounded probe (modeling/hubs.py asks it for every hub), and Hugging Face offline mode when
+the Hub is not, so that nothing waits on retries.
 
 Without a network, huggingface_hub retries each request with backoff (~25 s per file) before it fails. One TCP
 connection to the Hub (or the HTTPS proxy) tells at once whether a download can even start; when it cannot, loads run
@@ -11,6 +12,7 @@ import contextlib
 import functools
 import os
 import socket
+import threading
 from collections.abc import Iterator
 from urllib.parse import urlparse
 
@@ -24,16 +26,20 @@ def hub_offline_configured() -> bool:
     return any(os.environ.get(name, "").strip().upper() in _TRUE for name in names)
 
 
-def hub_address() -> tuple[str, int]:
-    """(host, port) a Hub request connects to first: the HTTPS proxy when one is set, else HF_ENDPOINT's host."""
+def endpoint_address(url: str) -> tuple[str, int]:
+    """(host, port) a request to `url` connects to first: the HTTPS proxy when one is set, else the url's host."""
     proxy = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy")
-    url = urlparse(proxy or os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
-    port = url.port or (443 if url.scheme == "https" else 80)
-    return url.hostname or "huggingface.co", port
+    parsed = urlparse(proxy or (url if "://" in url else f"https://{url}"))
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    return parsed.hostname or "localhost", port
 
 
-@functools.lru_cache(maxsize=4)
-def _reachable(address: tuple[str, int], timeout: float) -> bool:
+def hub_address() -> tuple[str, int]:
+    """(host, port) a Hugging Face Hub request connects to first (HF_ENDPOINT, or the proxy)."""
+    return endpoint_address(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+
+
+def _connect(address: tuple[str, int], timeout: float) -> bool:
     try:
         with socket.create_connection(address, timeout=timeout):
             return True
@@ -41,9 +47,24 @@ def _reachable(address: tuple[str, int], timeout: float) -> bool:
         return False
 
 
+@functools.lru_cache(maxsize=16)
+def _reachable(address: tuple[str, int], timeout: float) -> bool:
+    # A thread bounds the whole probe: name resolution has no timeout of its own and may hang for many seconds.
+    answer: list[bool] = []
+    probe = threading.Thread(target=lambda: answer.append(_connect(address, timeout)), daemon=True)
+    probe.start()
+    probe.join(timeout + 0.5)
+    return bool(answer and answer[0])
+
+
+def address_reachable(address: tuple[str, int], timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
+    """One TCP connection to `address`, remembered for the process: can a download even start?"""
+    return _reachable(address, timeout)
+
+
 def hub_reachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
     """One TCP connection to the Hub (or the proxy), remembered for the process: can a download even start?"""
-    return _reachable(hub_address(), timeout)
+    return address_reachable(hub_address(), timeout)
 
 
 def hub_unavailable() -> str | None:

@@ -29,6 +29,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+@pytest.fixture
+def real_hub_probe() -> None:
+    """Asked for by a test that probes hubs for real (against 127.0.0.1 stand-ins or unroutable addresses)."""
+
+
+@pytest.fixture(autouse=True)
+def _hubs_serve_unless_probed(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test reaches a network, and none may depend on whether this machine has one: a hub counts as able to serve
+    a download (what `factory check` finds on a connected machine) unless the test asks for `real_hub_probe`."""
+    if "real_hub_probe" in request.fixturenames:
+        return
+    from factory_cli.modeling.hubs import Hub
+
+    monkeypatch.setattr(Hub, "unavailable", lambda self: None)
+
+
 # The tiny model: a few MB, but the real vocabulary so tokenization and chat templates are the real ones.
 TINY_LLAMA = {
     "hidden_size": 64,

@@ -125,6 +125,54 @@ def check_model(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
         )
 
 
+def check_model_source(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
+    """A model that is not on this machine can be downloaded now: its hub is reachable (one short probe) and its
+    library installed (modeling/locate.py), so a run never waits a minute on retries to end in a traceback."""
+    from factory_cli.modeling.hubs import HUBS
+    from factory_cli.modeling.locate import locate_model, model_unavailable, sibling_model
+
+    models = [("model.name_or_path", job.model)]
+    if job.dpo is not None and job.dpo.ref_model:
+        models.append(("dpo.ref_model", sibling_model(job.model, job.dpo.ref_model)))
+    for path, model in models:
+        try:
+            location = locate_model(model, ctx.base_dirs)
+        except UsageError as exc:  # a reference that names nothing (check_model reports the model's)
+            if path != "model.name_or_path":
+                yield error(path, exc.message.replace("model.name_or_path", path), exc.hint)
+            continue
+        problem = model_unavailable(location)
+        if problem is not None:
+            library = location.hub is not None and not HUBS[location.hub].installed()
+            yield error("model.source" if library else path, problem.message, problem.hint)
+
+
+def check_dataset_sources(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
+    """A Hub dataset that is in no cache can be downloaded now (the same probe as the model's, modeling/hubs.py)."""
+    from factory_cli.data.sources import resolve_dataset
+    from factory_cli.modeling.hubs import HUBS, cached_hub_dataset
+
+    hub = HUBS["hf"]
+    for split in ("train", "eval"):
+        for index, spec in enumerate(getattr(job.data, split)):
+            try:
+                entry = resolve_dataset(spec, job.data.dataset_dir, ctx.base_dirs).entry
+            except UsageError:  # check_data reports it
+                continue
+            if entry.hf_hub_url is None or cached_hub_dataset(entry.hf_hub_url) is not None:
+                continue
+            why = hub.unavailable()
+            if why is not None:
+                yield error(
+                    f"data.{split}[{index}]",
+                    f"dataset `{entry.hf_hub_url}` is not on this machine and cannot be downloaded: {why}. Looked "
+                    f"in the Hugging Face cache ({hub.cache_dir()}) and the datasets cache",
+                    "give a local file or folder (json, jsonl, csv, parquet); or on a connected machine run "
+                    f"`factory download {entry.hf_hub_url} --dataset --to DIR`, copy DIR here and name it in "
+                    f"data.{split}; or set HF_ENDPOINT to a mirror you can reach",
+                )
+
+
 def check_template(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
     """A named chat template exists (or a .jinja file)."""
     from factory_cli.data.chat_templates import TEMPLATE_NAMES
@@ -552,12 +600,14 @@ def check_backend(job: JobBase, ctx: CheckContext) -> Iterable[Issue]:
 
 ALL_CHECKS: tuple[Check, ...] = (
     check_model,
+    check_model_source,
     check_template,
     check_method,
     check_batch,
     check_backend,
     check_grpo,
     check_data,
+    check_dataset_sources,
     check_device,
     check_compile,
     check_lora_base_precision,

@@ -69,6 +69,9 @@ class Section(BaseModel):
 # ---------------------------------------------------------------------------------------------- model
 
 
+ModelSourceChoice = Literal["auto", "local", "hf", "modelscope", "modelers"]
+
+
 class ModelSection(Section):
     name_or_path: str = Field(
         min_length=1, description="registry name (factory list models), local directory, Hub id, or a .gguf file"
@@ -83,6 +86,12 @@ class ModelSection(Section):
     )
     trust_remote_code: bool = Field(False, description="run the model repository's own Python code (only if trusted)")
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit) when loading from the Hub")
+    source: ModelSourceChoice = Field(
+        "auto",
+        description="where a registry name or Hub id comes from: auto (a local copy or a hub cache, else the Hugging "
+        "Face Hub, or ModelScope / Modelers when USE_MODELSCOPE_HUB / USE_OPENMIND_HUB is set), local (never "
+        "download), hf, modelscope or modelers",
+    )
     tokenizer: str | None = Field(None, description="tokenizer path when it differs from the model's")
 
 

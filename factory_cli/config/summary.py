@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from factory_cli.config.defaults import data_parallel_size
 from factory_cli.config.schema import DeepSpeedJob, JobBase, MegatronJob, VerlJob
 from factory_cli.registry.models import find_model
+
+if TYPE_CHECKING:
+    from factory_cli.registry.datasets import DatasetEntry
 
 COUNT_ROWS_UP_TO_BYTES = 50 * 1024 * 1024
 
@@ -67,8 +71,29 @@ def dataset_lines(job: JobBase, base_dirs: tuple[Path, ...]) -> list[str]:
             file = resolved.file
             if file is not None and file.is_file() and file.stat().st_size <= COUNT_ROWS_UP_TO_BYTES:
                 rows = f", {count_rows(file)} rows"
-            lines.append(f"{split}: {resolved.label} ({resolved.entry.format}{rows})")
+            lines.append(f"{split}: {resolved.label} ({resolved.entry.format}{rows}){_hub_origin(resolved.entry)}")
     return lines
+
+
+def _hub_origin(entry: DatasetEntry) -> str:
+    """`, from the Hugging Face cache` / `, download from the Hugging Face Hub` for a Hub dataset, else nothing."""
+    from factory_cli.modeling.hubs import HUBS, cached_hub_dataset
+
+    if entry.hf_hub_url is None:
+        return ""
+    cached = cached_hub_dataset(entry.hf_hub_url)
+    return f", from the cache {cached}" if cached else f", download from {HUBS['hf'].endpoint()}"
+
+
+def model_origin(job: JobBase, base_dirs: tuple[Path, ...]) -> str:
+    """Where the model's files come from (modeling/locate.py): a local path, a hub's cache, or a download."""
+    from factory_cli.config.errors import UsageError
+    from factory_cli.modeling.locate import locate_model
+
+    try:
+        return locate_model(job.model, base_dirs).describe()
+    except UsageError as exc:
+        return exc.message
 
 
 def summarize(job: JobBase, base_dirs: tuple[Path, ...] = ()) -> list[tuple[str, str]]:
@@ -78,6 +103,7 @@ def summarize(job: JobBase, base_dirs: tuple[Path, ...] = ()) -> list[tuple[str,
     model = job.model.name_or_path
     if spec is not None:
         model += f"  [{spec.hf_id}, {spec.params_b:g}B params]"
+    model += f"; {model_origin(job, base_dirs)}"
     length = f"{t.max_steps} steps" if t.max_steps else f"{t.epochs:g} epoch(s)"
     rows = [
         ("job", f"{job.stage} on {job.backend}, device {job.device}"),

@@ -102,10 +102,9 @@ class LoadedSource:
 def _checkpoint_dir(reference: str, base_dirs: Sequence[Path]) -> Path:
     """A local checkpoint for `reference`: as is, or a GGUF converted once into the cache (may download)."""
     from factory_cli.config.schema import ModelSection
-    from factory_cli.modeling.gguf import ensure_hf_checkpoint
-    from factory_cli.modeling.sources import resolve_model_source
+    from factory_cli.modeling.download import fetch_model
 
-    return Path(ensure_hf_checkpoint(resolve_model_source(ModelSection(name_or_path=reference), base_dirs)))
+    return Path(fetch_model(ModelSection(name_or_path=reference), base_dirs))
 
 
 def _run_template(run_dir: Path | None) -> str | None:
@@ -136,10 +135,6 @@ def _ensure_chat_template(tokenizer: Any, run_dir: Path | None, notes: list[str]
 
 def load_source(info: ModelDirInfo, dtype: str, base_dirs: Sequence[Path] = ()) -> LoadedSource:
     """The model to export on CPU in `dtype` (`auto`: the base's): an adapter is merged (merge_and_unload)."""
-    from transformers import AutoModelForCausalLM
-
-    from factory_cli.modeling.load import load_tokenizer, torch_dtype
-
     notes: list[str] = []
     if info.kind == "adapter":
         assert info.base is not None
@@ -148,6 +143,11 @@ def load_source(info: ModelDirInfo, dtype: str, base_dirs: Sequence[Path] = ()) 
         weights_dir = _checkpoint_dir(info.path, base_dirs)
     else:
         weights_dir = Path(info.path)
+
+    from transformers import AutoModelForCausalLM
+
+    from factory_cli.modeling.load import load_tokenizer, torch_dtype
+
     config = read_config(weights_dir)
     resolved = auto_dtype(config) if dtype == "auto" else dtype
     model = AutoModelForCausalLM.from_pretrained(str(weights_dir), dtype=torch_dtype(resolved))

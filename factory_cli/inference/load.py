@@ -94,12 +94,11 @@ class LoadedModel:
 
 
 def _hf_path(reference: str, base_dirs: Sequence[Path]) -> str:
-    """A registry name, GGUF or Hub id -> something from_pretrained takes (GGUF converted once, cached)."""
+    """A registry name, GGUF or Hub id -> a local folder from_pretrained takes (downloaded or converted once)."""
     from factory_cli.config.schema import ModelSection
-    from factory_cli.modeling.gguf import ensure_hf_checkpoint
-    from factory_cli.modeling.sources import resolve_model_source
+    from factory_cli.modeling.download import fetch_model
 
-    return ensure_hf_checkpoint(resolve_model_source(ModelSection(name_or_path=reference), base_dirs))
+    return fetch_model(ModelSection(name_or_path=reference), base_dirs)
 
 
 def load_for_inference(
@@ -111,21 +110,23 @@ def load_for_inference(
     base_dirs: Sequence[Path] = (),
 ) -> LoadedModel:
     """Load for generation/scoring: adapters on their base (merged unless asked not to), eval mode, on `device`."""
+    info = describe_model_dir(reference, base_dirs)
+    weights = info.base if info.kind == "adapter" else info.path
+    assert weights is not None
+    # on disk (or a refusal) before the heavy imports: a model no hub can serve is one message within seconds
+    weights_path = weights if info.kind in ("full", "quantized") else _hf_path(weights, base_dirs)
+
     from transformers import AutoModelForCausalLM
 
     from factory_cli.config.defaults import DeviceFacts, resolve_precision
     from factory_cli.devices import detect_device
     from factory_cli.modeling.load import load_tokenizer, torch_dtype
 
-    info = describe_model_dir(reference, base_dirs)
     found = detect_device(device)
     resolved = resolve_precision(dtype, DeviceFacts(found.kind, found.bf16))
     kwargs: dict[str, Any] = {"dtype": torch_dtype(resolved)}
     if info.kind == "quantized":
         kwargs = {"dtype": "auto"}
-    weights = info.base if info.kind == "adapter" else info.path
-    assert weights is not None
-    weights_path = weights if info.kind in ("full", "quantized") else _hf_path(weights, base_dirs)
     model: Any = AutoModelForCausalLM.from_pretrained(weights_path, **kwargs)
     tokenizer_path = info.path if info.kind != "reference" else weights_path
     if info.kind == "adapter":

@@ -1,5 +1,6 @@
-"""Where a model comes from: a registry entry, a local directory, a GGUF file or a Hub id. Pure: `factory check`
-resolves sources with it (no torch, no transformers)."""
+"""What a model reference names: a registry entry, a local directory, a GGUF file or a Hub id. Pure: `factory check`
+resolves sources with it (no torch, no transformers). Where its files are or will come from (a local copy, a hub's
+cache, a hub) is modeling/locate.py's answer."""
 
 from __future__ import annotations
 
@@ -29,6 +30,11 @@ class ModelSource:
     gguf_file: str | None = None  # a .gguf file inside a Hub repo or local dir
     registry_name: str | None = None
     lora_targets: tuple[str, ...] | None = None  # the registry's default LoRA targets, if known
+    hub_ids: tuple[tuple[str, str], ...] = ()  # (hub, id) where the registry names another id than `path`
+
+    def repo_id(self, hub: str) -> str:
+        """The model's id on `hub` (hf, modelscope, modelers): the registry's own for that hub, else `path`."""
+        return dict(self.hub_ids).get(hub, self.path)
 
     @property
     def is_gguf(self) -> bool:
@@ -36,7 +42,7 @@ class ModelSource:
         return self.kind == "gguf" or self.gguf_file is not None
 
 
-def _candidates(raw: str, base_dirs: Sequence[Path]) -> list[Path]:
+def local_candidates(raw: str, base_dirs: Sequence[Path]) -> list[Path]:
     """Where a relative path may live: the working directory, then each base dir."""
     path = Path(raw).expanduser()
     if path.is_absolute():
@@ -46,7 +52,7 @@ def _candidates(raw: str, base_dirs: Sequence[Path]) -> list[Path]:
 
 def _find_local(raw: str, base_dirs: Sequence[Path]) -> Path | None:
     """The first existing file or directory `raw` names, resolved; None when there is none."""
-    for candidate in _candidates(raw, base_dirs):
+    for candidate in local_candidates(raw, base_dirs):
         if candidate.exists():
             return candidate.resolve()
     return None
@@ -94,7 +100,8 @@ def resolve_model_source(model: ModelSection, base_dirs: Sequence[Path] = ()) ->
             return ModelSource("local", str(local), gguf_file=model.gguf_file)
         if spec is not None and spec.gguf is None:
             targets = tuple(spec.lora_targets)
-            return ModelSource("registry", spec.hf_id, model.gguf_file, spec.name, targets)
+            ids = tuple(sorted(spec.hub_ids.items()))
+            return ModelSource("registry", spec.hf_id, model.gguf_file, spec.name, targets, ids)
         if _HUB_ID.match(raw) and local is None:
             return ModelSource("hub", raw, gguf_file=model.gguf_file)
         raise UsageError(
@@ -120,8 +127,9 @@ def resolve_model_source(model: ModelSection, base_dirs: Sequence[Path] = ()) ->
         targets = tuple(spec.lora_targets)
         if spec.gguf is not None:
             return ModelSource("gguf", str(gguf_path(spec)), registry_name=spec.name, lora_targets=targets)
-        return ModelSource("registry", spec.hf_id, registry_name=spec.name, lora_targets=targets)
-    where = ", ".join(str(c.parent) for c in _candidates(raw, base_dirs))
+        ids = tuple(sorted(spec.hub_ids.items()))
+        return ModelSource("registry", spec.hf_id, registry_name=spec.name, lora_targets=targets, hub_ids=ids)
+    where = ", ".join(str(c.parent) for c in local_candidates(raw, base_dirs))
     if _looks_like_path(raw):
         raise UsageError(f"model.name_or_path `{raw}` does not exist (looked in {where})", hint=_registry_hint(raw))
     if _HUB_ID.match(raw):

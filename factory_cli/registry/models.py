@@ -96,6 +96,8 @@ class ModelSpec(BaseModel):
     params_b: float = Field(gt=0)
     architecture: Architecture
     gguf: GgufSource | None = None
+    # the id on ModelScope / Modelers where it differs from hf_id (modeling/hubs.py)
+    hub_ids: dict[Literal["modelscope", "modelers"], str] = Field(default_factory=dict)
 
 
 def registry_dir() -> Path:

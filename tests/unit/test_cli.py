@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from factory_cli.cli import app
+from tests.hub_stand_in import cached_registry_models
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((REPO_ROOT / "examples").glob("*.yaml"))
@@ -271,7 +272,7 @@ def test_dry_run_writes_no_run_directory(deepspeed_job: Path, tmp_path: Path) ->
 HEAVY_MODULES = ("torch", "transformers", "trl", "peft", "deepspeed", "datasets")
 
 
-def _run_in_process_and_list_heavy_imports(args: list[str]) -> subprocess.CompletedProcess[str]:
+def _run_in_process_and_list_heavy_imports(args: list[str], cache: Path) -> subprocess.CompletedProcess[str]:
     code = textwrap.dedent(
         f"""
         import sys
@@ -288,7 +289,7 @@ def _run_in_process_and_list_heavy_imports(args: list[str]) -> subprocess.Comple
     return subprocess.run(
         [sys.executable, "-c", code],
         cwd=REPO_ROOT,
-        env={**os.environ, **WIDE},
+        env={**os.environ, **WIDE, **cached_registry_models(cache, ("qwen2.5-7b-instruct",))},
         capture_output=True,
         text=True,
         timeout=60,
@@ -304,7 +305,7 @@ def _run_in_process_and_list_heavy_imports(args: list[str]) -> subprocess.Comple
     ],
     ids=["help", "config", "check"],
 )
-def test_no_torch_import(args: list[str]) -> None:
-    proc = _run_in_process_and_list_heavy_imports(args)
+def test_no_torch_import(args: list[str], tmp_path: Path) -> None:
+    proc = _run_in_process_and_list_heavy_imports(args, tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "NO-HEAVY-IMPORTS" in proc.stderr

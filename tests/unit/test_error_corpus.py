@@ -21,12 +21,14 @@ import pytest
 
 from factory_cli.config.errors import Issue, JobError
 from factory_cli.config.validate import load_and_validate
+from tests.hub_stand_in import cached_registry_models
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BROKEN_DIR = Path(__file__).resolve().parent / "broken_jobs"
 JOB_FILES = sorted(BROKEN_DIR.glob("*.yaml"))
 JOB_IDS = [f.stem for f in JOB_FILES]
 
+CORPUS_MODELS = ("smollm2-135m-instruct", "qwen2.5-7b-instruct", "llama-3.1-8b-instruct")
 # Run through the real CLI in a subprocess (~0.7 s each): one per kind of failure.
 SUBPROCESS_SUBSET = [
     "yaml_unclosed_bracket",  # parser error
@@ -134,9 +136,11 @@ def _flat(text: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def cli_runs() -> dict[str, subprocess.CompletedProcess[str]]:
-    """`python -m factory_cli check <file>` for the whole subset, started together (they are import-bound)."""
-    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb"}
+def cli_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, subprocess.CompletedProcess[str]]:
+    """`python -m factory_cli check <file>` for the whole subset, started together (they are import-bound), with
+    the registry models the corpus names in a Hugging Face cache (tests/hub_stand_in.py)."""
+    cache = cached_registry_models(tmp_path_factory.mktemp("hf-cache"), CORPUS_MODELS)
+    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb", **cache}
     procs = {
         name: subprocess.Popen(
             [sys.executable, "-m", "factory_cli", "check", str(BROKEN_DIR / f"{name}.yaml")],

@@ -1,5 +1,5 @@
 """What the engine backends' run steps share: finding the engine without importing it, the child process
-environment, the HF checkpoint the engine starts from, and jsonl inputs. torch is never imported here."""
+environment, the link to the HF checkpoint the engine starts from, and jsonl inputs. torch is never imported here."""
 
 from __future__ import annotations
 
@@ -62,20 +62,12 @@ def with_python(argv: Sequence[str], python: Path) -> list[str]:
 
 
 def materialize_model(job: JobBase, target: Path, base_dirs: Sequence[Path], ui: Progress) -> Path:
-    """Make `target` the model's HF checkpoint: a link to a local folder, else a Hub download (GGUF converted)."""
-    from factory_cli.modeling.gguf import ensure_hf_checkpoint
-    from factory_cli.modeling.sources import resolve_model_source
+    """Make `target` a link to the model's HF checkpoint on disk (modeling/download.py `fetch_model`)."""
+    from factory_cli.modeling.download import fetch_model
 
     if target.is_dir() and not target.is_symlink():
         return target
-    source = resolve_model_source(job.model, base_dirs)
-    path = ensure_hf_checkpoint(source, trust_remote_code=job.model.trust_remote_code, revision=job.model.revision)
-    local = Path(path)
-    if not local.is_dir():
-        from huggingface_hub import snapshot_download
-
-        ui.info(f"model: downloading {path}")
-        local = Path(snapshot_download(repo_id=path, revision=job.model.revision))
+    local = Path(fetch_model(job.model, base_dirs, ui.info))
     target.parent.mkdir(parents=True, exist_ok=True)
     if target.is_symlink():
         target.unlink()

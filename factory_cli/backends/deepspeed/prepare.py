@@ -17,15 +17,22 @@ def prepare_inputs(job: JobBase, run_dir: Path, base_dirs: Sequence[Path]) -> di
     """Convert the model if needed, prepare the data; write and return run_dir/data/manifest.json."""
     from factory_cli.data.masking import resolve_chat_template
     from factory_cli.data.pipeline import prepare_data
-    from factory_cli.modeling.gguf import ensure_hf_checkpoint
+    from factory_cli.modeling.download import fetch_model
     from factory_cli.modeling.load import load_tokenizer
+    from factory_cli.modeling.locate import sibling_model
     from factory_cli.modeling.sources import resolve_model_source
     from factory_cli.registry.models import find_model
     from factory_cli.ui import console, quiet_engine_progress
 
     quiet_engine_progress()
     source = resolve_model_source(job.model, base_dirs)
-    model_path = ensure_hf_checkpoint(source, trust_remote_code=job.model.trust_remote_code)
+
+    def say(message: str) -> None:
+        console.print(message, markup=False)
+
+    model_path = fetch_model(job.model, base_dirs, say)
+    ref_model = job.dpo.ref_model if job.dpo is not None else None  # from where the model comes from
+    ref_model_path = fetch_model(sibling_model(job.model, ref_model), base_dirs, say) if ref_model else None
     tokenizer = load_tokenizer(
         job.model.tokenizer or model_path, trust_remote_code=job.model.trust_remote_code, revision=job.model.revision
     )
@@ -46,6 +53,7 @@ def prepare_inputs(job: JobBase, run_dir: Path, base_dirs: Sequence[Path]) -> di
         "report": prepared.report.to_dict(),
         "sample_prompt": prepared.sample_prompt,
         "registry_targets": list(source.lora_targets) if source.lora_targets else None,
+        "ref_model_path": ref_model_path,
     }
     write_json_atomic(RunDir(run_dir).manifest_file, manifest)
     return manifest

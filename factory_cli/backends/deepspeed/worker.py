@@ -164,7 +164,7 @@ def _train(plan: dict[str, Any], job: DeepSpeedJob, manifest: dict[str, Any], sp
     ref_model = None
     if job.stage == "dpo" and job.dpo is not None and job.dpo.ref_model:
         ref_model = load_model(
-            job.dpo.ref_model,
+            manifest.get("ref_model_path") or job.dpo.ref_model,
             dtype=job.model.dtype,
             attn_implementation=job.model.attn_implementation,
             method=job.method.model_copy(update={"type": "full"}),
