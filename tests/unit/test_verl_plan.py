@@ -335,9 +335,7 @@ def test_run_writes_parquet_reward_module_and_metrics(tmp_path: Path, monkeypatc
     merge = launched[1]
     total = json.loads((run_dir / "plan.json").read_text())["engine_config"]["total_training_steps"]
     assert merge[merge.index("--local_dir") + 1] == str(run_dir / "checkpoints" / f"global_step_{total}" / "actor")
-    assert (
-        json.loads((run_dir / "final" / "factory_complete.json").read_text(encoding="utf-8"))["step"] == total
-    )
+    assert json.loads((run_dir / "final" / "factory_complete.json").read_text(encoding="utf-8"))["step"] == total
     assert envs[0]["FACTORY_JOB_PROBE"] == "from the job"  # the job's env: on top of what verl's launch needs
     assert (run_dir / "data" / "train.parquet").is_file() and (run_dir / "data" / "val.parquet").is_file()
     assert "def compute_score" in (run_dir / "verl_reward.py").read_text(encoding="utf-8")
