@@ -100,14 +100,19 @@ def check(
     overrides: list[str] | None = typer.Argument(None, help=OVERRIDES_HELP),
 ) -> None:
     """Validate a job completely (schema, batch and parallel math, data, rewards) without starting anything."""
+    from factory_cli.backends import probe_engine_environment
     from factory_cli.config.summary import summarize
     from factory_cli.config.validate import load_and_validate
     from factory_cli.ui import console, print_issues, print_table
 
     validated = load_and_validate(job_file, overrides or [])
     print_table(f"{job_file} is valid", ["", ""], summarize(validated.job, (validated.base_dir,)))
-    if validated.warnings:
-        print_issues(validated.warnings, to_stderr=False)
+    notes, engine_warnings = probe_engine_environment(validated.job)
+    warnings = [*validated.warnings, *(w.located(validated.loaded.source, None) for w in engine_warnings)]
+    if warnings:
+        print_issues(warnings, to_stderr=False)
+    for note in notes:
+        console.print(note, markup=False)
     console.print(f"next: [bold]factory train {job_file}[/bold]")
 
 

@@ -96,3 +96,20 @@ def print_environment() -> None:
     device = report["device"]
     rows = [(key, str(value)) for key, value in device.items()]
     print_table("devices (cuda > npu via torch_npu > cpu)", ["", ""], rows)
+    title, engine_rows = verl_environment_rows()
+    print_table(title, ["package", "version"], engine_rows)
+
+
+def verl_environment_rows() -> tuple[str, list[tuple[str, str]]]:
+    """verl's own interpreter (backends/common/engine_env.py) and what it holds, for `factory env`."""
+    from factory_cli.backends.common.engine_env import engine_python, probe_engine
+    from factory_cli.backends.verl.backend import VERL_PROBE_PACKAGES
+    from factory_cli.config.errors import UsageError
+
+    python = engine_python("verl", None)
+    try:
+        probe = probe_engine(python, VERL_PROBE_PACKAGES)
+    except UsageError as exc:
+        return f"verl engine: {python.describe()}", [("error", exc.message)]
+    rows = [(name, "-" if v is None else v or "present") for name, v in probe.packages.items()]
+    return f"verl engine: {python.describe()}, python {probe.python_version}", rows

@@ -35,3 +35,13 @@ def backend_names() -> list[str]:
 def check_with_backend(job: JobBase, ctx: CheckContext) -> Iterable[Issue]:
     """The job's backend's own checks; config/validate.py hands this to config/checks.py through the CheckContext."""
     return get_backend(job.backend).check(job, ctx)
+
+
+def probe_engine_environment(job: JobBase) -> tuple[list[str], list[Issue]]:
+    """(notes, warnings) on the engine environment the job would launch here, for backends that run their engine
+    from an environment of their own (verl); nothing for the others."""
+    probe = getattr(get_backend(job.backend), "probe", None)
+    if probe is None:
+        return [], []
+    notes, warnings = probe(job)
+    return list(notes), list(warnings)

@@ -344,3 +344,71 @@ def test_run_writes_parquet_reward_module_and_metrics(tmp_path: Path, monkeypatc
     assert f"trainer.total_training_steps={rows // 32}" in launched[0]
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
     assert metrics[0]["reward"] == 0.5 and metrics[0]["loss"] == 0.01
+
+
+def test_check_probes_verls_interpreter() -> None:
+    """`factory check` names the interpreter verl would run from, and warns (the job stays valid: it may train on
+    another machine) with the missing packages and the fix when that interpreter cannot run the job."""
+    from tests.unit.test_cli import run_cli
+
+    example = str(EXAMPLES / "verl_sft_cpu.yaml")
+    code, out, _ = run_cli(["check", example, f"engine.python={sys.executable}"])
+    flat = " ".join(out.split())
+    assert code == 0 and "is valid" in flat
+    assert f"this machine cannot run it: verl's interpreter {sys.executable} (engine.python) has no verl" in flat
+    assert "make setup-verl" in flat
+    code, out, _ = run_cli(["check", example])
+    assert code == 0 and "engine: verl from" in " ".join(out.split()), out
+
+
+def test_run_reports_a_run_verl_stopped_short(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """verl exits 0 but its last checkpoint is before the planned end: the run is stopped, no final/ is written."""
+    from factory_cli import launching
+    from factory_cli.backends.common import engine_env
+    from factory_cli.backends.common.engine_env import EngineProbe, EnginePython
+    from factory_cli.config.dump import job_to_yaml
+
+    run_dir = tmp_path / "run"
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text('{"model_type": "llama"}', encoding="utf-8")
+    job = job_of("verl_sft_cpu.yaml", "cpu", (f"output.dir={run_dir}", f"model.name_or_path={model}"))
+    run_dir.mkdir()
+    (run_dir / "job.yaml").write_text(job_to_yaml(job), encoding="utf-8")
+    launched: list[list[str]] = []
+
+    def stops_after_one_step(argv: list[str], env: dict[str, str], cwd: str | None = None) -> int:
+        launched.append(argv)
+        (run_dir / "checkpoints" / "global_step_1").mkdir(parents=True)
+        (run_dir / "checkpoints" / "latest_checkpointed_iteration.txt").write_text("1", encoding="utf-8")
+        return 0
+
+    def all_installed(python: EnginePython, modules: list[tuple[str, str]]) -> EngineProbe:
+        return EngineProbe(python, "3.11.7", {module: "1.0" for module, _ in modules})
+
+    monkeypatch.setattr(engine_env, "probe_engine", all_installed)
+    monkeypatch.setattr(launching, "run_child", stops_after_one_step)
+    recorder = Recorder()
+    result = get_backend("verl").run(get_backend("verl").plan(job, "cpu"), recorder)
+    assert not result.ok and result.summary["stopped_at"] == 1 and len(launched) == 1
+    assert any("verl stopped at step 1 of 6" in line for line in recorder.lines)
+    assert not (run_dir / "final").exists()
+
+
+def test_only_cpu_runs_load_the_cpu_platform() -> None:
+    """backends/verl/cpu_platform.py is for CPU tests and demos: GPU and NPU plans never name it."""
+    from factory_cli.backends.verl.plan import CPU_PLATFORM_MODULE
+
+    cpu = get_backend("verl").plan(job_of("verl_sft_cpu.yaml", "cpu"), "cpu")
+    assert cpu.steps[0].env["VERL_USE_EXTERNAL_MODULES"] == CPU_PLATFORM_MODULE
+    assert "trainer.device=cpu" in cpu.engine_config["overrides"]
+    for device in ("cuda", "npu"):
+        plan = get_backend("verl").plan(job_of("verl_sft.yaml", device), device)
+        assert not any("cpu_platform" in value for value in plan.steps[0].env.values())
+        assert "VERL_PLATFORM" not in plan.steps[0].env and "trainer.device=cpu" not in plan.engine_config["overrides"]
+
+
+def test_grpo_on_the_cpu_is_refused_with_the_way_out() -> None:
+    with pytest.raises(UsageError) as refused:
+        get_backend("verl").plan(job_of("verl_grpo.yaml", "cpu"), "cpu")
+    assert "vLLM / SGLang" in refused.value.message and "backend: deepspeed" in str(refused.value.hint)

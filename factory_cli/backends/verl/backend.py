@@ -23,6 +23,16 @@ ENGINE_PACKAGES = (("verl", "verl"), ("ray", "ray"), ("pyarrow", "pyarrow"), ("h
 SFT_PACKAGES = (("fastapi", "fastapi"), ("uvicorn", "uvicorn"))
 GRPO_PACKAGES = (("fastapi", "fastapi"), ("uvicorn", "uvicorn"), ("transfer_queue", "TransferQueue"))
 ROLLOUT_PACKAGES = {"vllm": ("vllm", "vllm"), "sglang": ("sglang", "sglang")}
+# What `factory env` lists for verl's interpreter: everything any stage may need there.
+VERL_PROBE_PACKAGES = (
+    *ENGINE_PACKAGES,
+    ("factory_cli", "factory-cli"),
+    *GRPO_PACKAGES,
+    *ROLLOUT_PACKAGES.values(),
+    ("flash_attn", "flash-attn"),
+    ("torch", "torch"),
+    ("transformers", "transformers"),
+)
 VERL_TRACKER = "latest_checkpointed_iteration.txt"
 EPOCH_END_SUFFIX = ".epoch-end"
 LORA_ADAPTER_DIR = "lora_adapter"  # where verl's model merger puts a LoRA run's adapter
@@ -48,6 +58,19 @@ class VerlBackend:
     def check(self, job: JobBase, ctx: CheckContext) -> Iterable[Issue]:
         """Rollout TP and batch arithmetic."""
         return check_verl(job, ctx)
+
+    def probe(self, job: JobBase) -> tuple[list[str], list[Issue]]:
+        """`factory check`: (notes, warnings) on verl's interpreter here. What it lacks for this job is a warning (a
+        job checked on a login node may train elsewhere); `factory train` refuses with the same message before
+        anything launches."""
+        from factory_cli.config.checks import warning
+
+        assert isinstance(job, VerlJob)
+        try:
+            python = require_engine(job, job.stage, job.rollout.engine)
+        except UsageError as exc:
+            return [], [warning("engine.python", f"this machine cannot run it: {exc.message}", exc.hint)]
+        return [f"engine: verl from {python.describe()}"], []
 
     def plan(self, job: JobBase, device: str) -> Plan:
         """main_ppo / sft_trainer argv with hydra overrides, and the generated reward module."""
