@@ -43,7 +43,7 @@ demo: setup
 test: setup setup-verl
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-fast: setup
+test-fast: setup setup-verl
 	$(PY) -m pytest -m "not e2e and not multiproc" $(PYTEST_ARGS)
 
 lint: setup

@@ -532,8 +532,10 @@ def _notes(job: VerlJob, device: DeviceKind, paths: VerlPaths, length: Length) -
         notes += _grpo_notes(job, paths, length)
         if p.nnodes > 1:
             notes.append(
-                f"{p.nnodes} nodes: start a Ray cluster first (ray start --head on {p.master_addr}, "
-                f"ray start --address={p.master_addr}:6379 on the others), then run factory train on node 0 only"
+                f"{p.nnodes} nodes: start a Ray cluster first with verl's interpreter (ray start --head on "
+                f"{p.master_addr}, ray start --address={p.master_addr}:6379 on the others), then run factory train "
+                f"on node 0 only; {paths.run_dir} must be on storage every node sees (the data, the model link, "
+                "the reward module and the checkpoints are read there by path)"
             )
     elif length.total_training_steps is None:
         notes.append("length: verl counts the steps (global batches per epoch x total_epochs) once the data is written")
