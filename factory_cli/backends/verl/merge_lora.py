@@ -5,6 +5,7 @@ so final/ is one full model that `factory eval`, `export` and `chat` load as it 
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -17,11 +18,12 @@ def merge_lora(folder: Path) -> None:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    base = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
-    dtype = base.config.dtype
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    saved = config.get("dtype") or config.get("torch_dtype")  # what the merger wrote the base weights in
+    base = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)  # merged in fp32, saved as written
     merged = PeftModel.from_pretrained(base, folder / ADAPTER_DIR).merge_and_unload()
-    if isinstance(dtype, torch.dtype):
-        merged = merged.to(dtype)
+    if isinstance(saved, str) and isinstance(getattr(torch, saved, None), torch.dtype):
+        merged = merged.to(getattr(torch, saved))
     for old in folder.glob("model*.safetensors*"):
         old.unlink()
     merged.save_pretrained(folder)
