@@ -45,9 +45,14 @@ class MegatronBackend:
     def run(self, plan: Plan, ui: Progress) -> RunResult:
         """Write the engine's inputs, then run the steps in order with run_child; stop at the first failure.
 
-        Honest status: this path needs Megatron-LM + Megatron Bridge (CUDA) or MindSpeed-LLM (Ascend) and
-        their checkouts, none of which the test environment has, so only its refusal (engine missing) and
-        the input writing are tested; the steps themselves are the planned argv, run as they are.
+        Before the steps: the HF model link, the jsonl rows, `data/megatron/` (the preprocess output folder) and,
+        for Megatron-LM SFT, the tokenizer copy whose pad is not its EOS (tokenizer_copy.py). MindSpeed-LLM packed
+        SFT is planned again after preprocess with the packed sequence count, so --train-iters covers the job's
+        epochs of the data the engine really reads.
+
+        Honest status: the engine steps need Megatron-LM + Megatron Bridge (CUDA) or MindSpeed-LLM (Ascend) and
+        their checkouts. Tested here: the refusals, the inputs, the Megatron-LM pt preprocess (megatron-core on
+        CPU) and the step loop with the engine faked.
         """
         from factory_cli.backends.common.run import child_env, materialize_model, missing_modules, write_jsonl
         from factory_cli.backends.megatron.plan import (
@@ -82,14 +87,32 @@ class MegatronBackend:
         rows = read_canonical_rows(job, job.data.train, base_dirs)
         write_jsonl(Path(plan.engine_config["train_file"]), (megatron_input_row(job.stage, r, engine) for r in rows))
         ui.info(f"data: {len(rows)} training rows written to {plan.engine_config['train_file']}")
-        if plan.engine_config["train_iters"] is None:
-            device: DeviceKind = plan.device  # type: ignore[assignment]
+        Path(plan.engine_config["data_dir"]).mkdir(parents=True, exist_ok=True)
+        if plan.engine_config.get("sft_tokenizer"):
+            from factory_cli.backends.megatron.tokenizer_copy import write_sft_tokenizer
+
+            pad = write_sft_tokenizer(Path(plan.engine_config["hf_model"]), Path(plan.engine_config["sft_tokenizer"]))
+            if pad is not None:
+                ui.info(f"sft: the tokenizer's pad is its EOS; Megatron-LM pads with {pad} so EOS stays a target")
+        device: DeviceKind = plan.device  # type: ignore[assignment]
+
+        def replan(samples: int) -> Plan:
             base = plan.base_dirs
-            plan = plan_megatron(job, device, model_facts(job), train_samples=len(rows))
-            plan.base_dirs = base
-            run.write_plan(plan.to_dict())
-            ui.info(f"train iterations: {plan.engine_config['train_iters']}")
-        for step in plan.steps:
+            fresh = plan_megatron(job, device, model_facts(job), train_samples=samples)
+            fresh.base_dirs = base
+            run.write_plan(fresh.to_dict())
+            ui.info(f"train iterations: {fresh.engine_config['train_iters']}")
+            return fresh
+
+        packed = plan.engine_config.get("packed_index") if job.train.max_steps is None else None
+        if plan.engine_config["train_iters"] is None and not packed:
+            plan = replan(len(rows))
+        done: set[str] = set()
+        while True:
+            step = next((s for s in plan.steps if s.name not in done), None)
+            if step is None:
+                break
+            done.add(step.name)
             if step.name == "convert" and has_checkpoint(Path(plan.engine_config["megatron_checkpoint"])):
                 ui.info(f"convert: {plan.engine_config['megatron_checkpoint']} is already converted")
                 continue
@@ -99,6 +122,8 @@ class MegatronBackend:
             if code != 0:
                 ui.warn(f"step {step.name} failed with exit code {code}")
                 return RunResult(run_dir=run.path, ok=False, summary={"exit_code": code, "failed_step": step.name})
+            if step.name == "preprocess" and packed:
+                plan = replan(packed_samples(Path(packed)))
         return RunResult(run_dir=run.path, ok=True, summary={"exit_code": 0})
 
 
@@ -128,6 +153,21 @@ def model_facts(job: JobBase) -> Any:
         template=spec.template if spec is not None else None,
         rope_scaling_factor=factor,
     )
+
+
+def packed_samples(index: Path) -> int:
+    """The packed sequences MindSpeed-LLM's preprocess wrote; a UsageError when the file is not there."""
+    from factory_cli.backends.megatron.indexed import sequence_count
+
+    if not index.is_file():
+        raise UsageError(
+            f"preprocess wrote no {index.name} in {index.parent}",
+            "check the preprocess output above; MindSpeed-LLM names packed SFT data <prefix>_packed_input_ids_document",
+        )
+    try:
+        return sequence_count(index)
+    except ValueError as exc:
+        raise UsageError(str(exc), "run again: preprocess rewrites it") from None
 
 
 def engine_homes(home_vars: Sequence[str]) -> dict[str, str]:

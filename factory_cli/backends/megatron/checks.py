@@ -1,4 +1,5 @@
-"""Megatron-only checks: world = DP x TP x PP x CP, TP divides heads, PP divides layers. No torch."""
+"""Megatron-only checks: world = DP x TP x PP x CP; TP divides heads and vocabulary (and the sequence under
+sequence parallel); PP divides layers. No torch."""
 
 from __future__ import annotations
 
@@ -31,6 +32,13 @@ def check_megatron(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
         yield error("parallel.sequence_parallel", "sequence parallel needs tp > 1", "set parallel.tp >= 2 or turn off")
     if p.vpp is not None and p.pp == 1:
         yield error("parallel.vpp", "virtual pipeline stages need pp > 1", "remove parallel.vpp or set parallel.pp")
+    if p.sequence_parallel and p.tp > 1 and job.data.max_length % p.tp:
+        # Megatron scatters the sequence over the TP ranks and asserts it splits evenly.
+        yield error(
+            "data.max_length",
+            f"{job.data.max_length} is not divisible by tp {p.tp} (sequence parallel splits the sequence over TP)",
+            f"use {job.data.max_length // p.tp * p.tp}",
+        )
     if p.cp > 1 and job.data.max_length % (2 * p.cp):
         yield error(
             "data.max_length",
@@ -42,6 +50,15 @@ def check_megatron(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
         return
     yield from divides("parallel.tp", "tp", p.tp, arch.num_attention_heads, "attention heads")
     yield from divides("parallel.tp", "tp", p.tp, arch.num_key_value_heads, "kv heads")
+    if p.tp > 1 and arch.vocab_size % p.tp:
+        # The plan keeps the checkpoint's vocabulary unpadded (args.py: --make-vocab-size-divisible-by 1), so each
+        # TP rank must hold an equal slice of it.
+        options = [d for d in range(1, 65) if arch.vocab_size % d == 0 and arch.num_attention_heads % d == 0]
+        yield error(
+            "parallel.tp",
+            f"tp {p.tp} does not divide the model's vocabulary of {arch.vocab_size} tokens",
+            f"tp sizes that divide both the vocabulary and the {arch.num_attention_heads} heads: {options}",
+        )
     stages = p.pp * (p.vpp or 1)
     if stages > 1 and arch.num_hidden_layers % stages:
         label = f"pp {p.pp} x vpp {p.vpp}" if p.vpp else f"pp {p.pp}"

@@ -18,11 +18,13 @@ The run step writes the canonical rows as jsonl (`megatron_input_row`) and puts 
 from __future__ import annotations
 
 import json
+import shlex
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from factory_cli.backends.base import Plan, Step
-from factory_cli.backends.common.plan import PYTHON, RunPaths, on_device
+from factory_cli.backends.common.plan import PYTHON, RunPaths
 from factory_cli.backends.megatron.args import (
     MEGATRON_LM,
     MINDSPEED_LLM,
@@ -35,12 +37,20 @@ from factory_cli.backends.megatron.args import (
     recompute_args,
     tokenizer_args,
     train_iters,
+    wsd_decay_iters,
 )
 from factory_cli.config.defaults import data_parallel_size
 from factory_cli.config.errors import UsageError
 from factory_cli.config.schema import MegatronJob
 from factory_cli.data.formats import OPENAI_TAGS
-from factory_cli.devices import ASCEND_SET_ENV, DeviceKind, dist_backend, launch_env, visible_devices_var
+from factory_cli.devices import (
+    ASCEND_ATB_SET_ENV_CANDIDATES,
+    ASCEND_SET_ENV_CANDIDATES,
+    DeviceKind,
+    dist_backend,
+    launch_env,
+    visible_devices_var,
+)
 from factory_cli.registry.models import Architecture
 
 HOME_VARS = {MEGATRON_LM: "MEGATRON_LM_HOME", MINDSPEED_LLM: "MINDSPEED_LLM_HOME"}
@@ -59,6 +69,19 @@ PROMPT_TYPES = {"chatml": "chatml", "qwen3": "qwen3", "llama3": "llama3", "mistr
 MODEL_TYPE_PROMPTS = {"qwen2": "qwen", "qwen3": "qwen3"}
 DPO_LOSSES = {"sigmoid": "sigmoid", "hinge": "hinge", "ipo": "ipo", "robust": "sigmoid"}
 PREPROCESS_WORKERS = 8
+WSD_NOTE = "--lr-wsd-decay-style cosine, --lr-wsd-decay-iters"
+# Megatron-LM SFT as the engine runs it: megatron/training/datasets/sft_dataset.py and
+# megatron/core/tokenizers/text/libraries/sft_tokenizer.py (core_v0.17.0; core_v0.16.1 has no `default` format).
+SFT_NOTES = [
+    "sft: Megatron-LM renders each row with the model's chat template (SFTTokenizer prompt format default, "
+    "Megatron-LM core_v0.17.0 or later) and trains on every token of it, system and user turns included",
+    "sft: the loss skips every target equal to the tokenizer's pad id; the run step gives the engine a tokenizer "
+    "copy whose pad is not its EOS, so the end-of-turn token stays a target",
+]
+# Engine scripts run under this module, so that one that fails always ends (guard.py says why).
+GUARD = [PYTHON, "-m", "factory_cli.backends.megatron.guard"]
+# Megatron-LM pretraining data is written by factory through megatron-core (indexed.py), in one process.
+INDEXED_WRITER = [PYTHON, "-m", "factory_cli.backends.megatron.indexed"]
 
 
 @dataclass(frozen=True)
@@ -89,6 +112,16 @@ class MegatronPaths(RunPaths):
     @property
     def prefix(self) -> str:
         return self.sub("data", "megatron", "train")
+
+    @property
+    def sft_tokenizer(self) -> str:
+        """Megatron-LM SFT's tokenizer: the model's, with a pad that is not its EOS (tokenizer_copy.py)."""
+        return self.sub("data", "megatron", "tokenizer")
+
+    @property
+    def packed_index(self) -> str:
+        """The `.idx` of MindSpeed-LLM's packed SFT input ids, whose sequence count sets the iterations."""
+        return f"{self.prefix}_packed_input_ids_document.idx"
 
 
 def home(var: str, *parts: str) -> str:
@@ -202,6 +235,25 @@ def megatron_input_row(stage: str, row: dict[str, Any], engine: str) -> dict[str
     }
 
 
+def ascend_prelude() -> str:
+    """Shell that sources the first CANN set_env.sh found and ATB's when present; exits 127 naming where it looked."""
+    cann = " ".join(f'"{c}"' for c in ASCEND_SET_ENV_CANDIDATES)
+    atb = " ".join(f'"{c}"' for c in ASCEND_ATB_SET_ENV_CANDIDATES)
+    return (
+        f'found=; for f in {cann}; do if [ -f "$f" ]; then source "$f"; found=$f; break; fi; done; '
+        f'if [ -z "$found" ]; then echo "factory: no CANN set_env.sh in: {" ".join(ASCEND_SET_ENV_CANDIDATES)}; '
+        'install CANN or source its set_env.sh" >&2; exit 127; fi; '
+        f'for f in {atb}; do if [ -f "$f" ]; then source "$f"; break; fi; done'
+    )
+
+
+def on_device(argv: list[str], device: DeviceKind) -> list[str]:
+    """On Ascend, run argv after CANN's and ATB's set_env.sh (the one use of a shell); elsewhere argv as is."""
+    if device != "npu":
+        return argv
+    return ["bash", "-c", f"{ascend_prelude()}; exec {shlex.join(argv)}"]
+
+
 def torchrun_argv(job: MegatronJob, script: str, args: list[str]) -> list[str]:
     """`python -m torch.distributed.run` over this node's devices, then the engine script and its arguments."""
     p = job.parallel
@@ -223,7 +275,7 @@ def convert_argv(
     if engine == MINDSPEED_LLM:
         p = job.parallel
         argv = [
-            PYTHON, home(HOME_VARS[engine], "convert_ckpt_v2.py"),
+            *GUARD, home(HOME_VARS[engine], "convert_ckpt_v2.py"),
             "--load-model-type", "hf",
             "--save-model-type", "mg",
             "--target-tensor-parallel-size", str(p.tp),
@@ -237,7 +289,7 @@ def convert_argv(
         return [*argv, "--load-dir", paths.hf_model, "--save-dir", paths.base, "--model-type-hf", model_type_hf]
     dtype = {"bf16": "bfloat16", "fp16": "float16"}.get(job.train.precision, "float32")
     argv = [
-        PYTHON, home(BRIDGE_HOME_VAR, "scripts", "conversion", "run_conversion.py"), "import",
+        *GUARD, home(BRIDGE_HOME_VAR, "scripts", "conversion", "run_conversion.py"), "import",
         "--device", "cpu",
         "--hf-model", paths.hf_model,
         "--megatron-path", paths.base,
@@ -247,20 +299,24 @@ def convert_argv(
 
 
 def preprocess_argv(job: MegatronJob, engine: str, paths: MegatronPaths, prompt: str | None) -> list[str] | None:
-    """The engine's preprocess_data.py over the jsonl the run step writes; None when training reads jsonl."""
-    common = ["--input", paths.train_file, "--output-prefix", paths.prefix, "--workers", str(PREPROCESS_WORKERS)]
+    """The indexed data the train step reads, from the jsonl the run step writes; None when training reads jsonl.
+
+    Megatron-LM pt: factory's megatron-core writer (indexed.py), the same `<prefix>_text_document` that
+    `tools/preprocess_data.py --json-keys text --append-eod` writes. MindSpeed-LLM: its preprocess_data.py.
+    """
     if engine == MEGATRON_LM:
         if job.stage != "pt":
             return None
         return [
-            PYTHON, home(HOME_VARS[engine], "tools", "preprocess_data.py"), *common,
-            "--tokenizer-type", "HuggingFaceTokenizer",
-            "--tokenizer-model", paths.hf_model,
-            "--json-keys", "text",
+            *INDEXED_WRITER,
+            "--input", paths.train_file,
+            "--output-prefix", paths.prefix,
+            "--tokenizer", paths.hf_model,
             "--append-eod",
         ]  # fmt: skip
+    common = ["--input", paths.train_file, "--output-prefix", paths.prefix, "--workers", str(PREPROCESS_WORKERS)]
     argv = [
-        PYTHON, home(HOME_VARS[engine], "preprocess_data.py"), *common,
+        *GUARD, home(HOME_VARS[engine], "preprocess_data.py"), *common,
         "--tokenizer-type", "PretrainedFromHF",
         "--tokenizer-name-or-path", paths.hf_model,
         "--log-interval", "1000",
@@ -290,7 +346,8 @@ def stage_args(job: MegatronJob, engine: str, prompt: str | None, paths: Megatro
     if job.stage == "pt":
         return []
     if engine == MEGATRON_LM:
-        return ["--sft"]
+        # sft_dataset.py asserts that the dataloader builds no attention mask (it packs with cu_seqlens).
+        return ["--sft", "--no-create-attention-mask-in-dataloader"]
     assert prompt is not None
     if job.stage == "sft":
         args = ["--stage", "sft", "--is-instruction-dataset", "--prompt-type", prompt]
@@ -379,9 +436,10 @@ def train_args(
     if job.method.type == "lora":
         args += lora_args(job.method.lora)
     args += shape
-    args += tokenizer_args(engine, paths.hf_model, sft=job.stage == "sft")
+    sft = job.stage == "sft"
+    args += tokenizer_args(engine, paths.sft_tokenizer if sft and engine == MEGATRON_LM else paths.hf_model, sft=sft)
     args += parallel
-    args += optimizer_args(job.train)
+    args += optimizer_args(job.train, iters)
     if iters is not None:
         args += ["--train-iters", str(iters)]
     args += recompute_args(job.megatron.recompute)
@@ -396,7 +454,7 @@ def export_argv(job: MegatronJob, engine: str, model_type_hf: str | None, paths:
     """Megatron -> HF into <run>/final: convert_ckpt_v2.py (LoRA merged onto the base), or Megatron Bridge."""
     if engine == MINDSPEED_LLM:
         assert model_type_hf is not None
-        argv = [PYTHON, home(HOME_VARS[engine], "convert_ckpt_v2.py"), "--load-model-type", "mg"]
+        argv = [*GUARD, home(HOME_VARS[engine], "convert_ckpt_v2.py"), "--load-model-type", "mg"]
         argv += ["--save-model-type", "hf"]
         if job.method.type == "lora":
             lora = job.method.lora
@@ -407,7 +465,7 @@ def export_argv(job: MegatronJob, engine: str, model_type_hf: str | None, paths:
             argv += ["--load-dir", paths.checkpoints]
         return [*argv, "--save-dir", paths.final, "--hf-cfg-dir", paths.hf_model, "--model-type-hf", model_type_hf]
     argv = [
-        PYTHON, home(BRIDGE_HOME_VAR, "scripts", "conversion", "run_conversion.py"), "export",
+        *GUARD, home(BRIDGE_HOME_VAR, "scripts", "conversion", "run_conversion.py"), "export",
         "--device", "cpu",
         "--hf-model", paths.hf_model,
         "--megatron-path", paths.checkpoints,
@@ -476,6 +534,11 @@ def plan_megatron(job: MegatronJob, device: DeviceKind, model: ModelFacts, train
             "model_source": model.source,
             "megatron_checkpoint": paths.base,
             "train_file": paths.train_file,
+            "data_dir": str(Path(paths.prefix).parent),
+            "sft_tokenizer": paths.sft_tokenizer if job.stage == "sft" and engine == MEGATRON_LM else None,
+            "packed_index": paths.packed_index
+            if job.stage == "sft" and engine == MINDSPEED_LLM and job.data.packing
+            else None,
             "data_path": data_path(job, engine, paths),
             "model_type_hf": model_type_hf,
             "prompt_type": prompt,
@@ -502,7 +565,8 @@ def _notes(
         notes.append(f"devices are selected with {visible}")
     if device == "npu":
         notes.append(
-            f"Ascend: every step sources {ASCEND_SET_ENV} first; torch_npu serves Megatron's default "
+            f"Ascend: every step first sources the first CANN set_env.sh of {', '.join(ASCEND_SET_ENV_CANDIDATES)} "
+            f"(and ATB's nnal/atb/set_env.sh when present); torch_npu serves Megatron's default "
             "--distributed-backend nccl with HCCL; MindSpeed-LLM 26.x wants Megatron-LM core_v0.12.1's megatron/ "
             "inside its checkout"
         )
@@ -524,6 +588,16 @@ def _notes(
         )
     elif t.max_steps is None:
         notes.append(f"train iterations: {iters} = ceil({t.epochs} epochs x {samples} rows / {t.global_batch_size})")
+    if t.scheduler == "warmup_stable_decay":
+        decay = f"{wsd_decay_iters(iters)} iterations" if iters is not None else "10% of the iterations"
+        notes.append(f"warmup_stable_decay: stable after warmup, then the last {decay} decay ({WSD_NOTE})")
+    if job.stage == "sft" and engine == MEGATRON_LM:
+        notes += SFT_NOTES
+    if job.stage == "sft" and engine == MINDSPEED_LLM and job.data.packing and t.max_steps is None:
+        notes.append(
+            "packing: the rows count training samples only until preprocess has packed them; the run step plans "
+            "again with the packed sequences' count (<prefix>_packed_input_ids_document.idx) before training"
+        )
     if job.stage == "pt":
         notes.append("pt: Megatron draws seq_length-token sequences from the packed corpus, so rows only estimate them")
     if job.output.resume == "auto":
@@ -545,8 +619,16 @@ def _ignored(job: MegatronJob, engine: str) -> list[str]:
         ignored.append("data.eval is not used by the megatron backend (data.eval_ratio is, through --split)")
     if job.output.save_total_limit is not None:
         ignored.append("output.save_total_limit: Megatron keeps every checkpoint")
-    if job.stage == "sft" and job.data.train_on_prompt:
-        ignored.append("data.train_on_prompt: the engine trains on assistant tokens only")
+    if job.stage == "sft" and job.data.train_on_prompt and engine == MINDSPEED_LLM:
+        ignored.append("data.train_on_prompt: MindSpeed-LLM trains on assistant tokens only")
+    if job.stage == "sft" and not job.data.train_on_prompt and engine == MEGATRON_LM:
+        ignored.append(
+            "data.train_on_prompt: false: Megatron-LM's SFT (prompt format default) trains on every token of the "
+            "chat-template text, system and user turns included; use Ascend (MindSpeed-LLM) or backend: deepspeed "
+            "to train on assistant tokens only"
+        )
+    if job.stage == "sft" and job.data.packing and engine == MEGATRON_LM:
+        ignored.append("data.packing: Megatron-LM's SFT dataset puts one row per sequence, padded to data.max_length")
     if job.train.optimizer not in ("adamw_torch", "adamw_torch_fused"):
         ignored.append(f"train.optimizer {job.train.optimizer}: Megatron uses its own AdamW")
     other = [r for r in job.logging.report_to if r not in ("tensorboard", "wandb")]
