@@ -18,7 +18,7 @@ import pytest
 from factory_cli.backends.megatron.args import optimizer_args, wsd_decay_iters
 from factory_cli.backends.megatron.indexed import sequence_count
 from factory_cli.backends.megatron.plan import on_device
-from factory_cli.backends.megatron.tokenizer_copy import pad_choice, write_sft_tokenizer
+from factory_cli.backends.megatron.tokenizer_copy import pad_choice, write_engine_tokenizer
 from factory_cli.config.errors import UsageError
 from factory_cli.config.schema import TrainSection
 from factory_cli.launching import run_child
@@ -190,7 +190,7 @@ def test_sft_tokenizer_copy_keeps_eos_a_target(smollm2_tokenizer_dir: Path, tmp_
 
     original = AutoTokenizer.from_pretrained(str(smollm2_tokenizer_dir))
     assert original.pad_token_id == original.eos_token_id
-    assert write_sft_tokenizer(smollm2_tokenizer_dir, tmp_path / "tok") == "<|endoftext|>"
+    assert write_engine_tokenizer(smollm2_tokenizer_dir, tmp_path / "tok") == "<|endoftext|>"
     copy = AutoTokenizer.from_pretrained(str(tmp_path / "tok"))
     assert copy.pad_token_id != copy.eos_token_id and copy.eos_token_id == original.eos_token_id
     chat = [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]

@@ -88,12 +88,13 @@ class MegatronBackend:
         write_jsonl(Path(plan.engine_config["train_file"]), (megatron_input_row(job.stage, r, engine) for r in rows))
         ui.info(f"data: {len(rows)} training rows written to {plan.engine_config['train_file']}")
         Path(plan.engine_config["data_dir"]).mkdir(parents=True, exist_ok=True)
-        if plan.engine_config.get("sft_tokenizer"):
-            from factory_cli.backends.megatron.tokenizer_copy import write_sft_tokenizer
+        if plan.engine_config.get("engine_tokenizer"):
+            from factory_cli.backends.megatron.tokenizer_copy import write_engine_tokenizer
 
-            pad = write_sft_tokenizer(Path(plan.engine_config["hf_model"]), Path(plan.engine_config["sft_tokenizer"]))
+            hf_model, target = plan.engine_config["hf_model"], plan.engine_config["engine_tokenizer"]
+            pad = write_engine_tokenizer(Path(hf_model), Path(target))
             if pad is not None:
-                ui.info(f"sft: the tokenizer's pad is its EOS; Megatron-LM pads with {pad} so EOS stays a target")
+                ui.info(f"tokenizer: its pad is its EOS; Megatron-LM pads with {pad} so EOS stays a target")
         device: DeviceKind = plan.device  # type: ignore[assignment]
 
         def replan(samples: int) -> Plan:

@@ -72,12 +72,16 @@ PREPROCESS_WORKERS = 8
 WSD_NOTE = "--lr-wsd-decay-style cosine, --lr-wsd-decay-iters"
 # Megatron-LM SFT as the engine runs it: megatron/training/datasets/sft_dataset.py and
 # megatron/core/tokenizers/text/libraries/sft_tokenizer.py (core_v0.17.0; core_v0.16.1 has no `default` format).
-SFT_NOTES = [
+SFT_NOTE = (
     "sft: Megatron-LM renders each row with the model's chat template (SFTTokenizer prompt format default, "
-    "Megatron-LM core_v0.17.0 or later) and trains on every token of it, system and user turns included",
-    "sft: the loss skips every target equal to the tokenizer's pad id; the run step gives the engine a tokenizer "
-    "copy whose pad is not its EOS, so the end-of-turn token stays a target",
-]
+    "Megatron-LM core_v0.17.0 or later) and trains on every token of it, system and user turns included"
+)
+# megatron/training/datasets/sft_dataset.py skips the loss of every target equal to the tokenizer's pad id (the
+# pretraining GPTDataset of megatron-core 0.16 drops a pad that collides with EOS/EOD by itself).
+PAD_NOTE = (
+    "sft: Megatron-LM skips every target equal to the tokenizer's pad id; it reads a copy of the tokenizer whose "
+    "pad is not its EOS (data/megatron/tokenizer, written by the run step), so the end-of-turn token stays a target"
+)
 # Engine scripts run under this module, so that one that fails always ends (guard.py says why).
 GUARD = [PYTHON, "-m", "factory_cli.backends.megatron.guard"]
 # Megatron-LM pretraining data is written by factory through megatron-core (indexed.py), in one process.
@@ -114,7 +118,7 @@ class MegatronPaths(RunPaths):
         return self.sub("data", "megatron", "train")
 
     @property
-    def sft_tokenizer(self) -> str:
+    def engine_tokenizer(self) -> str:
         """Megatron-LM SFT's tokenizer: the model's, with a pad that is not its EOS (tokenizer_copy.py)."""
         return self.sub("data", "megatron", "tokenizer")
 
@@ -436,8 +440,9 @@ def train_args(
     if job.method.type == "lora":
         args += lora_args(job.method.lora)
     args += shape
-    sft = job.stage == "sft"
-    args += tokenizer_args(engine, paths.sft_tokenizer if sft and engine == MEGATRON_LM else paths.hf_model, sft=sft)
+    sft_on_megatron_lm = job.stage == "sft" and engine == MEGATRON_LM
+    tokenizer = paths.engine_tokenizer if sft_on_megatron_lm else paths.hf_model
+    args += tokenizer_args(engine, tokenizer, sft=job.stage == "sft")
     args += parallel
     args += optimizer_args(job.train, iters)
     if iters is not None:
@@ -535,7 +540,7 @@ def plan_megatron(job: MegatronJob, device: DeviceKind, model: ModelFacts, train
             "megatron_checkpoint": paths.base,
             "train_file": paths.train_file,
             "data_dir": str(Path(paths.prefix).parent),
-            "sft_tokenizer": paths.sft_tokenizer if job.stage == "sft" and engine == MEGATRON_LM else None,
+            "engine_tokenizer": paths.engine_tokenizer if job.stage == "sft" and engine == MEGATRON_LM else None,
             "packed_index": paths.packed_index
             if job.stage == "sft" and engine == MINDSPEED_LLM and job.data.packing
             else None,
@@ -592,7 +597,7 @@ def _notes(
         decay = f"{wsd_decay_iters(iters)} iterations" if iters is not None else "10% of the iterations"
         notes.append(f"warmup_stable_decay: stable after warmup, then the last {decay} decay ({WSD_NOTE})")
     if job.stage == "sft" and engine == MEGATRON_LM:
-        notes += SFT_NOTES
+        notes += [SFT_NOTE, PAD_NOTE]
     if job.stage == "sft" and engine == MINDSPEED_LLM and job.data.packing and t.max_steps is None:
         notes.append(
             "packing: the rows count training samples only until preprocess has packed them; the run step plans "

@@ -1,10 +1,12 @@
 """The tokenizer Megatron-LM SFT reads: the model's own, with a pad token that is not its EOS.
 
-Megatron-LM's SFT dataset (megatron/training/datasets/sft_dataset.py, core_v0.17.0) zeroes the loss of every
-target equal to the tokenizer's pad id, and its SFTTokenizer takes the pad from the tokenizer, else the EOS. For a
-tokenizer whose pad is its EOS (SmolLM2, Mistral, Llama-3) the end-of-turn token would never be a target and the
-model would never learn to stop. The copy takes the unknown token, else the BOS, as its pad: neither is a target
-of a one-conversation row (the BOS only starts it). Impure; imports transformers.
+Megatron-LM's SFT dataset (megatron/training/datasets/sft_dataset.py, core_v0.17.0) zeroes the loss of every target
+equal to the tokenizer's pad id, and its SFTTokenizer takes the pad from the tokenizer, else the EOS. For a tokenizer
+whose pad is its EOS (SmolLM2; Mistral and Llama-3, which have no pad) the end-of-turn token would never be a target
+and the model would never learn to stop. (megatron-core's pretraining GPTDataset drops a pad that collides with
+EOS/EOD itself; tests/integration/test_megatron_data.py holds that.) The copy takes the unknown token, else the
+BOS, as its pad: neither is a target of a one-conversation row (the BOS only starts it). Impure; imports
+transformers.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ def pad_choice(pad: str | None, eos: str | None, unk: str | None, bos: str | Non
     )
 
 
-def write_sft_tokenizer(model_dir: Path, target: Path) -> str | None:
+def write_engine_tokenizer(model_dir: Path, target: Path) -> str | None:
     """Save the model's tokenizer to `target`, re-padded when needed; returns the new pad token, or None."""
     from transformers import AutoTokenizer
 
