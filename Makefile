@@ -4,7 +4,7 @@ PYTHON  ?= python3
 PY      := $(VENV)/bin/python
 PIP     := $(PY) -m pip
 LOCK    := .ci/constraints.txt
-EXTRAS  := deepspeed,quant,eval,report,dev
+EXTRAS  := deepspeed,megatron,quant,eval,report,dev
 PYTEST_ARGS ?=
 
 .PHONY: setup demo test test-fast lint bench clean
