@@ -9,13 +9,16 @@ import subprocess
 import sys
 import textwrap
 import time
+import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from factory_cli.backends.megatron import bridge_export
 from factory_cli.backends.megatron.args import optimizer_args, wsd_decay_iters
+from factory_cli.backends.megatron.bridge_export import latest_iteration_dir
 from factory_cli.backends.megatron.indexed import sequence_count
 from factory_cli.backends.megatron.plan import on_device
 from factory_cli.backends.megatron.tokenizer_copy import pad_choice, write_engine_tokenizer
@@ -203,3 +206,55 @@ def test_sft_tokenizer_copy_keeps_eos_a_target(smollm2_tokenizer_dir: Path, tmp_
     targets = list(ids)[1:]
     kept = [t for t in targets if t != copy.pad_token_id]
     assert copy.eos_token_id in kept
+
+
+# ------------------------------------------------------------------------------------------------ CUDA export
+
+
+def test_latest_iteration_dir(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"no latest_checkpointed_iteration\.txt"):
+        latest_iteration_dir(tmp_path)
+    (tmp_path / "latest_checkpointed_iteration.txt").write_text("120\n")
+    with pytest.raises(FileNotFoundError, match="iter_0000120"):
+        latest_iteration_dir(tmp_path)
+    (tmp_path / "iter_0000120").mkdir()
+    assert latest_iteration_dir(tmp_path) == tmp_path / "iter_0000120"
+
+
+def test_export_loads_the_megatron_lm_checkpoint_through_bridge(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """bridge_export.py calls Bridge's Megatron-LM checkpoint reader on the last iteration, then saves HF weights
+    (Bridge faked: the API names and arguments are the ones of Megatron-Bridge v0.6.0)."""
+    calls: list[tuple[str, Any]] = []
+
+    def load_megatron_model(path: str, model_type: str, use_cpu_init: bool) -> list[str]:
+        calls.append(("load", (path, model_type, use_cpu_init)))
+        return ["model chunk"]
+
+    class AutoBridge:
+        @classmethod
+        def from_hf_pretrained(cls, path: str) -> AutoBridge:
+            calls.append(("from_hf_pretrained", path))
+            return cls()
+
+        def save_hf_pretrained(self, models: list[str], path: str) -> None:
+            calls.append(("save", (models, path)))
+
+    bridge = types.ModuleType("megatron.bridge")
+    bridge.AutoBridge = AutoBridge  # type: ignore[attr-defined]
+    load_save = types.ModuleType("megatron.bridge.training.model_load_save")
+    load_save.load_megatron_model = load_megatron_model  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "megatron.bridge", bridge)
+    monkeypatch.setitem(sys.modules, "megatron.bridge.training", types.ModuleType("megatron.bridge.training"))
+    monkeypatch.setitem(sys.modules, "megatron.bridge.training.model_load_save", load_save)
+    checkpoints = tmp_path / "checkpoints"
+    (checkpoints / "iter_0000007").mkdir(parents=True)
+    (checkpoints / "latest_checkpointed_iteration.txt").write_text("7")
+    argv = ["--hf-model", "hf", "--megatron-path", str(checkpoints), "--hf-path", str(tmp_path / "final")]
+    assert bridge_export.main(argv) == 0
+    assert calls == [
+        ("load", (str(checkpoints / "iter_0000007"), "gpt", True)),
+        ("from_hf_pretrained", "hf"),
+        ("save", (["model chunk"], str(tmp_path / "final"))),
+    ]

@@ -469,14 +469,14 @@ def export_argv(job: MegatronJob, engine: str, model_type_hf: str | None, paths:
         else:
             argv += ["--load-dir", paths.checkpoints]
         return [*argv, "--save-dir", paths.final, "--hf-cfg-dir", paths.hf_model, "--model-type-hf", model_type_hf]
-    argv = [
-        *GUARD, home(BRIDGE_HOME_VAR, "scripts", "conversion", "run_conversion.py"), "export",
-        "--device", "cpu",
+    # Bridge's run_conversion.py export needs run_config.yaml, which Megatron-LM never writes; bridge_export.py
+    # loads the checkpoint through Bridge's reader of Megatron-LM checkpoints instead.
+    return [
+        PYTHON, "-m", "factory_cli.backends.megatron.bridge_export",
         "--hf-model", paths.hf_model,
         "--megatron-path", paths.checkpoints,
         "--hf-path", paths.final,
     ]  # fmt: skip
-    return argv + (["--trust-remote-code"] if job.model.trust_remote_code else [])
 
 
 def plan_megatron(job: MegatronJob, device: DeviceKind, model: ModelFacts, train_samples: int | None = None) -> Plan:
@@ -611,8 +611,10 @@ def _notes(
         notes.append(f"export: the final checkpoint is converted to Hugging Face format in {paths.final}")
         if engine == MEGATRON_LM:
             notes.append(
-                "export: Megatron Bridge needs a run_config.yaml next to the checkpoint, which Megatron-LM does not "
-                "write; see Megatron Bridge's docs/megatron-lm-to-megatron-bridge.md (best-effort export)"
+                "export: factory_cli/backends/megatron/bridge_export.py loads the last checkpoint with Megatron "
+                "Bridge's load_megatron_model, which reads the arguments Megatron-LM stores in a torch_dist "
+                "checkpoint (no run_config.yaml needed), and saves it with AutoBridge.save_hf_pretrained; read from "
+                "Megatron-Bridge v0.6.0's source, not yet run on a GPU"
             )
     notes += _ignored(job, engine)
     return notes
