@@ -46,12 +46,17 @@ def export(hf_model: str, checkpoints: Path, hf_path: str) -> Path:
     return folder
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The step's command line (tests/unit/test_megatron_argv.py parses the planned argv with it)."""
     parser = argparse.ArgumentParser(description="Megatron-LM checkpoint -> Hugging Face (Megatron Bridge)")
     parser.add_argument("--hf-model", required=True, help="the HF model the run started from (config, tokenizer)")
     parser.add_argument("--megatron-path", required=True, type=Path, help="Megatron-LM's --save folder")
     parser.add_argument("--hf-path", required=True)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     home = os.environ.get("MEGATRON_BRIDGE_HOME")
     if home:
         sys.path.insert(0, str(Path(home) / "src"))

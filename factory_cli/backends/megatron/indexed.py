@@ -70,13 +70,18 @@ def write_text_document(input_file: Path, prefix: str, tokenizer_dir: str, appen
     return documents
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The step's command line (tests/unit/test_megatron_argv.py parses the planned argv with it)."""
     parser = argparse.ArgumentParser(description="jsonl text rows -> Megatron indexed dataset (megatron-core)")
     parser.add_argument("--input", required=True, type=Path)
     parser.add_argument("--output-prefix", required=True)
     parser.add_argument("--tokenizer", required=True)
     parser.add_argument("--append-eod", action="store_true")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     documents = write_text_document(args.input, args.output_prefix, args.tokenizer, args.append_eod)
     print(f"wrote {documents} documents to {document_prefix(args.output_prefix)}.{{bin,idx}}")
     return 0
