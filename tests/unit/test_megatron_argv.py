@@ -1,9 +1,12 @@
-"""Every planned Megatron-LM train argv parses with Megatron-LM's own flags, arities and choices.
+"""Every planned Megatron-LM / MindSpeed-LLM argv parses with the engine's own flags, arities and choices.
 
 The megatron-core wheel does not ship megatron/training/arguments.py, so the parser is rebuilt from a record of it
 (tests/unit/megatron_flags/*.json, made by tests/unit/megatron_flags/record.py from the named engine version and
 commit). A renamed or removed flag, a switch given a value or a value outside the engine's choices fails here.
-Plans: every megatron example and every rendered megatron template, on CUDA, each with its rows counted (so
+MindSpeed-LLM's parser is assembled at run time from three code bases and needs torch_npu, so its record is read
+from their sources (every add_argument call); there every flag of every NPU step (convert, preprocess, train,
+export) must be one of them with an arity and values it accepts.
+Plans: every megatron example and every rendered megatron template, on CUDA and NPU, each with its rows counted (so
 --train-iters and the WSD flags appear) and under option variants that add flags. The factory-side steps (the
 pretraining preprocess, the Bridge export) parse with their own parsers.
 """
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +32,7 @@ from tests.unit.test_render import _fill_placeholders, _render
 
 FLAGS_DIR = Path(__file__).resolve().parent / "megatron_flags"
 MEGATRON_LM_RECORD = FLAGS_DIR / "megatron_lm_core_v0.17.0.json"
+MINDSPEED_LLM_RECORD = FLAGS_DIR / "mindspeed_llm_26.1.0.json"
 
 # Option variants that add train flags beyond the examples' own.
 VARIANTS: list[tuple[str, ...]] = [
@@ -59,8 +64,36 @@ def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespac
     return args
 
 
-def plans_of(job_file: Path, variants: list[tuple[str, ...]]) -> list[Plan]:
-    """The CUDA plans of a job under each variant that the engine accepts, with 1000 rows counted."""
+def check_static(flags: dict[str, dict[str, Any]], argv: list[str]) -> None:
+    """argv against a source-read record: known flags, a value count some definition accepts, recorded choices."""
+    i = 0
+    while i < len(argv):
+        flag = argv[i]
+        assert flag.startswith("--") and flag in flags, f"not a flag of the engine: {flag} in {argv}"
+        j = i + 1
+        while j < len(argv) and not argv[j].startswith("--"):
+            j += 1
+        values = argv[i + 1 : j]
+        arities = flags[flag]["nargs"]
+        n = len(values)
+        fits = {0: n == 0, 1: n == 1, "?": n <= 1, "+": n >= 1, "*": True, "any": True}
+        assert any(fits.get(a, n == a) for a in arities), f"{flag} takes {arities} values, got {values}"
+        choices = flags[flag]["choices"]
+        if choices is not None:
+            assert all(v in choices for v in values), f"{flag} {values} not among {choices}"
+        i = j
+
+
+def step_flags(argv: list[str]) -> list[str]:
+    """The flags of a step argv: after the script (unwrapped from the Ascend prelude; the guard skipped)."""
+    if argv[:2] == ["bash", "-c"]:
+        argv = shlex.split(argv[2].split("; exec ", 1)[1])
+    script = next(i for i, a in enumerate(argv) if a.endswith(".py"))
+    return argv[script + 1 :]
+
+
+def plans_of(job_file: Path, variants: list[tuple[str, ...]], device: str = "cuda") -> list[Plan]:
+    """The plans of a job on `device` under each variant that the engine accepts, with 1000 rows counted."""
     from factory_cli.backends.megatron.backend import model_facts
     from factory_cli.backends.megatron.plan import plan_megatron
 
@@ -70,10 +103,10 @@ def plans_of(job_file: Path, variants: list[tuple[str, ...]]) -> list[Plan]:
             job = load_and_validate(job_file, list(overrides)).job
         except JobError:
             continue  # a variant the model's shape does not allow (checked by factory check, tested elsewhere)
-        resolved = resolve_device_defaults(job, DeviceFacts("cuda", bf16=True))
+        resolved = resolve_device_defaults(job, DeviceFacts(device, bf16=True))
         assert isinstance(resolved, MegatronJob)
         try:
-            plans.append(plan_megatron(resolved, "cuda", model_facts(resolved), train_samples=1000))
+            plans.append(plan_megatron(resolved, device, model_facts(resolved), train_samples=1000))
         except UsageError:
             continue  # what Megatron-LM does not run (dpo, lora) is refused by the planner, tested elsewhere
     return plans
@@ -126,3 +159,29 @@ def test_factory_steps_parse_with_their_own_parsers(tmp_path: Path) -> None:
                     assert indexed.build_parser().parse_args(argv[3:]).append_eod
                 elif argv[1:3] == ["-m", "factory_cli.backends.megatron.bridge_export"]:
                     assert bridge_export.build_parser().parse_args(argv[3:]).hf_path.endswith("final")
+
+
+NPU_VARIANTS: list[tuple[str, ...]] = [
+    *VARIANTS,
+    ("method.type=lora",),
+    ("data.packing=false", "dpo.loss=robust", "dpo.label_smoothing=0.1"),
+]
+
+
+def test_every_planned_npu_step_parses_with_mindspeed_llm(tmp_path: Path) -> None:
+    record = json.loads(MINDSPEED_LLM_RECORD.read_text(encoding="utf-8"))
+    assert [s["name"] for s in record["sources"]] == ["Megatron-LM", "MindSpeed", "MindSpeed-LLM"]
+    flags = record["flags"]
+    with pytest.raises(AssertionError, match="not a flag of the engine"):
+        check_static(flags, ["--pack-data"])
+    with pytest.raises(AssertionError, match="not among"):
+        check_static(flags, ["--prompt-type", "qwen2.5"])
+    seen: dict[str, int] = {}
+    for job_file in job_files(tmp_path):
+        variants = NPU_VARIANTS if "dpo" not in job_file.name else [(), ("dpo.loss=robust",)]
+        for plan in plans_of(job_file, variants, device="npu"):
+            for step in plan.steps:
+                check_static(flags, step_flags(step.argv))
+                seen[step.name] = seen.get(step.name, 0) + 1
+    print(f"mindspeed-llm argv parsed: {seen}")
+    assert set(seen) == {"convert", "preprocess", "train", "export"} and seen["train"] >= 20

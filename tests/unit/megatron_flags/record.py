@@ -9,16 +9,27 @@ not ship, so the tests parse planned argv against this record instead. Made from
 
 megatron/core/transformer/custom_layers/batch_invariant_kernels.py imports triton, which a CPU machine lacks; the
 parser does not use it, so that one module is replaced by an empty stand-in while the parser is built.
+
+MindSpeed-LLM's parser is assembled at import time from Megatron-LM core_v0.12.1, MindSpeed's features and its own
+(and needs torch_npu), so its flags are read from the sources instead: every `add_argument("--flag", ...)` call,
+with its action / nargs / choices when they are literals (a flag defined in several places keeps every arity):
+
+    python -m tests.unit.megatron_flags.record static mindspeed-llm 26.1.0 \
+        --source Megatron-LM core_v0.12.1 <commit> /tmp/npu/mlm012 \
+        --source MindSpeed 26.1.0_core_r0.12.1 <commit> /tmp/npu/ms \
+        --source MindSpeed-LLM v26.1.0 <commit> /tmp/npu/msllm > tests/unit/megatron_flags/mindspeed_llm_26.1.0.json
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib.abc
 import importlib.machinery
 import json
 import sys
 import types
+from pathlib import Path
 from typing import Any
 
 STUBBED = "batch_invariant_kernels"
@@ -67,10 +78,64 @@ def megatron_lm_parser() -> argparse.ArgumentParser:
     return parser
 
 
+SWITCH_ACTIONS = {"store_true", "store_false", "store_const", "count", "help", "version"}
+
+
+def _literal(node: ast.expr | None) -> Any:
+    try:
+        return ast.literal_eval(node) if node is not None else None
+    except ValueError:
+        return ...
+
+
+def static_flags(files: list[Path]) -> dict[str, dict[str, Any]]:
+    """Every --flag of `add_argument` calls in the files: its arities ("any" when not a literal) and choices."""
+    flags: dict[str, dict[str, Any]] = {}
+    for file in files:
+        try:
+            tree = ast.parse(file.read_text(encoding="utf-8"))
+        except (SyntaxError, UnicodeDecodeError):
+            continue
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "add_argument"):
+                continue
+            names = [a.value for a in node.args if isinstance(a, ast.Constant) and str(a.value).startswith("--")]
+            if not names:
+                continue
+            keywords = {k.arg: k.value for k in node.keywords}
+            action, nargs = _literal(keywords.get("action")), _literal(keywords.get("nargs"))
+            if action is ... or nargs is ...:
+                arity: Any = "any"
+            elif action in SWITCH_ACTIONS:
+                arity = 0
+            else:
+                arity = 1 if nargs is None else nargs
+            choices = _literal(keywords.get("choices"))
+            for name in names:
+                entry = flags.setdefault(name, {"nargs": [], "choices": []})
+                if arity not in entry["nargs"]:
+                    entry["nargs"].append(arity)
+                if isinstance(choices, (list, tuple)) and entry["choices"] is not None:
+                    entry["choices"] = sorted({*entry["choices"], *map(str, choices)})
+                else:
+                    entry["choices"] = None  # some definition accepts any value
+    return dict(sorted(flags.items()))
+
+
 def main(argv: list[str]) -> int:
-    engine, version, commit = argv
-    assert engine == "megatron-lm", "only Megatron-LM's parser is recorded this way"
-    record = {"engine": engine, "version": version, "commit": commit, "flags": describe(megatron_lm_parser())}
+    if argv[0] == "static":
+        parser = argparse.ArgumentParser()
+        parser.add_argument("engine")
+        parser.add_argument("version")
+        parser.add_argument("--source", nargs=4, action="append", metavar=("NAME", "REF", "COMMIT", "DIR"))
+        args = parser.parse_args(argv[1:])
+        sources = [{"name": n, "ref": r, "commit": c} for n, r, c, _ in args.source]
+        files = sorted(f for *_, folder in args.source for f in Path(folder).rglob("*.py"))
+        record = {"engine": args.engine, "version": args.version, "sources": sources, "flags": static_flags(files)}
+    else:
+        engine, version, commit = argv
+        assert engine == "megatron-lm", "the parser is built only for Megatron-LM"
+        record = {"engine": engine, "version": version, "commit": commit, "flags": describe(megatron_lm_parser())}
     print(json.dumps(record, indent=1))
     return 0
 
