@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from factory_cli.backends.base import Plan
-from factory_cli.backends.megatron import bridge_export, indexed
+from factory_cli.backends.megatron import bridge_export, indexed, roundtrip
 from factory_cli.config.defaults import DeviceFacts, resolve_device_defaults
 from factory_cli.config.errors import JobError, UsageError
 from factory_cli.config.schema import MegatronJob
@@ -181,7 +181,12 @@ def test_every_planned_npu_step_parses_with_mindspeed_llm(tmp_path: Path) -> Non
         variants = NPU_VARIANTS if "dpo" not in job_file.name else [(), ("dpo.loss=robust",)]
         for plan in plans_of(job_file, variants, device="npu"):
             for step in plan.steps:
-                check_static(flags, step_flags(step.argv))
+                if step.name == "verify":
+                    argv = shlex.split(step.argv[2].split("; exec ", 1)[1])
+                    assert argv[1:3] == ["-m", "factory_cli.backends.megatron.roundtrip"]
+                    roundtrip.build_parser().parse_args(argv[3:])
+                else:
+                    check_static(flags, step_flags(step.argv))
                 seen[step.name] = seen.get(step.name, 0) + 1
     print(f"mindspeed-llm argv parsed: {seen}")
-    assert set(seen) == {"convert", "preprocess", "train", "export"} and seen["train"] >= 20
+    assert set(seen) == {"convert", "roundtrip", "verify", "preprocess", "train", "export"} and seen["train"] >= 20

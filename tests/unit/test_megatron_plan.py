@@ -242,8 +242,8 @@ def test_recompute_and_lora_targets() -> None:
 def test_npu_sft_runs_mindspeed_with_hccl_and_no_cuda_flags() -> None:
     plan = plan_of("megatron_sft.yaml", "npu")
     assert plan.engine_config["engine"] == "mindspeed-llm"
-    assert [s.name for s in plan.steps] == ["convert", "preprocess", "train", "export"]
-    train = plan.steps[2]
+    assert [s.name for s in plan.steps] == ["convert", "roundtrip", "verify", "preprocess", "train", "export"]
+    train = plan.steps[4]
     assert train.argv[:2] == ["bash", "-c"]
     assert "/usr/local/Ascend/cann/set_env.sh" in train.argv[2] and "nnal/atb/set_env.sh" in train.argv[2]
     inner = unwrap(train.argv)
@@ -319,7 +319,7 @@ def test_dpo_on_mindspeed() -> None:
     assert value_of(args, "--dpo-loss-type") == "sigmoid" and value_of(args, "--dpo-label-smoothing") == "0.1"
     assert value_of(args, "--ref-model").endswith("megatron_base")
     assert value_of(args, "--prompt-type") == "llama3"
-    preprocess = unwrap(plan.steps[1].argv)
+    preprocess = unwrap(next(s for s in plan.steps if s.name == "preprocess").argv)
     assert value_of(preprocess, "--handler-name") == "SharegptStylePairwiseHandler"
     assert json.loads(value_of(preprocess, "--map-keys"))["chosen"] == "chosen"
 
@@ -491,6 +491,7 @@ def test_run_writes_inputs_and_runs_the_steps(tmp_path: Path, monkeypatch: pytes
     plan.base_dirs = [str(EXAMPLES)]
     (run_dir / "megatron_base").mkdir()
     (run_dir / "megatron_base" / "latest_checkpointed_iteration.txt").write_text("release")
+    (run_dir / "megatron_base" / "factory_roundtrip_ok.json").write_text("{}")  # its round trip was checked
 
     launched: list[tuple[list[str], dict[str, str]]] = []
     packed_index = run_dir / "data" / "megatron" / "train_packed_input_ids_document.idx"
@@ -513,8 +514,9 @@ def test_run_writes_inputs_and_runs_the_steps(tmp_path: Path, monkeypatch: pytes
     assert (run_dir / "hf_model").is_symlink() and (run_dir / "hf_model").resolve() == model.resolve()
     rows = (run_dir / "data" / "train.jsonl").read_text(encoding="utf-8").splitlines()
     assert rows and "messages" in json.loads(rows[0])
-    # The converted checkpoint exists already: preprocess, train and export run; convert is skipped.
+    # The converted (and checked) checkpoint exists already: preprocess, train and export run.
     assert len(launched) == 3 and any("already converted" in line for line in ui.lines)
+    assert any("roundtrip: the conversion was checked already" in line for line in ui.lines)
     train_cmd = launched[1][0][2]
     assert f"{home}/posttrain_gpt.py" in train_cmd and "$MINDSPEED_LLM_HOME" not in train_cmd
     # Packed SFT: iterations from the 3 packed sequences preprocess wrote, not the rows: ceil(2 epochs x 3 / 32).

@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
-from factory_cli.backends.megatron import bridge_export
+from factory_cli.backends.megatron import bridge_export, roundtrip
 from factory_cli.backends.megatron.args import optimizer_args, wsd_decay_iters
 from factory_cli.backends.megatron.bridge_export import latest_iteration_dir
 from factory_cli.backends.megatron.indexed import sequence_count
@@ -258,3 +259,46 @@ def test_export_loads_the_megatron_lm_checkpoint_through_bridge(
         ("from_hf_pretrained", "hf"),
         ("save", (["model chunk"], str(tmp_path / "final"))),
     ]
+
+
+# ------------------------------------------------------------------------------------------------ round trip
+
+
+def save_weights(folder: Path, tensors: dict[str, torch.Tensor]) -> Path:
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(folder / "model.safetensors"))
+    return folder
+
+
+def test_roundtrip_names_what_a_converter_changed(tmp_path: Path) -> None:
+    """The failure of MindSpeed-LLM 26.1.0 (q/k/v split as one block) is caught: heads put back in another order
+    keeps names, shapes and the set of values but not the tensor."""
+    torch.manual_seed(0)
+    q, k = torch.randn(8, 4), torch.randn(4, 4)
+    original = {"model.layers.0.self_attn.q_proj.weight": q, "model.layers.0.self_attn.k_proj.weight": k}
+    reference = save_weights(tmp_path / "hf", original)
+    same = save_weights(tmp_path / "same", {n: t.to(torch.bfloat16) for n, t in original.items()})
+    assert roundtrip.differences(reference, same) == []  # a dtype change alone is not a difference
+    swapped = {
+        "model.layers.0.self_attn.q_proj.weight": torch.cat([q[4:], q[:4]]),
+        "model.layers.0.self_attn.k_proj.weight": k,
+    }
+    wrong = save_weights(tmp_path / "wrong", swapped)
+    assert roundtrip.differences(reference, wrong) == ["model.layers.0.self_attn.q_proj.weight: 32 of 32 values differ"]
+    missing = save_weights(tmp_path / "missing", {"model.layers.0.self_attn.q_proj.weight": q})
+    assert roundtrip.differences(reference, missing) == [
+        "model.layers.0.self_attn.k_proj.weight: missing after the round trip"
+    ]
+    marker = tmp_path / "ok.json"
+    argv = ["--reference", str(reference), "--marker", str(marker)]
+    assert roundtrip.main([*argv, "--candidate", str(wrong)]) == 1 and not marker.exists()
+    assert roundtrip.main([*argv, "--candidate", str(same)]) == 0 and marker.is_file()
+
+
+def test_roundtrip_allows_tied_output_layers(tmp_path: Path) -> None:
+    embed = torch.randn(10, 4)
+    reference = save_weights(tmp_path / "hf", {"model.embed_tokens.weight": embed})
+    candidate = save_weights(tmp_path / "rt", {"model.embed_tokens.weight": embed, "lm_head.weight": embed.clone()})
+    assert roundtrip.differences(reference, candidate) == []

@@ -117,6 +117,10 @@ class MegatronBackend:
             if step.name == "convert" and has_checkpoint(Path(plan.engine_config["megatron_checkpoint"])):
                 ui.info(f"convert: {plan.engine_config['megatron_checkpoint']} is already converted")
                 continue
+            marker = plan.engine_config.get("roundtrip_marker")
+            if step.name in ("roundtrip", "verify") and marker and Path(marker).is_file():
+                ui.info(f"{step.name}: the conversion was checked already ({marker})")
+                continue
             argv = resolve_argv(step.argv, homes)
             ui.info(f"{step.name}: {json.dumps(argv)}")
             code = run_child(argv, child_env(step.env, step.files), cwd=step.cwd)

@@ -123,6 +123,15 @@ class MegatronPaths(RunPaths):
         return self.sub("data", "megatron", "tokenizer")
 
     @property
+    def roundtrip(self) -> str:
+        """Where the converted checkpoint, converted back to HF, is written for the check (roundtrip.py)."""
+        return self.sub("data", "megatron", "roundtrip_hf")
+
+    @property
+    def roundtrip_marker(self) -> str:
+        return str(Path(self.base) / "factory_roundtrip_ok.json")
+
+    @property
     def packed_index(self) -> str:
         """The `.idx` of MindSpeed-LLM's packed SFT input ids, whose sequence count sets the iterations."""
         return f"{self.prefix}_packed_input_ids_document.idx"
@@ -479,6 +488,27 @@ def export_argv(job: MegatronJob, engine: str, model_type_hf: str | None, paths:
     ]  # fmt: skip
 
 
+def roundtrip_argvs(engine: str, model_type_hf: str, paths: MegatronPaths) -> list[tuple[str, list[str]]]:
+    """MindSpeed-LLM: convert the fresh Megatron checkpoint back to HF, then compare it with the original
+    (roundtrip.py; 26.1.0's converter can exit 0 with wrong weights)."""
+    back = [
+        *GUARD, home(HOME_VARS[engine], "convert_ckpt_v2.py"),
+        "--load-model-type", "mg",
+        "--save-model-type", "hf",
+        "--load-dir", paths.base,
+        "--save-dir", paths.roundtrip,
+        "--hf-cfg-dir", paths.hf_model,
+        "--model-type-hf", model_type_hf,
+    ]  # fmt: skip
+    verify = [
+        PYTHON, "-m", "factory_cli.backends.megatron.roundtrip",
+        "--reference", paths.hf_model,
+        "--candidate", paths.roundtrip,
+        "--marker", paths.roundtrip_marker,
+    ]  # fmt: skip
+    return [("roundtrip", back), ("verify", verify)]
+
+
 def plan_megatron(job: MegatronJob, device: DeviceKind, model: ModelFacts, train_samples: int | None = None) -> Plan:
     """The whole plan for a job whose defaults (device ones included) are resolved.
 
@@ -510,6 +540,10 @@ def plan_megatron(job: MegatronJob, device: DeviceKind, model: ModelFacts, train
     if job.megatron.load is None:
         convert = convert_argv(job, engine, model_type_hf, paths, arch.num_hidden_layers)
         steps.append(Step(name="convert", argv=on_device(convert, device), env=env))
+        if engine == MINDSPEED_LLM:
+            assert model_type_hf is not None
+            for name, argv in roundtrip_argvs(engine, model_type_hf, paths):
+                steps.append(Step(name=name, argv=on_device(argv, device), env=env))
     preprocess = preprocess_argv(job, engine, paths, prompt)
     if preprocess is not None:
         steps.append(Step(name="preprocess", argv=on_device(preprocess, device), env=env))
@@ -541,6 +575,7 @@ def plan_megatron(job: MegatronJob, device: DeviceKind, model: ModelFacts, train
             "train_file": paths.train_file,
             "data_dir": str(Path(paths.prefix).parent),
             "engine_tokenizer": paths.engine_tokenizer if job.stage == "sft" and engine == MEGATRON_LM else None,
+            "roundtrip_marker": paths.roundtrip_marker if engine == MINDSPEED_LLM else None,
             "packed_index": paths.packed_index
             if job.stage == "sft" and engine == MINDSPEED_LLM and job.data.packing
             else None,
@@ -583,6 +618,11 @@ def _notes(
             )
         else:
             notes.append(f"the HF weights are converted at TP {p.tp} / PP {p.pp} into {paths.base}")
+            notes.append(
+                "convert is checked: the Megatron checkpoint is converted back to HF and must give every tensor back "
+                "exactly (MindSpeed-LLM 26.1.0 converts llama2 / qwen3 q/k/v wrongly and exits 0); a difference "
+                "stops the run before training"
+            )
     elif engine == MINDSPEED_LLM:
         notes.append(f"megatron.load must hold a torch-format checkpoint split for TP {p.tp} / PP {p.pp}")
     notes.append(f"the run step writes the training rows to {paths.train_file} and the HF model to {paths.hf_model}")
