@@ -408,17 +408,22 @@ def test_demo_rows_become_engine_rows(tmp_path: Path) -> None:
 
 
 def test_run_refuses_without_the_engine(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(common_run, "_module_found", lambda dotted, homes: False)
-    for device in ("npu", "cuda"):
+    """Not `pip install factory-cli[megatron]` (the wheel holds megatron/core only): the checkouts and their steps."""
+    for var in ("MEGATRON_LM_HOME", "MINDSPEED_LLM_HOME", "MEGATRON_BRIDGE_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    for device, var in (("npu", "MINDSPEED_LLM_HOME"), ("cuda", "MEGATRON_LM_HOME")):
         plan = plan_of("megatron_sft.yaml", device)
         with pytest.raises(UsageError) as refused:
             get_backend("megatron").run(plan, Recorder())
-        assert "the megatron backend needs" in refused.value.message
-        assert refused.value.hint == "pip install 'factory-cli[megatron]'"
+        assert "the megatron backend cannot start" in refused.value.message
+        assert f"${var} is not set" in refused.value.message
+        assert "git clone" in (refused.value.hint or "") and "pip install 'factory-cli" not in (
+            refused.value.hint or ""
+        )
 
 
 def test_run_needs_the_checkouts(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(common_run, "_module_found", lambda dotted, homes: True)
+    monkeypatch.setattr(megatron_backend, "stack_problems", lambda *args, **kwargs: [])
     monkeypatch.delenv("MINDSPEED_LLM_HOME", raising=False)
     with pytest.raises(UsageError, match=r"\$MINDSPEED_LLM_HOME"):
         get_backend("megatron").run(plan_of("megatron_sft.yaml", "npu"), Recorder())
@@ -504,7 +509,7 @@ def test_run_writes_inputs_and_runs_the_steps(tmp_path: Path, monkeypatch: pytes
             write_index(packed_index, [[1, 2, 3]] * 3)  # 3 packed sequences
         return 0
 
-    monkeypatch.setattr(common_run, "_module_found", lambda dotted, homes: True)
+    monkeypatch.setattr(megatron_backend, "stack_problems", lambda *args, **kwargs: [])  # engine faked
     monkeypatch.setenv("MINDSPEED_LLM_HOME", str(home))
     monkeypatch.setattr(launching, "run_child", fake_run_child)
     ui = Recorder()

@@ -15,6 +15,7 @@ from typing import Any
 
 from factory_cli.backends.base import Plan, Progress, RunResult
 from factory_cli.backends.megatron.checks import check_megatron
+from factory_cli.backends.megatron.stack import StackProblem, stack_problems
 from factory_cli.config.checks import CheckContext
 from factory_cli.config.errors import Issue, UsageError
 from factory_cli.config.schema import JobBase, MegatronJob
@@ -54,11 +55,10 @@ class MegatronBackend:
         their checkouts. Tested here: the refusals, the inputs, the Megatron-LM pt preprocess (megatron-core on
         CPU) and the step loop with the engine faked.
         """
-        from factory_cli.backends.common.run import child_env, materialize_model, missing_modules, write_jsonl
+        from factory_cli.backends.common.run import child_env, materialize_model, write_jsonl
         from factory_cli.backends.megatron.plan import (
             BRIDGE_HOME_VAR,
             ENGINE_LABELS,
-            ENGINE_MODULES,
             MEGATRON_LM,
             megatron_input_row,
             plan_megatron,
@@ -69,16 +69,14 @@ class MegatronBackend:
 
         engine = plan.engine_config["engine"]
         home_vars = [plan.engine_config["engine_home_var"]]
-        modules = list(ENGINE_MODULES[engine])
-        if engine == MEGATRON_LM and any(s.name in ("convert", "export") for s in plan.steps):
+        bridge = engine == MEGATRON_LM and any(s.name in ("convert", "export") for s in plan.steps)
+        if bridge:
             home_vars.append(BRIDGE_HOME_VAR)
-            modules.append("megatron.bridge")
-        missing = missing_modules(modules, home_vars)
-        if missing:
-            raise UsageError(
-                f"the megatron backend needs {ENGINE_LABELS[engine]} ({', '.join(missing)} not importable)",
-                "pip install 'factory-cli[megatron]'",
-            )
+        args = plan.engine_config["train_args"]
+        local = "--transformer-impl" in args and args[args.index("--transformer-impl") + 1] == "local"
+        problems = stack_problems(engine, os.environ, sft=plan.stage == "sft", bridge=bridge, local_impl=local)
+        if problems:
+            raise UsageError(stack_message(ENGINE_LABELS[engine], problems), stack_hint(problems))
         homes = engine_homes(home_vars)
         run = RunDir(Path(plan.run_dir))
         job = run.job(MegatronJob)
@@ -173,6 +171,17 @@ def packed_samples(index: Path) -> int:
         return sequence_count(index)
     except ValueError as exc:
         raise UsageError(str(exc), "run again: preprocess rewrites it") from None
+
+
+def stack_message(label: str, problems: Sequence[StackProblem]) -> str:
+    """One message for everything the engine stack lacks."""
+    lines = "".join(f"\n  - {p.what}" for p in problems)
+    return f"the megatron backend cannot start {label} on this machine:{lines}"
+
+
+def stack_hint(problems: Sequence[StackProblem]) -> str:
+    """The install steps, in the order of the problems, each once."""
+    return "; ".join(dict.fromkeys(p.fix for p in problems))
 
 
 def engine_homes(home_vars: Sequence[str]) -> dict[str, str]:

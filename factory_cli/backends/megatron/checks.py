@@ -3,7 +3,8 @@ sequence parallel); PP divides layers. No torch."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Iterator, Mapping
 
 from factory_cli.config.checks import CheckContext, divides, error, job_architecture
 from factory_cli.config.errors import Issue
@@ -14,6 +15,7 @@ def check_megatron(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
     """Parallel sizes against the world and the model's architecture."""
     if not isinstance(job, MegatronJob):
         return
+    yield from check_stack(job, os.environ)
     p = job.parallel
     world = p.world_size
     model_parallel = p.tp * p.pp * p.cp
@@ -70,3 +72,28 @@ def check_megatron(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
         )
     if arch.num_experts is None and p.ep > 1:
         yield error("parallel.ep", "expert parallelism needs a mixture-of-experts model", "set parallel.ep: 1")
+
+
+def check_stack(job: MegatronJob, environ: Mapping[str, str]) -> Iterator[Issue]:
+    """The engine stack, when the job names its device and the engine's checkout is configured on this machine.
+
+    (A job checked elsewhere, say on a login node, is not held to this machine's stack; `factory train` checks it
+    where it runs, backend.py.)
+    """
+    from factory_cli.backends.megatron.args import MEGATRON_LM, MINDSPEED_LLM
+    from factory_cli.backends.megatron.stack import BRIDGE_HOME, MEGATRON_LM_HOME, MINDSPEED_LLM_HOME, stack_problems
+
+    use = job.megatron.use_mindspeed
+    if job.device == "npu" or use is True:
+        engine, var = MINDSPEED_LLM, MINDSPEED_LLM_HOME
+    elif job.device == "cuda":
+        engine, var = MEGATRON_LM, MEGATRON_LM_HOME
+    else:
+        return
+    if not environ.get(var) and not (engine == MEGATRON_LM and environ.get(BRIDGE_HOME)):
+        return
+    extra = list(job.megatron.extra_args)
+    local = "--transformer-impl" in extra[:-1] and extra[extra.index("--transformer-impl") + 1] == "local"
+    bridge = job.megatron.load is None or job.megatron.save_hf
+    for problem in stack_problems(engine, environ, sft=job.stage == "sft", bridge=bridge, local_impl=local):
+        yield error("megatron", problem.what, problem.fix)

@@ -56,8 +56,6 @@ from factory_cli.registry.models import Architecture
 HOME_VARS = {MEGATRON_LM: "MEGATRON_LM_HOME", MINDSPEED_LLM: "MINDSPEED_LLM_HOME"}
 BRIDGE_HOME_VAR = "MEGATRON_BRIDGE_HOME"
 ENGINE_LABELS = {MEGATRON_LM: "Megatron-LM", MINDSPEED_LLM: "MindSpeed-LLM"}
-# What `run` needs importable (Megatron Bridge too when it converts); looked for without importing.
-ENGINE_MODULES = {MEGATRON_LM: ("megatron.core",), MINDSPEED_LLM: ("mindspeed_llm", "mindspeed")}
 ENGINE_METHODS = {MEGATRON_LM: ("full",), MINDSPEED_LLM: ("full", "lora")}
 ENGINE_STAGES = {MEGATRON_LM: ("pt", "sft"), MINDSPEED_LLM: ("pt", "sft", "dpo")}
 
