@@ -552,3 +552,44 @@ def test_wsd_plans_its_decay_once_the_length_is_known() -> None:
     args = counted.engine_config["train_args"]
     assert value_of(args, "--lr-decay-style") == "WSD" and value_of(args, "--train-iters") == "63"
     assert value_of(args, "--lr-wsd-decay-iters") == "7" and value_of(args, "--lr-wsd-decay-style") == "cosine"
+
+
+def test_cuda_sft_run_gives_megatron_lm_a_tokenizer_whose_pad_is_not_eos(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_llama_dir: Path
+) -> None:
+    """run() on CUDA SFT with the engine faked: before any step, data/megatron/tokenizer holds the model's tokenizer
+    with a pad other than its EOS (SmolLM2's pad is <|im_end|>, its EOS), and the train step reads that one."""
+    from transformers import AutoTokenizer
+
+    from factory_cli import launching
+    from factory_cli.config.dump import job_to_yaml
+
+    run_dir = tmp_path / "run"
+    job = job_of(
+        "megatron_sft.yaml",
+        "cuda",
+        (f"model.name_or_path={tiny_llama_dir}", f"output.dir={run_dir}", "parallel.tp=2", "data.max_length=256"),
+    )
+    run_dir.mkdir()
+    (run_dir / "job.yaml").write_text(job_to_yaml(job), encoding="utf-8")
+    plan = get_backend("megatron").plan(job, "cuda")
+    plan.base_dirs = [str(EXAMPLES)]
+    launched: list[list[str]] = []
+
+    def fake_run_child(argv: list[str], env: dict[str, str], cwd: str | None = None) -> int:
+        launched.append(list(argv))
+        return 0
+
+    for var in ("MEGATRON_LM_HOME", "MEGATRON_BRIDGE_HOME"):
+        (tmp_path / var).mkdir()
+        monkeypatch.setenv(var, str(tmp_path / var))
+    monkeypatch.setattr(megatron_backend, "stack_problems", lambda *args, **kwargs: [])  # engine faked
+    monkeypatch.setattr(launching, "run_child", fake_run_child)
+    ui = Recorder()
+    assert get_backend("megatron").run(plan, ui).ok
+    copy = AutoTokenizer.from_pretrained(str(run_dir / "data" / "megatron" / "tokenizer"))
+    assert copy.pad_token_id != copy.eos_token_id
+    assert any("pads with <|endoftext|>" in line for line in ui.lines)
+    train = next(argv for argv in launched if "torch.distributed.run" in argv)
+    assert value_of(train, "--tokenizer-model") == str(run_dir / "data" / "megatron" / "tokenizer")
+    assert launched[-1][:3] == ["python", "-m", "factory_cli.backends.megatron.bridge_export"]
