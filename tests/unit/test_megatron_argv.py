@@ -33,6 +33,7 @@ from tests.unit.test_render import _fill_placeholders, _render
 FLAGS_DIR = Path(__file__).resolve().parent / "megatron_flags"
 MEGATRON_LM_RECORD = FLAGS_DIR / "megatron_lm_core_v0.17.0.json"
 MINDSPEED_LLM_RECORD = FLAGS_DIR / "mindspeed_llm_26.1.0.json"
+BRIDGE_RECORD = FLAGS_DIR / "megatron_bridge_v0.6.0.json"
 
 # Option variants that add train flags beyond the examples' own.
 VARIANTS: list[tuple[str, ...]] = [
@@ -148,6 +149,22 @@ def test_every_planned_train_argv_parses_with_megatron_lm(tmp_path: Path) -> Non
         assert flag in seen
     print(f"megatron-lm argv parsed: {count} plans, {len(seen)} distinct flags")
     assert count >= 16
+
+
+def test_cuda_convert_parses_with_megatron_bridge(tmp_path: Path) -> None:
+    """The HF -> Megatron step runs Bridge's scripts/conversion/run_conversion.py import (v0.6.0's parser)."""
+    record = json.loads(BRIDGE_RECORD.read_text(encoding="utf-8"))
+    parser = record_parser({"flags": record["commands"]["import"]})
+    count = 0
+    for job_file in job_files(tmp_path):
+        for plan in plans_of(job_file, [(), ("train.precision=fp32",)]):
+            (convert,) = [s.argv for s in plan.steps if s.name == "convert"]
+            script = next(i for i, a in enumerate(convert) if a.endswith("run_conversion.py"))
+            assert convert[script + 1] == "import"
+            args = parse(parser, convert[script + 2 :])
+            assert args.device == "cpu" and args.torch_dtype in ("bfloat16", "float32")
+            count += 1
+    assert count >= 4
 
 
 def test_factory_steps_parse_with_their_own_parsers(tmp_path: Path) -> None:

@@ -10,6 +10,13 @@ not ship, so the tests parse planned argv against this record instead. Made from
 megatron/core/transformer/custom_layers/batch_invariant_kernels.py imports triton, which a CPU machine lacks; the
 parser does not use it, so that one module is replaced by an empty stand-in while the parser is built.
 
+Megatron Bridge's scripts/conversion/arguments.py builds its parser with argparse alone; its import and export
+subcommands are recorded from that parser:
+
+    git -C Megatron-Bridge show v0.6.0:scripts/conversion/arguments.py > /tmp/bridge/arguments.py
+    python -m tests.unit.megatron_flags.record bridge v0.6.0 <commit> /tmp/bridge/arguments.py \
+        > tests/unit/megatron_flags/megatron_bridge_v0.6.0.json
+
 MindSpeed-LLM's parser is assembled at import time from Megatron-LM core_v0.12.1, MindSpeed's features and its own
 (and needs torch_npu), so its flags are read from the sources instead: every `add_argument("--flag", ...)` call,
 with its action / nargs / choices when they are literals (a flag defined in several places keeps every arity):
@@ -26,6 +33,7 @@ import argparse
 import ast
 import importlib.abc
 import importlib.machinery
+import importlib.util
 import json
 import sys
 import types
@@ -122,7 +130,28 @@ def static_flags(files: list[Path]) -> dict[str, dict[str, Any]]:
     return dict(sorted(flags.items()))
 
 
+def bridge_commands(arguments_py: Path) -> dict[str, dict[str, dict[str, Any]]]:
+    """The flags of each subcommand of Megatron Bridge's conversion parser (build_parser(include_execution=False))."""
+    spec = importlib.util.spec_from_file_location("bridge_conversion_arguments", arguments_py)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    parser = module.build_parser(include_execution=False)
+    (subparsers,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return {name: describe(sub) for name, sub in sorted(subparsers.choices.items())}
+
+
 def main(argv: list[str]) -> int:
+    if argv[0] == "bridge":
+        _, version, commit, arguments_py = argv
+        record = {
+            "engine": "megatron-bridge",
+            "version": version,
+            "commit": commit,
+            "commands": bridge_commands(Path(arguments_py)),
+        }
+        print(json.dumps(record, indent=1))
+        return 0
     if argv[0] == "static":
         parser = argparse.ArgumentParser()
         parser.add_argument("engine")
