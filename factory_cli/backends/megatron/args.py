@@ -15,6 +15,10 @@ from factory_cli.registry.models import Architecture
 
 MEGATRON_LM = "megatron-lm"
 MINDSPEED_LLM = "mindspeed-llm"
+ENGINE_LABELS = {MEGATRON_LM: "Megatron-LM", MINDSPEED_LLM: "MindSpeed-LLM"}
+# The environment variables naming the engines' source checkouts (their scripts are not pip-installed).
+HOME_VARS = {MEGATRON_LM: "MEGATRON_LM_HOME", MINDSPEED_LLM: "MINDSPEED_LLM_HOME"}
+BRIDGE_HOME_VAR = "MEGATRON_BRIDGE_HOME"
 
 # HF model_type -> what the decoder needs beyond the llama layout (RMSNorm, SwiGLU, RoPE, no linear bias).
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
