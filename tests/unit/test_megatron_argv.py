@@ -198,7 +198,7 @@ def test_every_planned_npu_step_parses_with_mindspeed_llm(tmp_path: Path) -> Non
         variants = NPU_VARIANTS if "dpo" not in job_file.name else [(), ("dpo.loss=robust",)]
         for plan in plans_of(job_file, variants, device="npu"):
             for step in plan.steps:
-                if step.name == "verify":
+                if step.name in ("verify", "check-export"):
                     argv = shlex.split(step.argv[2].split("; exec ", 1)[1])
                     assert argv[1:3] == ["-m", "factory_cli.backends.megatron.roundtrip"]
                     roundtrip.build_parser().parse_args(argv[3:])
@@ -206,4 +206,5 @@ def test_every_planned_npu_step_parses_with_mindspeed_llm(tmp_path: Path) -> Non
                     check_static(flags, step_flags(step.argv))
                 seen[step.name] = seen.get(step.name, 0) + 1
     print(f"mindspeed-llm argv parsed: {seen}")
-    assert set(seen) == {"convert", "roundtrip", "verify", "preprocess", "train", "export"} and seen["train"] >= 20
+    steps = {"convert", "roundtrip", "verify", "preprocess", "train", "export", "check-export"}
+    assert set(seen) == steps and seen["train"] >= 20

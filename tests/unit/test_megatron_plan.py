@@ -101,7 +101,7 @@ def test_every_megatron_example_plans() -> None:
     assert examples
     for path in examples:
         device = "npu" if "dpo" in path.name else "cuda"
-        assert plan_of(path.name, device).steps[-1].name == "export"
+        assert [s.name for s in plan_of(path.name, device).steps][-2:] == ["export", "check-export"]
 
 
 # ------------------------------------------------------------------------------------------------ architecture
@@ -242,7 +242,8 @@ def test_recompute_and_lora_targets() -> None:
 def test_npu_sft_runs_mindspeed_with_hccl_and_no_cuda_flags() -> None:
     plan = plan_of("megatron_sft.yaml", "npu")
     assert plan.engine_config["engine"] == "mindspeed-llm"
-    assert [s.name for s in plan.steps] == ["convert", "roundtrip", "verify", "preprocess", "train", "export"]
+    names = ["convert", "roundtrip", "verify", "preprocess", "train", "export", "check-export"]
+    assert [s.name for s in plan.steps] == names
     train = plan.steps[4]
     assert train.argv[:2] == ["bash", "-c"]
     assert "/usr/local/Ascend/cann/set_env.sh" in train.argv[2] and "nnal/atb/set_env.sh" in train.argv[2]
@@ -267,7 +268,8 @@ def test_npu_sft_runs_mindspeed_with_hccl_and_no_cuda_flags() -> None:
 
 def test_cuda_sft_runs_megatron_lm_sft_on_the_jsonl() -> None:
     plan = plan_of("megatron_sft.yaml", "cuda")
-    assert [s.name for s in plan.steps] == ["convert", "train", "export"]  # SFTDataset reads the jsonl itself
+    # No preprocess: SFTDataset reads the jsonl itself.
+    assert [s.name for s in plan.steps] == ["convert", "train", "export", "check-export"]
     args = plan.engine_config["train_args"]
     assert args[:2] == ["--sft", "--no-create-attention-mask-in-dataloader"]  # sft_dataset.py asserts no mask
     assert value_of(args, "--tokenizer-type") == "SFTTokenizer"
@@ -330,7 +332,7 @@ def test_lora_on_mindspeed_exports_merged() -> None:
     assert value_of(args, "--lora-r") == "16" and value_of(args, "--lora-alpha") == "32"
     start = args.index("--lora-target-modules") + 1
     assert args[start : start + 4] == ["linear_qkv", "linear_proj", "linear_fc1", "linear_fc2"]
-    export = unwrap(plan.steps[-1].argv)
+    export = unwrap(plan.steps[-2].argv)
     assert value_of(export, "--load-dir").endswith("megatron_base")
     assert value_of(export, "--lora-load").endswith("checkpoints")
 
@@ -519,8 +521,8 @@ def test_run_writes_inputs_and_runs_the_steps(tmp_path: Path, monkeypatch: pytes
     assert (run_dir / "hf_model").is_symlink() and (run_dir / "hf_model").resolve() == model.resolve()
     rows = (run_dir / "data" / "train.jsonl").read_text(encoding="utf-8").splitlines()
     assert rows and "messages" in json.loads(rows[0])
-    # The converted (and checked) checkpoint exists already: preprocess, train and export run.
-    assert len(launched) == 3 and any("already converted" in line for line in ui.lines)
+    # The converted (and checked) checkpoint exists already: preprocess, train, export and its check run.
+    assert len(launched) == 4 and any("already converted" in line for line in ui.lines)
     assert any("roundtrip: the conversion was checked already" in line for line in ui.lines)
     train_cmd = launched[1][0][2]
     assert f"{home}/posttrain_gpt.py" in train_cmd and "$MINDSPEED_LLM_HOME" not in train_cmd
@@ -531,7 +533,7 @@ def test_run_writes_inputs_and_runs_the_steps(tmp_path: Path, monkeypatch: pytes
     assert launched[1][1]["PATH"].split(os.pathsep)[0] == str(Path(sys.executable).parent)
     # megatron.extra_args come last, verbatim (so they win over what the plan set); the job's env reaches every step
     assert shlex.split(train_cmd)[-3:] == ["--log-throughput", "--seed", "1234"]
-    assert [env["FACTORY_JOB_PROBE"] for _, env in launched] == ["from the job"] * 3
+    assert [env["FACTORY_JOB_PROBE"] for _, env in launched] == ["from the job"] * 4
 
 
 def test_cuda_sft_notes_say_what_megatron_lm_trains_on() -> None:
@@ -592,4 +594,5 @@ def test_cuda_sft_run_gives_megatron_lm_a_tokenizer_whose_pad_is_not_eos(
     assert any("pads with <|endoftext|>" in line for line in ui.lines)
     train = next(argv for argv in launched if "torch.distributed.run" in argv)
     assert value_of(train, "--tokenizer-model") == str(run_dir / "data" / "megatron" / "tokenizer")
-    assert launched[-1][:3] == ["python", "-m", "factory_cli.backends.megatron.bridge_export"]
+    assert launched[-2][:3] == ["python", "-m", "factory_cli.backends.megatron.bridge_export"]
+    assert launched[-1][:4] == ["python", "-m", "factory_cli.backends.megatron.roundtrip", "--shapes-only"]

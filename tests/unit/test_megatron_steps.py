@@ -297,6 +297,19 @@ def test_roundtrip_names_what_a_converter_changed(tmp_path: Path) -> None:
     assert roundtrip.main([*argv, "--candidate", str(same)]) == 0 and marker.is_file()
 
 
+def test_export_check_compares_names_and_shapes_only(tmp_path: Path) -> None:
+    """A trained model's export changed its values but must keep every tensor of the start, with its shape."""
+    start = save_weights(tmp_path / "hf", {"a.weight": torch.zeros(4, 4), "b.weight": torch.zeros(2)})
+    trained = save_weights(tmp_path / "final", {"a.weight": torch.ones(4, 4), "b.weight": torch.ones(2)})
+    assert roundtrip.differences(start, trained, values=False) == []
+    assert roundtrip.differences(start, trained) != []
+    broken = save_weights(tmp_path / "broken", {"a.weight": torch.ones(4, 2)})
+    marker = tmp_path / "checked.json"
+    argv = ["--shapes-only", "--reference", str(start), "--marker", str(marker)]
+    assert roundtrip.main([*argv, "--candidate", str(broken)]) == 1 and not marker.exists()
+    assert roundtrip.main([*argv, "--candidate", str(trained)]) == 0 and marker.is_file()
+
+
 def test_roundtrip_allows_tied_output_layers(tmp_path: Path) -> None:
     embed = torch.randn(10, 4)
     reference = save_weights(tmp_path / "hf", {"model.embed_tokens.weight": embed})

@@ -98,7 +98,10 @@ def plan_notes(
     if job.output.resume == "auto":
         notes.append(f"resume: auto continues from {paths.checkpoints}, else starts from {paths.base}")
     if job.megatron.save_hf:
-        notes.append(f"export: the final checkpoint is converted to Hugging Face format in {paths.final}")
+        notes.append(
+            f"export: the final checkpoint is converted to Hugging Face format in {paths.final}, then checked to "
+            "hold every tensor of the starting model with its shape (check-export)"
+        )
         if engine == MEGATRON_LM:
             notes.append(
                 "export: factory_cli/backends/megatron/bridge_export.py loads the last checkpoint with Megatron "

@@ -532,6 +532,13 @@ def plan_megatron(job: MegatronJob, device: DeviceKind, model: ModelFacts, train
     if job.megatron.save_hf:
         export = export_argv(job, engine, model_type_hf, paths)
         steps.append(Step(name="export", argv=on_device(export, device), env=env))
+        check = [
+            PYTHON, "-m", "factory_cli.backends.megatron.roundtrip", "--shapes-only",
+            "--reference", paths.hf_model,
+            "--candidate", paths.final,
+            "--marker", paths.sub("data", "megatron", "export_checked.json"),
+        ]  # fmt: skip
+        steps.append(Step(name="check-export", argv=on_device(check, device), env=env))
 
     return Plan(
         backend="megatron",
