@@ -6,7 +6,7 @@
 # Prepared beforehand (see bench/megatron_gpu.py): `python -m bench.gpu_sft --prepare` (.whl/, the tokenizer) and
 # `python -m bench.megatron_gpu prepare --megatron-lm <checkout>` (bench/.work/megatron_gpu/: the Megatron-LM
 # core_v0.17.0 source, the tiny model, einops and pybind11 wheels). It needs python3 with torch (CUDA), g++ and make
-# (Megatron-LM builds its dataset helper on first use).
+# (Megatron-LM compiles megatron/core/datasets/helpers.cpp on first use).
 # Phases, each logged to bench/.work/megatron_gpu/<phase>.log and recorded in <phase>.json: base (the starting
 # checkpoint from the HF weights), train1 (factory's run of the planned steps: preprocess, torchrun pretrain_gpt.py),
 # hf (the HF loss of the same first batch), train2 (more steps: must resume from checkpoints/), then the report:

@@ -6,8 +6,8 @@ wheels and the SmolLM2 tokenizer):
     python -m bench.megatron_gpu prepare --megatron-lm /path/to/Megatron-LM   # a git checkout with core_v0.17.0
 
 writes bench/.work/megatron_gpu/: Megatron-LM-core_v0.17.0.tar (the source), tiny-llama/ (a random 2-layer Llama
-with SmolLM2's tokenizer, pad == EOS) and two pure-Python wheels into .whl/ (einops, pybind11 for the dataset
-helper).
+with SmolLM2's tokenizer, pad == EOS) and two pure-Python wheels into .whl/ (einops, and pybind11 to compile
+megatron/core/datasets/helpers.cpp).
 Then, on the GPU machine, without network: `bash bench/megatron_device_run.sh` (it calls the phases below):
 
     base    the starting checkpoint: megatron-core's GPTModel from the planned architecture flags, loaded with the

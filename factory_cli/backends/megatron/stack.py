@@ -108,7 +108,7 @@ def megatron_lm_problems(
         if not built and not (shutil.which("g++") and shutil.which("make") and found("pybind11")):
             problems.append(
                 StackProblem(
-                    "Megatron-LM builds its dataset helper (megatron/core/datasets/helpers.cpp) on first use and "
+                    "Megatron-LM compiles its dataset index code (megatron/core/datasets/helpers.cpp) on first use and "
                     "needs g++, make and pybind11",
                     "install g++ and make, and pip install pybind11",
                 )
