@@ -315,3 +315,21 @@ def test_roundtrip_allows_tied_output_layers(tmp_path: Path) -> None:
     reference = save_weights(tmp_path / "hf", {"model.embed_tokens.weight": embed})
     candidate = save_weights(tmp_path / "rt", {"model.embed_tokens.weight": embed, "lm_head.weight": embed.clone()})
     assert roundtrip.differences(reference, candidate) == []
+
+
+def test_the_data_step_uses_the_megatron_lm_checkout(tmp_path: Path) -> None:
+    """With $MEGATRON_LM_HOME set, the pretraining data is written by that checkout's megatron-core (the one the
+    train step reads it with), not by whatever megatron-core is installed."""
+    core = tmp_path / "Megatron-LM" / "megatron" / "core"
+    core.mkdir(parents=True)
+    (core.parent / "__init__.py").write_text("")
+    (core / "__init__.py").write_text("raise ImportError('the checkout megatron-core was imported')\n")
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"text": "hello"}\n')
+    argv = ["--input", str(rows), "--output-prefix", str(tmp_path / "out"), "--tokenizer", str(tmp_path)]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "MEGATRON_LM_HOME": str(tmp_path / "Megatron-LM")}
+    done = subprocess.run(
+        [sys.executable, "-m", "factory_cli.backends.megatron.indexed", *argv],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode != 0 and "the checkout megatron-core was imported" in done.stderr

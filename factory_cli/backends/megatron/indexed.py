@@ -8,13 +8,16 @@ the step hanging when it fails, and it runs wherever megatron-core imports (CPU 
 `sequence_count` reads the sequence count from an `.idx` header without importing megatron-core (the header layout
 is megatron-core's `indexed_dataset.py`: magic, version, dtype code, sequence count, document count).
 
-Run as a step: `python -m factory_cli.backends.megatron.indexed --input rows.jsonl --output-prefix P --tokenizer DIR`.
+Run as a step: `python -m factory_cli.backends.megatron.indexed --input rows.jsonl --output-prefix P --tokenizer DIR`;
+megatron-core comes from the Megatron-LM checkout named by $MEGATRON_LM_HOME when set (the one training reads the
+data with), else from the installed wheel.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import struct
 import sys
 from collections.abc import Sequence
@@ -82,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    checkout = os.environ.get("MEGATRON_LM_HOME")
+    if checkout and (Path(checkout) / "megatron" / "core").is_dir():
+        sys.path.insert(0, checkout)
     documents = write_text_document(args.input, args.output_prefix, args.tokenizer, args.append_eod)
     print(f"wrote {documents} documents to {document_prefix(args.output_prefix)}.{{bin,idx}}")
     return 0
