@@ -4,7 +4,7 @@ PYTHON  ?= python3
 PY      := $(VENV)/bin/python
 PIP     := $(PY) -m pip
 LOCK    := .ci/constraints.txt
-EXTRAS  := deepspeed,quant,eval,report,dev
+EXTRAS  := deepspeed,megatron,quant,eval,report,dev
 PYTEST_ARGS ?=
 # verl runs from an environment of its own: its pins (transformers<5.11, antlr4 4.9) clash with ours.
 VERL_VENV ?= .venv-verl

@@ -16,6 +16,15 @@ from typing import Literal
 DeviceKind = Literal["cuda", "npu", "cpu"]
 
 ASCEND_SET_ENV = Path("/usr/local/Ascend/ascend-toolkit/set_env.sh")
+# Where CANN's set_env.sh lives, first found wins: CANN 8.5+/9.x (`cann/`), a user install under $HOME, then the
+# older `ascend-toolkit/` layout. The ATB library (nnal) has its own set_env.sh that MindSpeed-LLM needs too.
+ASCEND_SET_ENV_CANDIDATES = (
+    "/usr/local/Ascend/cann/set_env.sh",
+    "$HOME/Ascend/cann/set_env.sh",
+    str(ASCEND_SET_ENV),
+    "$HOME/Ascend/ascend-toolkit/set_env.sh",
+)
+ASCEND_ATB_SET_ENV_CANDIDATES = ("/usr/local/Ascend/nnal/atb/set_env.sh", "$HOME/Ascend/nnal/atb/set_env.sh")
 
 
 @dataclass(frozen=True)

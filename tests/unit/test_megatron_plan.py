@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy
 import pytest
 
 from factory_cli.backends import get_backend
@@ -71,6 +72,12 @@ def value_of(args: list[str], flag: str) -> str:
     return args[args.index(flag) + 1]
 
 
+def unwrap(step_argv: list[str]) -> list[str]:
+    """The argv an Ascend step runs after its set_env prelude."""
+    assert step_argv[:2] == ["bash", "-c"]
+    return shlex.split(step_argv[2].split("; exec ", 1)[1])
+
+
 # ------------------------------------------------------------------------------------------------ golden
 
 
@@ -94,7 +101,7 @@ def test_every_megatron_example_plans() -> None:
     assert examples
     for path in examples:
         device = "npu" if "dpo" in path.name else "cuda"
-        assert plan_of(path.name, device).steps[-1].name == "export"
+        assert [s.name for s in plan_of(path.name, device).steps][-2:] == ["export", "check-export"]
 
 
 # ------------------------------------------------------------------------------------------------ architecture
@@ -235,11 +242,12 @@ def test_recompute_and_lora_targets() -> None:
 def test_npu_sft_runs_mindspeed_with_hccl_and_no_cuda_flags() -> None:
     plan = plan_of("megatron_sft.yaml", "npu")
     assert plan.engine_config["engine"] == "mindspeed-llm"
-    assert [s.name for s in plan.steps] == ["convert", "preprocess", "train", "export"]
-    train = plan.steps[2]
+    names = ["convert", "roundtrip", "verify", "preprocess", "train", "export", "check-export"]
+    assert [s.name for s in plan.steps] == names
+    train = plan.steps[4]
     assert train.argv[:2] == ["bash", "-c"]
-    assert train.argv[2].startswith("source /usr/local/Ascend/ascend-toolkit/set_env.sh && exec ")
-    inner = shlex.split(train.argv[2].split(" && exec ", 1)[1])
+    assert "/usr/local/Ascend/cann/set_env.sh" in train.argv[2] and "nnal/atb/set_env.sh" in train.argv[2]
+    inner = unwrap(train.argv)
     assert inner[:3] == ["python", "-m", "torch.distributed.run"]
     assert "$MINDSPEED_LLM_HOME/posttrain_gpt.py" in inner
     args = plan.engine_config["train_args"]
@@ -253,28 +261,32 @@ def test_npu_sft_runs_mindspeed_with_hccl_and_no_cuda_flags() -> None:
     assert train.env["CUDA_DEVICE_MAX_CONNECTIONS"] == "1"
     notes = " ".join(plan.notes)
     assert "hccl" in notes and "ASCEND_RT_VISIBLE_DEVICES" in notes and "set_env.sh" in notes
-    convert = shlex.split(plan.steps[0].argv[2].split(" && exec ", 1)[1])
+    convert = unwrap(plan.steps[0].argv)
     assert value_of(convert, "--model-type-hf") == "qwen25"
     assert value_of(convert, "--target-tensor-parallel-size") == "4"
 
 
 def test_cuda_sft_runs_megatron_lm_sft_on_the_jsonl() -> None:
     plan = plan_of("megatron_sft.yaml", "cuda")
-    assert [s.name for s in plan.steps] == ["convert", "train", "export"]  # SFTDataset reads the jsonl itself
+    # No preprocess: SFTDataset reads the jsonl itself.
+    assert [s.name for s in plan.steps] == ["convert", "train", "export", "check-export"]
     args = plan.engine_config["train_args"]
-    assert args[0] == "--sft" and value_of(args, "--tokenizer-type") == "SFTTokenizer"
+    assert args[:2] == ["--sft", "--no-create-attention-mask-in-dataloader"]  # sft_dataset.py asserts no mask
+    assert value_of(args, "--tokenizer-type") == "SFTTokenizer"
+    assert value_of(args, "--tokenizer-model").endswith("data/megatron/tokenizer")  # pad != EOS (tokenizer_copy.py)
     assert value_of(args, "--data-path").endswith("data/train.jsonl")
     assert plan.steps[1].argv[:3] == ["python", "-m", "torch.distributed.run"]
     assert "$MEGATRON_LM_HOME/pretrain_gpt.py" in plan.steps[1].argv
-    assert "run_conversion.py" in plan.steps[0].argv[1] and plan.steps[0].argv[2] == "import"
+    assert plan.steps[0].argv[:3] == ["python", "-m", "factory_cli.backends.megatron.guard"]
+    assert "run_conversion.py" in plan.steps[0].argv[3] and plan.steps[0].argv[4] == "import"
     assert any("Megatron Bridge" in n for n in plan.notes)
 
 
-def test_cuda_pt_preprocesses_with_megatron_lm() -> None:
+def test_cuda_pt_preprocesses_with_megatron_core() -> None:
     plan = plan_of("megatron_pt.yaml", "cuda")
     preprocess = plan.steps[1].argv
-    assert preprocess[1] == "$MEGATRON_LM_HOME/tools/preprocess_data.py"
-    assert value_of(preprocess, "--json-keys") == "text" and "--append-eod" in preprocess
+    assert preprocess[:3] == ["python", "-m", "factory_cli.backends.megatron.indexed"]
+    assert value_of(preprocess, "--output-prefix").endswith("data/megatron/train") and "--append-eod" in preprocess
     args = plan.engine_config["train_args"]
     assert value_of(args, "--data-path").endswith("data/megatron/train_text_document")
     assert (
@@ -309,7 +321,7 @@ def test_dpo_on_mindspeed() -> None:
     assert value_of(args, "--dpo-loss-type") == "sigmoid" and value_of(args, "--dpo-label-smoothing") == "0.1"
     assert value_of(args, "--ref-model").endswith("megatron_base")
     assert value_of(args, "--prompt-type") == "llama3"
-    preprocess = shlex.split(plan.steps[1].argv[2].split(" && exec ", 1)[1])
+    preprocess = unwrap(next(s for s in plan.steps if s.name == "preprocess").argv)
     assert value_of(preprocess, "--handler-name") == "SharegptStylePairwiseHandler"
     assert json.loads(value_of(preprocess, "--map-keys"))["chosen"] == "chosen"
 
@@ -320,7 +332,7 @@ def test_lora_on_mindspeed_exports_merged() -> None:
     assert value_of(args, "--lora-r") == "16" and value_of(args, "--lora-alpha") == "32"
     start = args.index("--lora-target-modules") + 1
     assert args[start : start + 4] == ["linear_qkv", "linear_proj", "linear_fc1", "linear_fc2"]
-    export = shlex.split(plan.steps[-1].argv[2].split(" && exec ", 1)[1])
+    export = unwrap(plan.steps[-2].argv)
     assert value_of(export, "--load-dir").endswith("megatron_base")
     assert value_of(export, "--lora-load").endswith("checkpoints")
 
@@ -398,17 +410,22 @@ def test_demo_rows_become_engine_rows(tmp_path: Path) -> None:
 
 
 def test_run_refuses_without_the_engine(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(common_run, "_module_found", lambda dotted, homes: False)
-    for device in ("npu", "cuda"):
+    """Not `pip install factory-cli[megatron]` (the wheel holds megatron/core only): the checkouts and their steps."""
+    for var in ("MEGATRON_LM_HOME", "MINDSPEED_LLM_HOME", "MEGATRON_BRIDGE_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    for device, var in (("npu", "MINDSPEED_LLM_HOME"), ("cuda", "MEGATRON_LM_HOME")):
         plan = plan_of("megatron_sft.yaml", device)
         with pytest.raises(UsageError) as refused:
             get_backend("megatron").run(plan, Recorder())
-        assert "the megatron backend needs" in refused.value.message
-        assert refused.value.hint == "pip install 'factory-cli[megatron]'"
+        assert "the megatron backend cannot start" in refused.value.message
+        assert f"${var} is not set" in refused.value.message
+        assert "git clone" in (refused.value.hint or "") and "pip install 'factory-cli" not in (
+            refused.value.hint or ""
+        )
 
 
 def test_run_needs_the_checkouts(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(common_run, "_module_found", lambda dotted, homes: True)
+    monkeypatch.setattr(megatron_backend, "stack_problems", lambda *args, **kwargs: [])
     monkeypatch.delenv("MINDSPEED_LLM_HOME", raising=False)
     with pytest.raises(UsageError, match=r"\$MINDSPEED_LLM_HOME"):
         get_backend("megatron").run(plan_of("megatron_sft.yaml", "npu"), Recorder())
@@ -424,6 +441,17 @@ def test_argv_placeholders_and_env(tmp_path: Path) -> None:
     (tmp_path / "ck" / "iter_0000000").mkdir(parents=True)
     assert megatron_backend.has_checkpoint(tmp_path / "ck")
     assert not megatron_backend.has_checkpoint(tmp_path / "none")
+
+
+def write_index(idx: Path, sequences: list[list[int]]) -> None:
+    """An indexed dataset written by megatron-core's own builder."""
+    from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
+
+    idx.parent.mkdir(parents=True, exist_ok=True)
+    builder = IndexedDatasetBuilder(str(idx.with_suffix(".bin")), dtype=numpy.int32)
+    for sequence in sequences:
+        builder.add_document(sequence, [len(sequence)])
+    builder.finalize(str(idx))
 
 
 TINY_QWEN2 = {
@@ -470,14 +498,20 @@ def test_run_writes_inputs_and_runs_the_steps(tmp_path: Path, monkeypatch: pytes
     plan.base_dirs = [str(EXAMPLES)]
     (run_dir / "megatron_base").mkdir()
     (run_dir / "megatron_base" / "latest_checkpointed_iteration.txt").write_text("release")
+    (run_dir / "megatron_base" / "factory_roundtrip_ok.json").write_text("{}")  # its round trip was checked
 
     launched: list[tuple[list[str], dict[str, str]]] = []
+    packed_index = run_dir / "data" / "megatron" / "train_packed_input_ids_document.idx"
 
     def fake_run_child(argv: list[str], env: dict[str, str], cwd: str | None = None) -> int:
         launched.append((list(argv), dict(env)))
+        if "preprocess_data.py" in argv[-1]:
+            # The output folder exists before the engine's preprocess runs (it does not create it).
+            assert packed_index.parent.is_dir()
+            write_index(packed_index, [[1, 2, 3]] * 3)  # 3 packed sequences
         return 0
 
-    monkeypatch.setattr(common_run, "_module_found", lambda dotted, homes: True)
+    monkeypatch.setattr(megatron_backend, "stack_problems", lambda *args, **kwargs: [])  # engine faked
     monkeypatch.setenv("MINDSPEED_LLM_HOME", str(home))
     monkeypatch.setattr(launching, "run_child", fake_run_child)
     ui = Recorder()
@@ -487,14 +521,78 @@ def test_run_writes_inputs_and_runs_the_steps(tmp_path: Path, monkeypatch: pytes
     assert (run_dir / "hf_model").is_symlink() and (run_dir / "hf_model").resolve() == model.resolve()
     rows = (run_dir / "data" / "train.jsonl").read_text(encoding="utf-8").splitlines()
     assert rows and "messages" in json.loads(rows[0])
-    # The converted checkpoint exists already: preprocess, train and export run; convert is skipped.
-    assert len(launched) == 3 and any("already converted" in line for line in ui.lines)
+    # The converted (and checked) checkpoint exists already: preprocess, train, export and its check run.
+    assert len(launched) == 4 and any("already converted" in line for line in ui.lines)
+    assert any("roundtrip: the conversion was checked already" in line for line in ui.lines)
     train_cmd = launched[1][0][2]
     assert f"{home}/posttrain_gpt.py" in train_cmd and "$MINDSPEED_LLM_HOME" not in train_cmd
-    iters = -(-2 * len(rows) // 32)  # ceil(2 epochs x rows / global batch 32)
-    assert f"--train-iters {iters}" in train_cmd
+    # Packed SFT: iterations from the 3 packed sequences preprocess wrote, not the rows: ceil(2 epochs x 3 / 32).
+    iters = 1
+    assert len(rows) > 3 and f"--train-iters {iters}" in train_cmd
     assert json.loads((run_dir / "plan.json").read_text())["engine_config"]["train_iters"] == iters
     assert launched[1][1]["PATH"].split(os.pathsep)[0] == str(Path(sys.executable).parent)
     # megatron.extra_args come last, verbatim (so they win over what the plan set); the job's env reaches every step
     assert shlex.split(train_cmd)[-3:] == ["--log-throughput", "--seed", "1234"]
-    assert [env["FACTORY_JOB_PROBE"] for _, env in launched] == ["from the job"] * 3
+    assert [env["FACTORY_JOB_PROBE"] for _, env in launched] == ["from the job"] * 4
+
+
+def test_cuda_sft_notes_say_what_megatron_lm_trains_on() -> None:
+    """Megatron-LM's SFT prompt format `default` trains on every token and pads one row per sequence."""
+    notes = " ".join(plan_of("megatron_sft.yaml", "cuda", ("data.packing=true",)).notes)
+    assert "trains on every token of it, system and user turns included" in notes
+    assert "core_v0.17.0" in notes and "assistant tokens only" not in notes.split("ignored: data.train_on_prompt")[0]
+    assert "ignored: data.packing: Megatron-LM's SFT dataset puts one row per sequence" in notes
+    assert "ignored: data.train_on_prompt: false" in notes
+    npu = " ".join(plan_of("megatron_sft.yaml", "npu").notes)
+    assert "packed sequences' count" in npu and "every token" not in npu
+
+
+def test_wsd_plans_its_decay_once_the_length_is_known() -> None:
+    dry = plan_of("megatron_sft.yaml", "cuda", ("train.scheduler=warmup_stable_decay",))
+    assert "--lr-wsd-decay-iters" not in dry.engine_config["train_args"]
+    counted = plan_of("megatron_sft.yaml", "cuda", ("train.scheduler=warmup_stable_decay",), train_samples=1000)
+    args = counted.engine_config["train_args"]
+    assert value_of(args, "--lr-decay-style") == "WSD" and value_of(args, "--train-iters") == "63"
+    assert value_of(args, "--lr-wsd-decay-iters") == "7" and value_of(args, "--lr-wsd-decay-style") == "cosine"
+
+
+def test_cuda_sft_run_gives_megatron_lm_a_tokenizer_whose_pad_is_not_eos(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_llama_dir: Path
+) -> None:
+    """run() on CUDA SFT with the engine faked: before any step, data/megatron/tokenizer holds the model's tokenizer
+    with a pad other than its EOS (SmolLM2's pad is <|im_end|>, its EOS), and the train step reads that one."""
+    from transformers import AutoTokenizer
+
+    from factory_cli import launching
+    from factory_cli.config.dump import job_to_yaml
+
+    run_dir = tmp_path / "run"
+    job = job_of(
+        "megatron_sft.yaml",
+        "cuda",
+        (f"model.name_or_path={tiny_llama_dir}", f"output.dir={run_dir}", "parallel.tp=2", "data.max_length=256"),
+    )
+    run_dir.mkdir()
+    (run_dir / "job.yaml").write_text(job_to_yaml(job), encoding="utf-8")
+    plan = get_backend("megatron").plan(job, "cuda")
+    plan.base_dirs = [str(EXAMPLES)]
+    launched: list[list[str]] = []
+
+    def fake_run_child(argv: list[str], env: dict[str, str], cwd: str | None = None) -> int:
+        launched.append(list(argv))
+        return 0
+
+    for var in ("MEGATRON_LM_HOME", "MEGATRON_BRIDGE_HOME"):
+        (tmp_path / var).mkdir()
+        monkeypatch.setenv(var, str(tmp_path / var))
+    monkeypatch.setattr(megatron_backend, "stack_problems", lambda *args, **kwargs: [])  # engine faked
+    monkeypatch.setattr(launching, "run_child", fake_run_child)
+    ui = Recorder()
+    assert get_backend("megatron").run(plan, ui).ok
+    copy = AutoTokenizer.from_pretrained(str(run_dir / "data" / "megatron" / "tokenizer"))
+    assert copy.pad_token_id != copy.eos_token_id
+    assert any("pads with <|endoftext|>" in line for line in ui.lines)
+    train = next(argv for argv in launched if "torch.distributed.run" in argv)
+    assert value_of(train, "--tokenizer-model") == str(run_dir / "data" / "megatron" / "tokenizer")
+    assert launched[-2][:3] == ["python", "-m", "factory_cli.backends.megatron.bridge_export"]
+    assert launched[-1][:4] == ["python", "-m", "factory_cli.backends.megatron.roundtrip", "--shapes-only"]

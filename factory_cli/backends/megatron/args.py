@@ -15,6 +15,10 @@ from factory_cli.registry.models import Architecture
 
 MEGATRON_LM = "megatron-lm"
 MINDSPEED_LLM = "mindspeed-llm"
+ENGINE_LABELS = {MEGATRON_LM: "Megatron-LM", MINDSPEED_LLM: "MindSpeed-LLM"}
+# The environment variables naming the engines' source checkouts (their scripts are not pip-installed).
+HOME_VARS = {MEGATRON_LM: "MEGATRON_LM_HOME", MINDSPEED_LLM: "MINDSPEED_LLM_HOME"}
+BRIDGE_HOME_VAR = "MEGATRON_BRIDGE_HOME"
 
 # HF model_type -> what the decoder needs beyond the llama layout (RMSNorm, SwiGLU, RoPE, no linear bias).
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
@@ -150,8 +154,23 @@ def parallel_args(parallel: MegatronParallel, num_layers: int | None = None) -> 
     return args
 
 
-def optimizer_args(train: TrainSection) -> list[str]:
-    """Batch sizes, AdamW, the learning-rate schedule, clipping, precision and seed (defaults resolved)."""
+# warmup_stable_decay: the last WSD_DECAY_FRACTION of the iterations decay, cosine (transformers' get_wsd_schedule
+# default decay type); Megatron's optimizer_param_scheduler.py asserts the decay length is given.
+WSD_DECAY_FRACTION = 0.1
+WSD_DECAY_STYLE = "cosine"
+
+
+def wsd_decay_iters(iters: int) -> int:
+    """--lr-wsd-decay-iters for a run of `iters` iterations: at least one."""
+    return max(1, math.ceil(WSD_DECAY_FRACTION * iters))
+
+
+def optimizer_args(train: TrainSection, iters: int | None = None) -> list[str]:
+    """Batch sizes, AdamW, the learning-rate schedule, clipping, precision and seed (defaults resolved).
+
+    warmup_stable_decay needs the run's length (`iters`) for --lr-wsd-decay-iters; without it (a dry run before
+    the rows are counted) the flag is left to the re-plan of the run step.
+    """
     assert train.learning_rate is not None and train.global_batch_size is not None, "resolve_defaults fills these"
     lr = train.learning_rate
     scheduler = train.scheduler or "cosine"
@@ -168,6 +187,8 @@ def optimizer_args(train: TrainSection) -> list[str]:
         "--adam-beta2", num(train.adam_beta2 or 0.999),
         "--clip-grad", num(train.max_grad_norm),
     ]  # fmt: skip
+    if scheduler == "warmup_stable_decay" and iters is not None:
+        args += ["--lr-wsd-decay-style", WSD_DECAY_STYLE, "--lr-wsd-decay-iters", str(wsd_decay_iters(iters))]
     if train.precision == "bf16":
         args.append("--bf16")
     elif train.precision == "fp16":

@@ -15,6 +15,7 @@ from typing import Any
 
 from factory_cli.backends.base import Plan, Progress, RunResult
 from factory_cli.backends.megatron.checks import check_megatron
+from factory_cli.backends.megatron.stack import StackProblem, stack_problems
 from factory_cli.config.checks import CheckContext
 from factory_cli.config.errors import Issue, UsageError
 from factory_cli.config.schema import JobBase, MegatronJob
@@ -45,15 +46,19 @@ class MegatronBackend:
     def run(self, plan: Plan, ui: Progress) -> RunResult:
         """Write the engine's inputs, then run the steps in order with run_child; stop at the first failure.
 
-        Honest status: this path needs Megatron-LM + Megatron Bridge (CUDA) or MindSpeed-LLM (Ascend) and
-        their checkouts, none of which the test environment has, so only its refusal (engine missing) and
-        the input writing are tested; the steps themselves are the planned argv, run as they are.
+        Before the steps: the HF model link, the jsonl rows, `data/megatron/` (the preprocess output folder) and,
+        for Megatron-LM SFT, the tokenizer copy whose pad is not its EOS (tokenizer_copy.py). MindSpeed-LLM packed
+        SFT is planned again after preprocess with the packed sequence count, so --train-iters covers the job's
+        epochs of the data the engine really reads.
+
+        Honest status: the engine steps need Megatron-LM + Megatron Bridge (CUDA) or MindSpeed-LLM (Ascend) and
+        their checkouts. Tested here: the refusals, the inputs, the Megatron-LM pt preprocess (megatron-core on
+        CPU) and the step loop with the engine faked.
         """
-        from factory_cli.backends.common.run import child_env, materialize_model, missing_modules, write_jsonl
+        from factory_cli.backends.common.run import child_env, materialize_model, write_jsonl
         from factory_cli.backends.megatron.plan import (
             BRIDGE_HOME_VAR,
             ENGINE_LABELS,
-            ENGINE_MODULES,
             MEGATRON_LM,
             megatron_input_row,
             plan_megatron,
@@ -64,16 +69,14 @@ class MegatronBackend:
 
         engine = plan.engine_config["engine"]
         home_vars = [plan.engine_config["engine_home_var"]]
-        modules = list(ENGINE_MODULES[engine])
-        if engine == MEGATRON_LM and any(s.name in ("convert", "export") for s in plan.steps):
+        bridge = engine == MEGATRON_LM and any(s.name in ("convert", "export") for s in plan.steps)
+        if bridge:
             home_vars.append(BRIDGE_HOME_VAR)
-            modules.append("megatron.bridge")
-        missing = missing_modules(modules, home_vars)
-        if missing:
-            raise UsageError(
-                f"the megatron backend needs {ENGINE_LABELS[engine]} ({', '.join(missing)} not importable)",
-                "pip install 'factory-cli[megatron]'",
-            )
+        args = plan.engine_config["train_args"]
+        local = "--transformer-impl" in args and args[args.index("--transformer-impl") + 1] == "local"
+        problems = stack_problems(engine, os.environ, sft=plan.stage == "sft", bridge=bridge, local_impl=local)
+        if problems:
+            raise UsageError(stack_message(ENGINE_LABELS[engine], problems), stack_hint(problems))
         homes = engine_homes(home_vars)
         run = RunDir(Path(plan.run_dir))
         job = run.job(MegatronJob)
@@ -82,16 +85,39 @@ class MegatronBackend:
         rows = read_canonical_rows(job, job.data.train, base_dirs)
         write_jsonl(Path(plan.engine_config["train_file"]), (megatron_input_row(job.stage, r, engine) for r in rows))
         ui.info(f"data: {len(rows)} training rows written to {plan.engine_config['train_file']}")
-        if plan.engine_config["train_iters"] is None:
-            device: DeviceKind = plan.device  # type: ignore[assignment]
+        Path(plan.engine_config["data_dir"]).mkdir(parents=True, exist_ok=True)
+        if plan.engine_config.get("engine_tokenizer"):
+            from factory_cli.backends.megatron.tokenizer_copy import write_engine_tokenizer
+
+            hf_model, target = plan.engine_config["hf_model"], plan.engine_config["engine_tokenizer"]
+            pad = write_engine_tokenizer(Path(hf_model), Path(target))
+            if pad is not None:
+                ui.info(f"tokenizer: its pad is its EOS; Megatron-LM pads with {pad} so EOS stays a target")
+        device: DeviceKind = plan.device  # type: ignore[assignment]
+
+        def replan(samples: int) -> Plan:
             base = plan.base_dirs
-            plan = plan_megatron(job, device, model_facts(job), train_samples=len(rows))
-            plan.base_dirs = base
-            run.write_plan(plan.to_dict())
-            ui.info(f"train iterations: {plan.engine_config['train_iters']}")
-        for step in plan.steps:
+            fresh = plan_megatron(job, device, model_facts(job), train_samples=samples)
+            fresh.base_dirs = base
+            run.write_plan(fresh.to_dict())
+            ui.info(f"train iterations: {fresh.engine_config['train_iters']}")
+            return fresh
+
+        packed = plan.engine_config.get("packed_index") if job.train.max_steps is None else None
+        if plan.engine_config["train_iters"] is None and not packed:
+            plan = replan(len(rows))
+        done: set[str] = set()
+        while True:
+            step = next((s for s in plan.steps if s.name not in done), None)
+            if step is None:
+                break
+            done.add(step.name)
             if step.name == "convert" and has_checkpoint(Path(plan.engine_config["megatron_checkpoint"])):
                 ui.info(f"convert: {plan.engine_config['megatron_checkpoint']} is already converted")
+                continue
+            marker = plan.engine_config.get("roundtrip_marker")
+            if step.name in ("roundtrip", "verify") and marker and Path(marker).is_file():
+                ui.info(f"{step.name}: the conversion was checked already ({marker})")
                 continue
             argv = resolve_argv(step.argv, homes)
             ui.info(f"{step.name}: {json.dumps(argv)}")
@@ -99,6 +125,8 @@ class MegatronBackend:
             if code != 0:
                 ui.warn(f"step {step.name} failed with exit code {code}")
                 return RunResult(run_dir=run.path, ok=False, summary={"exit_code": code, "failed_step": step.name})
+            if step.name == "preprocess" and packed:
+                plan = replan(packed_samples(Path(packed)))
         return RunResult(run_dir=run.path, ok=True, summary={"exit_code": 0})
 
 
@@ -128,6 +156,32 @@ def model_facts(job: JobBase) -> Any:
         template=spec.template if spec is not None else None,
         rope_scaling_factor=factor,
     )
+
+
+def packed_samples(index: Path) -> int:
+    """The packed sequences MindSpeed-LLM's preprocess wrote; a UsageError when the file is not there."""
+    from factory_cli.backends.megatron.indexed import sequence_count
+
+    if not index.is_file():
+        raise UsageError(
+            f"preprocess wrote no {index.name} in {index.parent}",
+            "check the preprocess output above; MindSpeed-LLM names packed SFT data <prefix>_packed_input_ids_document",
+        )
+    try:
+        return sequence_count(index)
+    except ValueError as exc:
+        raise UsageError(str(exc), "run again: preprocess rewrites it") from None
+
+
+def stack_message(label: str, problems: Sequence[StackProblem]) -> str:
+    """One message for everything the engine stack lacks."""
+    lines = "".join(f"\n  - {p.what}" for p in problems)
+    return f"the megatron backend cannot start {label} on this machine:{lines}"
+
+
+def stack_hint(problems: Sequence[StackProblem]) -> str:
+    """The install steps, in the order of the problems, each once."""
+    return "; ".join(dict.fromkeys(p.fix for p in problems))
 
 
 def engine_homes(home_vars: Sequence[str]) -> dict[str, str]:

@@ -1,8 +1,10 @@
-"""Megatron-only checks: world = DP x TP x PP x CP, TP divides heads, PP divides layers. No torch."""
+"""Megatron-only checks: world = DP x TP x PP x CP; TP divides heads and vocabulary (and the sequence under
+sequence parallel); PP divides layers. No torch."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Iterator, Mapping
 
 from factory_cli.config.checks import CheckContext, divides, error, job_architecture
 from factory_cli.config.errors import Issue
@@ -13,6 +15,7 @@ def check_megatron(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
     """Parallel sizes against the world and the model's architecture."""
     if not isinstance(job, MegatronJob):
         return
+    yield from check_stack(job, os.environ)
     p = job.parallel
     world = p.world_size
     model_parallel = p.tp * p.pp * p.cp
@@ -31,6 +34,13 @@ def check_megatron(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
         yield error("parallel.sequence_parallel", "sequence parallel needs tp > 1", "set parallel.tp >= 2 or turn off")
     if p.vpp is not None and p.pp == 1:
         yield error("parallel.vpp", "virtual pipeline stages need pp > 1", "remove parallel.vpp or set parallel.pp")
+    if p.sequence_parallel and p.tp > 1 and job.data.max_length % p.tp:
+        # Megatron scatters the sequence over the TP ranks and asserts it splits evenly.
+        yield error(
+            "data.max_length",
+            f"{job.data.max_length} is not divisible by tp {p.tp} (sequence parallel splits the sequence over TP)",
+            f"use {job.data.max_length // p.tp * p.tp}",
+        )
     if p.cp > 1 and job.data.max_length % (2 * p.cp):
         yield error(
             "data.max_length",
@@ -42,6 +52,15 @@ def check_megatron(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
         return
     yield from divides("parallel.tp", "tp", p.tp, arch.num_attention_heads, "attention heads")
     yield from divides("parallel.tp", "tp", p.tp, arch.num_key_value_heads, "kv heads")
+    if p.tp > 1 and arch.vocab_size % p.tp:
+        # The plan keeps the checkpoint's vocabulary unpadded (args.py: --make-vocab-size-divisible-by 1), so each
+        # TP rank must hold an equal slice of it.
+        options = [d for d in range(1, 65) if arch.vocab_size % d == 0 and arch.num_attention_heads % d == 0]
+        yield error(
+            "parallel.tp",
+            f"tp {p.tp} does not divide the model's vocabulary of {arch.vocab_size} tokens",
+            f"tp sizes that divide both the vocabulary and the {arch.num_attention_heads} heads: {options}",
+        )
     stages = p.pp * (p.vpp or 1)
     if stages > 1 and arch.num_hidden_layers % stages:
         label = f"pp {p.pp} x vpp {p.vpp}" if p.vpp else f"pp {p.pp}"
@@ -53,3 +72,28 @@ def check_megatron(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
         )
     if arch.num_experts is None and p.ep > 1:
         yield error("parallel.ep", "expert parallelism needs a mixture-of-experts model", "set parallel.ep: 1")
+
+
+def check_stack(job: MegatronJob, environ: Mapping[str, str]) -> Iterator[Issue]:
+    """The engine stack, when the job names its device and the engine's checkout is configured on this machine.
+
+    (A job checked elsewhere, say on a login node, is not held to this machine's stack; `factory train` checks it
+    where it runs, backend.py.)
+    """
+    from factory_cli.backends.megatron.args import MEGATRON_LM, MINDSPEED_LLM
+    from factory_cli.backends.megatron.stack import BRIDGE_HOME, MEGATRON_LM_HOME, MINDSPEED_LLM_HOME, stack_problems
+
+    use = job.megatron.use_mindspeed
+    if job.device == "npu" or use is True:
+        engine, var = MINDSPEED_LLM, MINDSPEED_LLM_HOME
+    elif job.device == "cuda":
+        engine, var = MEGATRON_LM, MEGATRON_LM_HOME
+    else:
+        return
+    if not environ.get(var) and not (engine == MEGATRON_LM and environ.get(BRIDGE_HOME)):
+        return
+    extra = list(job.megatron.extra_args)
+    local = "--transformer-impl" in extra[:-1] and extra[extra.index("--transformer-impl") + 1] == "local"
+    bridge = job.megatron.load is None or job.megatron.save_hf
+    for problem in stack_problems(engine, environ, sft=job.stage == "sft", bridge=bridge, local_impl=local):
+        yield error("megatron", problem.what, problem.fix)

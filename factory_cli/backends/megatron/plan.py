@@ -18,12 +18,17 @@ The run step writes the canonical rows as jsonl (`megatron_input_row`) and puts 
 from __future__ import annotations
 
 import json
+import shlex
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from factory_cli.backends.base import Plan, Step
-from factory_cli.backends.common.plan import PYTHON, RunPaths, on_device
+from factory_cli.backends.common.plan import PYTHON, RunPaths
 from factory_cli.backends.megatron.args import (
+    BRIDGE_HOME_VAR,
+    ENGINE_LABELS,
+    HOME_VARS,
     MEGATRON_LM,
     MINDSPEED_LLM,
     architecture_args,
@@ -36,18 +41,14 @@ from factory_cli.backends.megatron.args import (
     tokenizer_args,
     train_iters,
 )
+from factory_cli.backends.megatron.notes import plan_notes
 from factory_cli.config.defaults import data_parallel_size
 from factory_cli.config.errors import UsageError
 from factory_cli.config.schema import MegatronJob
 from factory_cli.data.formats import OPENAI_TAGS
-from factory_cli.devices import ASCEND_SET_ENV, DeviceKind, dist_backend, launch_env, visible_devices_var
+from factory_cli.devices import ASCEND_ATB_SET_ENV_CANDIDATES, ASCEND_SET_ENV_CANDIDATES, DeviceKind, launch_env
 from factory_cli.registry.models import Architecture
 
-HOME_VARS = {MEGATRON_LM: "MEGATRON_LM_HOME", MINDSPEED_LLM: "MINDSPEED_LLM_HOME"}
-BRIDGE_HOME_VAR = "MEGATRON_BRIDGE_HOME"
-ENGINE_LABELS = {MEGATRON_LM: "Megatron-LM", MINDSPEED_LLM: "MindSpeed-LLM"}
-# What `run` needs importable (Megatron Bridge too when it converts); looked for without importing.
-ENGINE_MODULES = {MEGATRON_LM: ("megatron.core",), MINDSPEED_LLM: ("mindspeed_llm", "mindspeed")}
 ENGINE_METHODS = {MEGATRON_LM: ("full",), MINDSPEED_LLM: ("full", "lora")}
 ENGINE_STAGES = {MEGATRON_LM: ("pt", "sft"), MINDSPEED_LLM: ("pt", "sft", "dpo")}
 
@@ -59,6 +60,10 @@ PROMPT_TYPES = {"chatml": "chatml", "qwen3": "qwen3", "llama3": "llama3", "mistr
 MODEL_TYPE_PROMPTS = {"qwen2": "qwen", "qwen3": "qwen3"}
 DPO_LOSSES = {"sigmoid": "sigmoid", "hinge": "hinge", "ipo": "ipo", "robust": "sigmoid"}
 PREPROCESS_WORKERS = 8
+# Engine scripts run under this module, so that one that fails always ends (guard.py says why).
+GUARD = [PYTHON, "-m", "factory_cli.backends.megatron.guard"]
+# Megatron-LM pretraining data is written by factory through megatron-core (indexed.py), in one process.
+INDEXED_WRITER = [PYTHON, "-m", "factory_cli.backends.megatron.indexed"]
 
 
 @dataclass(frozen=True)
@@ -89,6 +94,25 @@ class MegatronPaths(RunPaths):
     @property
     def prefix(self) -> str:
         return self.sub("data", "megatron", "train")
+
+    @property
+    def engine_tokenizer(self) -> str:
+        """Megatron-LM SFT's tokenizer: the model's, with a pad that is not its EOS (tokenizer_copy.py)."""
+        return self.sub("data", "megatron", "tokenizer")
+
+    @property
+    def roundtrip(self) -> str:
+        """Where the converted checkpoint, converted back to HF, is written for the check (roundtrip.py)."""
+        return self.sub("data", "megatron", "roundtrip_hf")
+
+    @property
+    def roundtrip_marker(self) -> str:
+        return str(Path(self.base) / "factory_roundtrip_ok.json")
+
+    @property
+    def packed_index(self) -> str:
+        """The `.idx` of MindSpeed-LLM's packed SFT input ids, whose sequence count sets the iterations."""
+        return f"{self.prefix}_packed_input_ids_document.idx"
 
 
 def home(var: str, *parts: str) -> str:
@@ -202,6 +226,25 @@ def megatron_input_row(stage: str, row: dict[str, Any], engine: str) -> dict[str
     }
 
 
+def ascend_prelude() -> str:
+    """Shell that sources the first CANN set_env.sh found and ATB's when present; exits 127 naming where it looked."""
+    cann = " ".join(f'"{c}"' for c in ASCEND_SET_ENV_CANDIDATES)
+    atb = " ".join(f'"{c}"' for c in ASCEND_ATB_SET_ENV_CANDIDATES)
+    return (
+        f'found=; for f in {cann}; do if [ -f "$f" ]; then source "$f"; found=$f; break; fi; done; '
+        f'if [ -z "$found" ]; then echo "factory: no CANN set_env.sh in: {" ".join(ASCEND_SET_ENV_CANDIDATES)}; '
+        'install CANN or source its set_env.sh" >&2; exit 127; fi; '
+        f'for f in {atb}; do if [ -f "$f" ]; then source "$f"; break; fi; done'
+    )
+
+
+def on_device(argv: list[str], device: DeviceKind) -> list[str]:
+    """On Ascend, run argv after CANN's and ATB's set_env.sh (the one use of a shell); elsewhere argv as is."""
+    if device != "npu":
+        return argv
+    return ["bash", "-c", f"{ascend_prelude()}; exec {shlex.join(argv)}"]
+
+
 def torchrun_argv(job: MegatronJob, script: str, args: list[str]) -> list[str]:
     """`python -m torch.distributed.run` over this node's devices, then the engine script and its arguments."""
     p = job.parallel
@@ -223,7 +266,7 @@ def convert_argv(
     if engine == MINDSPEED_LLM:
         p = job.parallel
         argv = [
-            PYTHON, home(HOME_VARS[engine], "convert_ckpt_v2.py"),
+            *GUARD, home(HOME_VARS[engine], "convert_ckpt_v2.py"),
             "--load-model-type", "hf",
             "--save-model-type", "mg",
             "--target-tensor-parallel-size", str(p.tp),
@@ -237,7 +280,7 @@ def convert_argv(
         return [*argv, "--load-dir", paths.hf_model, "--save-dir", paths.base, "--model-type-hf", model_type_hf]
     dtype = {"bf16": "bfloat16", "fp16": "float16"}.get(job.train.precision, "float32")
     argv = [
-        PYTHON, home(BRIDGE_HOME_VAR, "scripts", "conversion", "run_conversion.py"), "import",
+        *GUARD, home(BRIDGE_HOME_VAR, "scripts", "conversion", "run_conversion.py"), "import",
         "--device", "cpu",
         "--hf-model", paths.hf_model,
         "--megatron-path", paths.base,
@@ -247,20 +290,24 @@ def convert_argv(
 
 
 def preprocess_argv(job: MegatronJob, engine: str, paths: MegatronPaths, prompt: str | None) -> list[str] | None:
-    """The engine's preprocess_data.py over the jsonl the run step writes; None when training reads jsonl."""
-    common = ["--input", paths.train_file, "--output-prefix", paths.prefix, "--workers", str(PREPROCESS_WORKERS)]
+    """The indexed data the train step reads, from the jsonl the run step writes; None when training reads jsonl.
+
+    Megatron-LM pt: factory's megatron-core writer (indexed.py), the same `<prefix>_text_document` that
+    `tools/preprocess_data.py --json-keys text --append-eod` writes. MindSpeed-LLM: its preprocess_data.py.
+    """
     if engine == MEGATRON_LM:
         if job.stage != "pt":
             return None
         return [
-            PYTHON, home(HOME_VARS[engine], "tools", "preprocess_data.py"), *common,
-            "--tokenizer-type", "HuggingFaceTokenizer",
-            "--tokenizer-model", paths.hf_model,
-            "--json-keys", "text",
+            *INDEXED_WRITER,
+            "--input", paths.train_file,
+            "--output-prefix", paths.prefix,
+            "--tokenizer", paths.hf_model,
             "--append-eod",
         ]  # fmt: skip
+    common = ["--input", paths.train_file, "--output-prefix", paths.prefix, "--workers", str(PREPROCESS_WORKERS)]
     argv = [
-        PYTHON, home(HOME_VARS[engine], "preprocess_data.py"), *common,
+        *GUARD, home(HOME_VARS[engine], "preprocess_data.py"), *common,
         "--tokenizer-type", "PretrainedFromHF",
         "--tokenizer-name-or-path", paths.hf_model,
         "--log-interval", "1000",
@@ -290,7 +337,8 @@ def stage_args(job: MegatronJob, engine: str, prompt: str | None, paths: Megatro
     if job.stage == "pt":
         return []
     if engine == MEGATRON_LM:
-        return ["--sft"]
+        # sft_dataset.py asserts that the dataloader builds no attention mask (it packs with cu_seqlens).
+        return ["--sft", "--no-create-attention-mask-in-dataloader"]
     assert prompt is not None
     if job.stage == "sft":
         args = ["--stage", "sft", "--is-instruction-dataset", "--prompt-type", prompt]
@@ -379,9 +427,11 @@ def train_args(
     if job.method.type == "lora":
         args += lora_args(job.method.lora)
     args += shape
-    args += tokenizer_args(engine, paths.hf_model, sft=job.stage == "sft")
+    sft_on_megatron_lm = job.stage == "sft" and engine == MEGATRON_LM
+    tokenizer = paths.engine_tokenizer if sft_on_megatron_lm else paths.hf_model
+    args += tokenizer_args(engine, tokenizer, sft=job.stage == "sft")
     args += parallel
-    args += optimizer_args(job.train)
+    args += optimizer_args(job.train, iters)
     if iters is not None:
         args += ["--train-iters", str(iters)]
     args += recompute_args(job.megatron.recompute)
@@ -396,7 +446,7 @@ def export_argv(job: MegatronJob, engine: str, model_type_hf: str | None, paths:
     """Megatron -> HF into <run>/final: convert_ckpt_v2.py (LoRA merged onto the base), or Megatron Bridge."""
     if engine == MINDSPEED_LLM:
         assert model_type_hf is not None
-        argv = [PYTHON, home(HOME_VARS[engine], "convert_ckpt_v2.py"), "--load-model-type", "mg"]
+        argv = [*GUARD, home(HOME_VARS[engine], "convert_ckpt_v2.py"), "--load-model-type", "mg"]
         argv += ["--save-model-type", "hf"]
         if job.method.type == "lora":
             lora = job.method.lora
@@ -406,14 +456,35 @@ def export_argv(job: MegatronJob, engine: str, model_type_hf: str | None, paths:
         else:
             argv += ["--load-dir", paths.checkpoints]
         return [*argv, "--save-dir", paths.final, "--hf-cfg-dir", paths.hf_model, "--model-type-hf", model_type_hf]
-    argv = [
-        PYTHON, home(BRIDGE_HOME_VAR, "scripts", "conversion", "run_conversion.py"), "export",
-        "--device", "cpu",
+    # Bridge's run_conversion.py export needs run_config.yaml, which Megatron-LM never writes; bridge_export.py
+    # loads the checkpoint through Bridge's reader of Megatron-LM checkpoints instead.
+    return [
+        PYTHON, "-m", "factory_cli.backends.megatron.bridge_export",
         "--hf-model", paths.hf_model,
         "--megatron-path", paths.checkpoints,
         "--hf-path", paths.final,
     ]  # fmt: skip
-    return argv + (["--trust-remote-code"] if job.model.trust_remote_code else [])
+
+
+def roundtrip_argvs(engine: str, model_type_hf: str, paths: MegatronPaths) -> list[tuple[str, list[str]]]:
+    """MindSpeed-LLM: convert the fresh Megatron checkpoint back to HF, then compare it with the original
+    (roundtrip.py; 26.1.0's converter can exit 0 with wrong weights)."""
+    back = [
+        *GUARD, home(HOME_VARS[engine], "convert_ckpt_v2.py"),
+        "--load-model-type", "mg",
+        "--save-model-type", "hf",
+        "--load-dir", paths.base,
+        "--save-dir", paths.roundtrip,
+        "--hf-cfg-dir", paths.hf_model,
+        "--model-type-hf", model_type_hf,
+    ]  # fmt: skip
+    verify = [
+        PYTHON, "-m", "factory_cli.backends.megatron.roundtrip",
+        "--reference", paths.hf_model,
+        "--candidate", paths.roundtrip,
+        "--marker", paths.roundtrip_marker,
+    ]  # fmt: skip
+    return [("roundtrip", back), ("verify", verify)]
 
 
 def plan_megatron(job: MegatronJob, device: DeviceKind, model: ModelFacts, train_samples: int | None = None) -> Plan:
@@ -447,6 +518,10 @@ def plan_megatron(job: MegatronJob, device: DeviceKind, model: ModelFacts, train
     if job.megatron.load is None:
         convert = convert_argv(job, engine, model_type_hf, paths, arch.num_hidden_layers)
         steps.append(Step(name="convert", argv=on_device(convert, device), env=env))
+        if engine == MINDSPEED_LLM:
+            assert model_type_hf is not None
+            for name, argv in roundtrip_argvs(engine, model_type_hf, paths):
+                steps.append(Step(name=name, argv=on_device(argv, device), env=env))
     preprocess = preprocess_argv(job, engine, paths, prompt)
     if preprocess is not None:
         steps.append(Step(name="preprocess", argv=on_device(preprocess, device), env=env))
@@ -457,6 +532,13 @@ def plan_megatron(job: MegatronJob, device: DeviceKind, model: ModelFacts, train
     if job.megatron.save_hf:
         export = export_argv(job, engine, model_type_hf, paths)
         steps.append(Step(name="export", argv=on_device(export, device), env=env))
+        check = [
+            PYTHON, "-m", "factory_cli.backends.megatron.roundtrip", "--shapes-only",
+            "--reference", paths.hf_model,
+            "--candidate", paths.final,
+            "--marker", paths.sub("data", "megatron", "export_checked.json"),
+        ]  # fmt: skip
+        steps.append(Step(name="check-export", argv=on_device(check, device), env=env))
 
     return Plan(
         backend="megatron",
@@ -476,82 +558,16 @@ def plan_megatron(job: MegatronJob, device: DeviceKind, model: ModelFacts, train
             "model_source": model.source,
             "megatron_checkpoint": paths.base,
             "train_file": paths.train_file,
+            "data_dir": str(Path(paths.prefix).parent),
+            "engine_tokenizer": paths.engine_tokenizer if job.stage == "sft" and engine == MEGATRON_LM else None,
+            "roundtrip_marker": paths.roundtrip_marker if engine == MINDSPEED_LLM else None,
+            "packed_index": paths.packed_index
+            if job.stage == "sft" and engine == MINDSPEED_LLM and job.data.packing
+            else None,
             "data_path": data_path(job, engine, paths),
             "model_type_hf": model_type_hf,
             "prompt_type": prompt,
             "data_parallel_size": data_parallel_size(job),
         },
-        notes=_notes(job, engine, device, paths, iters, train_samples),
+        notes=plan_notes(job, engine, device, paths, iters, train_samples),
     )
-
-
-def _notes(
-    job: MegatronJob, engine: str, device: DeviceKind, paths: MegatronPaths, iters: int | None, samples: int | None
-) -> list[str]:
-    p, t = job.parallel, job.train
-    home_var = HOME_VARS[engine]
-    notes = [
-        f"engine: {ENGINE_LABELS[engine]}; its scripts run from ${home_var} (a checkout of it)",
-        f"distributed backend: {dist_backend(device)}",
-        f"world {p.world_size} = DP {data_parallel_size(job)} x TP {p.tp} x PP {p.pp} x CP {p.cp}; global batch "
-        f"{t.global_batch_size} = micro {t.micro_batch_size} x DP {data_parallel_size(job)} x accumulation "
-        f"{t.gradient_accumulation_steps}",
-    ]
-    visible = visible_devices_var(device)
-    if visible:
-        notes.append(f"devices are selected with {visible}")
-    if device == "npu":
-        notes.append(
-            f"Ascend: every step sources {ASCEND_SET_ENV} first; torch_npu serves Megatron's default "
-            "--distributed-backend nccl with HCCL; MindSpeed-LLM 26.x wants Megatron-LM core_v0.12.1's megatron/ "
-            "inside its checkout"
-        )
-    if job.megatron.load is None:
-        if engine == MEGATRON_LM:
-            notes.append(
-                f"HF -> Megatron conversion uses Megatron Bridge (${BRIDGE_HOME_VAR}, a Megatron-Bridge checkout), "
-                "the converter Megatron-LM recommends: tools/checkpoint/convert.py has no Llama/Qwen HF loader any more"
-            )
-        else:
-            notes.append(f"the HF weights are converted at TP {p.tp} / PP {p.pp} into {paths.base}")
-    elif engine == MINDSPEED_LLM:
-        notes.append(f"megatron.load must hold a torch-format checkpoint split for TP {p.tp} / PP {p.pp}")
-    notes.append(f"the run step writes the training rows to {paths.train_file} and the HF model to {paths.hf_model}")
-    if iters is None:
-        notes.append(
-            "train iterations: ceil(epochs x training rows / global batch), fixed once the run step has counted "
-            "the rows (set train.max_steps to fix it here)"
-        )
-    elif t.max_steps is None:
-        notes.append(f"train iterations: {iters} = ceil({t.epochs} epochs x {samples} rows / {t.global_batch_size})")
-    if job.stage == "pt":
-        notes.append("pt: Megatron draws seq_length-token sequences from the packed corpus, so rows only estimate them")
-    if job.output.resume == "auto":
-        notes.append(f"resume: auto continues from {paths.checkpoints}, else starts from {paths.base}")
-    if job.megatron.save_hf:
-        notes.append(f"export: the final checkpoint is converted to Hugging Face format in {paths.final}")
-        if engine == MEGATRON_LM:
-            notes.append(
-                "export: Megatron Bridge needs a run_config.yaml next to the checkpoint, which Megatron-LM does not "
-                "write; see Megatron Bridge's docs/megatron-lm-to-megatron-bridge.md (best-effort export)"
-            )
-    notes += _ignored(job, engine)
-    return notes
-
-
-def _ignored(job: MegatronJob, engine: str) -> list[str]:
-    ignored = []
-    if job.data.eval:
-        ignored.append("data.eval is not used by the megatron backend (data.eval_ratio is, through --split)")
-    if job.output.save_total_limit is not None:
-        ignored.append("output.save_total_limit: Megatron keeps every checkpoint")
-    if job.stage == "sft" and job.data.train_on_prompt:
-        ignored.append("data.train_on_prompt: the engine trains on assistant tokens only")
-    if job.train.optimizer not in ("adamw_torch", "adamw_torch_fused"):
-        ignored.append(f"train.optimizer {job.train.optimizer}: Megatron uses its own AdamW")
-    other = [r for r in job.logging.report_to if r not in ("tensorboard", "wandb")]
-    if other:
-        ignored.append(f"logging.report_to {', '.join(other)}: Megatron logs to tensorboard and wandb only")
-    if job.dpo is not None and job.dpo.loss == "robust":
-        ignored.append("dpo.loss robust: MindSpeed-LLM runs sigmoid DPO with --dpo-label-smoothing (cDPO)")
-    return [f"ignored: {text}" for text in ignored]
