@@ -135,19 +135,24 @@ def _worker(run: RunDir, tmp_path: Path) -> None:
 
 def _megatron(run: RunDir, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from factory_cli.backends.common import run as common_run
+    from factory_cli.backends.megatron import backend as megatron_backend
 
     job = resolved("megatron_sft.yaml", "npu", run.path)
     plan = get_backend("megatron").plan(job, "npu")
     monkeypatch.setattr(common_run, "_module_found", lambda dotted, homes: True)
+    monkeypatch.setattr(megatron_backend, "stack_problems", lambda *args, **kwargs: [])  # the engine stack is in place
     monkeypatch.setenv("MINDSPEED_LLM_HOME", str(tmp_path))
     get_backend("megatron").run(plan, _Quiet())
 
 
 def _verl(run: RunDir, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from factory_cli.backends.common import engine_env
     from factory_cli.backends.common import run as common_run
 
     job = resolved("verl_sft.yaml", "cuda", run.path)
     monkeypatch.setattr(common_run, "_module_found", lambda dotted, homes: True)
+    all_there = lambda python, modules: engine_env.EngineProbe(python, "3.11", {m: "1" for m, _ in modules})  # noqa: E731
+    monkeypatch.setattr(engine_env, "probe_engine", all_there)
     get_backend("verl").run(get_backend("verl").plan(job, "cuda"), _Quiet())
 
 
