@@ -38,6 +38,8 @@ MANIFEST_FILE = "data/manifest.json"
 SUMMARY_FILE = "summary.json"
 FINAL_DIR = "final"
 FINAL_STAGING = ".final.partial"
+PREVIOUS_DIR = "previous"  # earlier runs set aside by `output.resume: never`
+PLOTS_DIR = "plots"
 LOCK_FILE = ".factory.lock"
 # What write_text_atomic, backends/common/run.py write_jsonl and the verl backend leave when stopped mid-write.
 TEMP_FILE_PATTERN = re.compile(r"^\..+\.tmp\d*$")
@@ -48,7 +50,7 @@ RESUME_ONLY_FILES = re.compile(
     + r"|global_step.*|latest|zero_to_fp32\.py)$"
 )
 WEIGHT_FILES = re.compile(r"^(model|adapter_model|pytorch_model)(-\d+-of-\d+)?\.(safetensors|bin)$|\.index\.json$")
-RESUME_HINT = "to train it anew, set output.resume: never (final/ is replaced) or give a new output.dir"
+RESUME_HINT = "to train it anew, set output.resume: never (the finished run moves to previous/), or a new output.dir"
 RUN_DIR_HINT = "give the output.dir of a `factory train` run (it holds job.yaml, plan.json, metrics.jsonl, final/)"
 
 J = TypeVar("J", bound="JobBase")
@@ -293,6 +295,23 @@ class RunDir:
             notes.append(f"the job changed since the last run here; the previous one is kept as {kept.name}")
         write_text_atomic(self.job_file, job_yaml)
         return notes
+
+    def set_aside_previous_run(self) -> str | None:
+        """`output.resume: never` in a used directory: the earlier run's checkpoints, final/, metrics, summary and
+        plots move (renamed, never copied or deleted) to previous/<time>/, so nothing of it is lost and no later
+        `resume: auto` continues from its checkpoints. The note saying where they went, None when nothing moved."""
+        parts = [self.checkpoints_dir, self.final_dir, self.metrics_file, self.summary_file, self.path / PLOTS_DIR]
+        present = [p for p in parts if p.exists() and not (p.is_dir() and not any(p.iterdir()))]
+        if not present:
+            return None
+        target = self.path / PREVIOUS_DIR / time.strftime("%Y%m%d-%H%M%S")
+        while target.exists():
+            target = target.with_name(target.name + "-1")
+        target.mkdir(parents=True)
+        for part in present:
+            os.replace(part, target / part.name)
+        names = ", ".join(p.name + ("/" if (target / p.name).is_dir() else "") for p in present)
+        return f"output.resume: never: the earlier run's {names} moved to {target.relative_to(self.path)}/"
 
     def write_plan(self, plan: dict[str, Any]) -> None:
         """plan.json, atomically (a backend rewrites it once it knows the data size)."""
@@ -664,7 +683,7 @@ def plot_metrics(run_dir: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out_dir = run_dir / "plots"
+    out_dir = run_dir / PLOTS_DIR
     out_dir.mkdir(exist_ok=True)
     written = []
     for name, keys in PLOTS.items():

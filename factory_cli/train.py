@@ -111,6 +111,10 @@ def _run_locked(job: JobBase, plan: Any, run: RunDir, notes: list[str]) -> int:
         if done is not None:
             print_finished(job, done, job_yaml)
             return 0
+    if job.output.resume == "never":
+        moved = run.set_aside_previous_run()
+        if moved:
+            console.print(f"note: {moved}", markup=False)
     for note in run.prepare(job_yaml):
         console.print(f"note: {note}")
     write_json_atomic(run.plan_file, plan.to_dict())

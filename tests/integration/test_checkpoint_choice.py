@@ -44,9 +44,14 @@ def test_resume_continues_from_the_newest_sealed_checkpoint_and_never_starts_ove
     # never: from step 1 again, though checkpoint-5 is there (`auto` would find nothing left to train)
     assert train_in_process(job, "output.resume=never", "train.max_steps=1") == 0
     assert "resuming from" not in capsys.readouterr().out
-    # a run started anew keeps only its own records: the old steps after its start (step 0) are trimmed
+    # a run started anew keeps only its own records; the earlier run moved to previous/<time>/, whole
     assert logged_steps(run) == Counter({1: 1})
     assert json.loads((run / "summary.json").read_text())["global_step"] == 1
+    assert sealed(run) == ["checkpoint-1"]  # checkpoint-5 of the earlier run can no longer be resumed by mistake
+    (earlier,) = (run / "previous").iterdir()
+    assert sorted(p.name for p in (earlier / "checkpoints").iterdir())[-1] == "checkpoint-5"
+    assert json.loads((earlier / "summary.json").read_text())["global_step"] == 5
+    assert (earlier / "final" / "factory_complete.json").is_file()
 
 
 def test_save_total_limit_keeps_only_the_newest_checkpoints(tmp_path: Path, tiny_llama_dir: Path) -> None:

@@ -465,3 +465,25 @@ def test_a_worker_process_answers_a_users_mistake_with_one_message(
     assert worker.main([str(tmp_path / "plan.json")]) == 2
     err = capsys.readouterr().err
     assert "error" in err and "Traceback" not in err
+
+
+def test_a_run_started_anew_sets_the_earlier_one_aside(tmp_path: Path) -> None:
+    """output.resume: never in a used directory: checkpoints, final/, metrics, summary and plots move to
+    previous/<time>/ (renamed, nothing lost); job.yaml stays; an unused directory moves nothing."""
+    run = RunDir(tmp_path / "run")
+    assert run.set_aside_previous_run() is None
+    run.path.mkdir()
+    assert run.set_aside_previous_run() is None
+    (run.checkpoints_dir / "checkpoint-4").mkdir(parents=True)
+    (run.checkpoints_dir / "checkpoint-4" / "model.safetensors").write_bytes(b"weights")
+    run.final_dir.mkdir()
+    (run.final_dir / "config.json").write_text("{}")
+    run.metrics_file.write_text('{"step": 1, "loss": 2.0}\n')
+    run.job_file.write_text("backend: deepspeed\n")
+    note = run.set_aside_previous_run()
+    assert note is not None and "checkpoints/, final/, metrics.jsonl moved to previous/" in note
+    (earlier,) = (run.path / "previous").iterdir()
+    assert (earlier / "checkpoints" / "checkpoint-4" / "model.safetensors").read_bytes() == b"weights"
+    assert (earlier / "metrics.jsonl").is_file() and (earlier / "final").is_dir()
+    assert not run.checkpoints_dir.exists() and not run.final_dir.exists() and run.job_file.is_file()
+    assert run.last_complete_checkpoint() is None
