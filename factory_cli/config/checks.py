@@ -99,6 +99,16 @@ def check_model(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
         return
     if kind == "local" and local is not None and local.is_dir() and not (local / "config.json").is_file():
         yield error("model.name_or_path", f"{local} has no config.json", "give a Hugging Face model directory")
+    if kind == "local" and local is not None and local.is_dir():
+        from factory_cli.modeling.integrity import model_dir_problems
+
+        damaged = model_dir_problems(local)
+        for problem in damaged:
+            yield error(
+                "model.name_or_path", problem, "copy the checkpoint again from its source (or factory download)"
+            )
+        if damaged:
+            return
     if kind == "gguf" and spec is not None and spec.gguf is not None:
         try:
             gguf_path(spec)
@@ -216,6 +226,18 @@ def check_method(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
 # ------------------------------------------------------------------------------------------------ batch & parallel
 
 
+def _batch_ways_out(global_batch: int, per_step: int, accumulation: int) -> str:
+    """The settings that agree, one for each field kept (a run's resolved job.yaml holds both, so changing the process
+    count there breaks the product)."""
+    ways = [f"train.global_batch_size={per_step * accumulation}"]
+    if global_batch % per_step == 0:
+        ways.append(f"train.gradient_accumulation_steps={global_batch // per_step}")
+    return (
+        f"set {' or '.join(ways)}, or give only one of the two (a run's resolved job.yaml holds both: "
+        "change one with the process count)"
+    )
+
+
 def check_batch(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
     """global batch = micro x data-parallel x accumulation."""
     t = job.train
@@ -227,7 +249,7 @@ def check_batch(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
                 "train.global_batch_size",
                 f"{t.global_batch_size} != micro {t.micro_batch_size} x data-parallel {dp} x accumulation "
                 f"{t.gradient_accumulation_steps} = {per_step * t.gradient_accumulation_steps}",
-                "set only one of global_batch_size and gradient_accumulation_steps",
+                _batch_ways_out(t.global_batch_size, per_step, t.gradient_accumulation_steps),
             )
     elif t.global_batch_size is not None and t.global_batch_size % per_step:
         lower = max(per_step, t.global_batch_size // per_step * per_step)

@@ -613,3 +613,22 @@ def test_resolved_job_dumps_and_loads_back_unchanged(
     text = job_to_yaml(job)
     again = validate_loaded(parse_yaml_text(text, "job.yaml"), checks=False).job
     assert again == job
+
+
+def test_more_processes_on_a_resolved_job_name_the_settings_that_agree(tmp_path: Path) -> None:
+    """A run's job.yaml holds both global_batch_size and gradient_accumulation_steps; overriding the process count
+    there is refused with the two settings that would agree, not with advice to remove a field the user never set."""
+    from factory_cli.config.dump import job_to_yaml
+
+    job = load_and_validate(EXAMPLES / "sft_lora.yaml", ["train.micro_batch_size=2"]).job
+    resolved = tmp_path / "job.yaml"
+    resolved.write_text(job_to_yaml(job), encoding="utf-8")
+    accumulation, global_batch = job.train.gradient_accumulation_steps, job.train.global_batch_size
+    assert accumulation is not None and global_batch == 2 * accumulation
+    with pytest.raises(JobError) as refused:
+        load_and_validate(resolved, ["parallel.nproc_per_node=2"])
+    (issue,) = refused.value.issues
+    assert issue.path == "train.global_batch_size" and issue.hint is not None
+    assert f"train.global_batch_size={4 * accumulation}" in issue.hint
+    if accumulation % 2 == 0:
+        assert f"train.gradient_accumulation_steps={accumulation // 2}" in issue.hint
