@@ -144,3 +144,15 @@ def resolve_model_source(model: ModelSection, base_dirs: Sequence[Path] = ()) ->
     raise UsageError(
         f"model.name_or_path `{raw}` is not a registry model, a local path or a Hub id", hint=_registry_hint(raw)
     )
+
+
+def tokenizer_reference(model: ModelSection, base_dirs: Sequence[Path]) -> str | None:
+    """`model.tokenizer` as something from_pretrained takes wherever the loading process runs: a local folder
+    (relative to the working directory, then to the job file's folder) as an absolute path, else as given (a Hub
+    id); None when the job names no tokenizer of its own."""
+    from factory_cli.data.sources import find_local_path
+
+    if not model.tokenizer:
+        return None
+    local = find_local_path(model.tokenizer, base_dirs)
+    return str(local) if local is not None else model.tokenizer

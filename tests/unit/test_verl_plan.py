@@ -412,3 +412,21 @@ def test_grpo_on_the_cpu_is_refused_with_the_way_out() -> None:
     with pytest.raises(UsageError) as refused:
         get_backend("verl").plan(job_of("verl_grpo.yaml", "cpu"), "cpu")
     assert "vLLM / SGLang" in refused.value.message and "backend: deepspeed" in str(refused.value.hint)
+
+
+def test_model_tokenizer_reaches_verl_resolved_against_the_job_folder(tmp_path: Path) -> None:
+    """model.tokenizer was ignored by verl; a relative folder is found beside the job file, whatever the working
+    directory, and a Hub id passes as given."""
+    from factory_cli.backends.verl.plan import plan_verl
+
+    (tmp_path / "tok").mkdir()
+    for example, key in (
+        ("verl_sft.yaml", "model.tokenizer_path"),
+        ("verl_grpo.yaml", "actor_rollout_ref.model.tokenizer_path"),
+    ):
+        job = job_of(example, "cuda", ("model.tokenizer=tok",))
+        plan = plan_verl(job, "cuda", "m", base_dirs=[str(tmp_path)])
+        assert overrides_of(plan)[key] == str(tmp_path / "tok")
+        hub = plan_verl(job_of(example, "cuda", ("model.tokenizer=org/tokenizer",)), "cuda", "m")
+        assert overrides_of(hub)[key] == "org/tokenizer"
+        assert not any("tokenizer_path" in o for o in plan_of(example).engine_config["overrides"])

@@ -20,7 +20,7 @@ def prepare_inputs(job: JobBase, run_dir: Path, base_dirs: Sequence[Path]) -> di
     from factory_cli.modeling.download import fetch_model
     from factory_cli.modeling.load import load_tokenizer
     from factory_cli.modeling.locate import sibling_model
-    from factory_cli.modeling.sources import resolve_model_source
+    from factory_cli.modeling.sources import resolve_model_source, tokenizer_reference
     from factory_cli.registry.models import find_model
     from factory_cli.ui import console, quiet_engine_progress
 
@@ -34,7 +34,9 @@ def prepare_inputs(job: JobBase, run_dir: Path, base_dirs: Sequence[Path]) -> di
     ref_model = job.dpo.ref_model if job.dpo is not None else None  # from where the model comes from
     ref_model_path = fetch_model(sibling_model(job.model, ref_model), base_dirs, say) if ref_model else None
     tokenizer = load_tokenizer(
-        job.model.tokenizer or model_path, trust_remote_code=job.model.trust_remote_code, revision=job.model.revision
+        tokenizer_reference(job.model, base_dirs) or model_path,
+        trust_remote_code=job.model.trust_remote_code,
+        revision=job.model.revision,
     )
     spec = find_model(job.model.name_or_path)
     template = resolve_chat_template(job.model.template, tokenizer, spec.template if spec else None, base_dirs)

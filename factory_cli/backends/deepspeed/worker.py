@@ -115,6 +115,7 @@ def _train(plan: dict[str, Any], job: DeepSpeedJob, manifest: dict[str, Any], sp
     from factory_cli.devices import DeviceInfo
     from factory_cli.methods import apply_freeze, describe_trainable, peft_config_from_kwargs, prepare_for_kbit
     from factory_cli.modeling.load import load_model, load_tokenizer
+    from factory_cli.modeling.sources import tokenizer_reference
     from factory_cli.ui import quiet_engine_progress
 
     quiet_engine_progress()
@@ -125,7 +126,7 @@ def _train(plan: dict[str, Any], job: DeepSpeedJob, manifest: dict[str, Any], sp
 
     # the tokenizer the data was prepared with (backends/deepspeed/prepare.py)
     tokenizer = load_tokenizer(
-        job.model.tokenizer or manifest["model_path"],
+        tokenizer_reference(job.model, RunDir(run_dir).base_dirs()) or manifest["model_path"],
         trust_remote_code=job.model.trust_remote_code,
         revision=job.model.revision,
     )

@@ -152,6 +152,14 @@ def optim_pairs(prefix: str, train: TrainSection, megatron: bool = False) -> lis
     return pairs
 
 
+def tokenizer_pairs(prefix: str, job: VerlJob, base_dirs: list[str] | None) -> list[tuple[str, Any]]:
+    """model.tokenizer as verl's tokenizer_path (a local folder made absolute against the job's folder)."""
+    from factory_cli.modeling.sources import tokenizer_reference
+
+    reference = tokenizer_reference(job.model, [Path(d) for d in base_dirs or []])
+    return [(f"{prefix}.tokenizer_path", reference)] if reference else []
+
+
 def lora_pairs(prefix: str, job: VerlJob) -> list[tuple[str, Any]]:
     """PEFT LoRA on the HF model (FSDP strategies)."""
     if job.method.type != "lora":
@@ -271,7 +279,9 @@ def trainer_pairs(
     return pairs
 
 
-def grpo_pairs(job: VerlJob, device: DeviceKind, paths: VerlPaths, length: Length) -> list[tuple[str, Any]]:
+def grpo_pairs(
+    job: VerlJob, device: DeviceKind, paths: VerlPaths, length: Length, base_dirs: list[str] | None = None
+) -> list[tuple[str, Any]]:
     """main_ppo overrides for GRPO and its variants (DAPO, Dr. GRPO, GSPO)."""
     grpo, rollout, p, t = job.grpo, job.rollout, job.parallel, job.train
     assert grpo is not None and rollout.update_batch_size is not None and grpo.beta is not None
@@ -299,6 +309,7 @@ def grpo_pairs(job: VerlJob, device: DeviceKind, paths: VerlPaths, length: Lengt
         ("data.seed", job.data.seed),
         (f"{model}.path", paths.hf_model),
     ]
+    pairs += tokenizer_pairs(model, job, base_dirs)
     if job.model.trust_remote_code:
         pairs.append((f"{model}.trust_remote_code", True))
     pairs.append((f"{model}.enable_gradient_checkpointing", bool(t.gradient_checkpointing)))
@@ -384,7 +395,9 @@ def cpu_env() -> dict[str, str]:
     }
 
 
-def sft_pairs(job: VerlJob, device: DeviceKind, paths: VerlPaths, length: Length) -> list[tuple[str, Any]]:
+def sft_pairs(
+    job: VerlJob, device: DeviceKind, paths: VerlPaths, length: Length, base_dirs: list[str] | None = None
+) -> list[tuple[str, Any]]:
     """sft_trainer overrides: multi-turn messages parquet, the HF model, the FSDP engine, optim, trainer."""
     p, t, data = job.parallel, job.train, job.data
     pairs: list[tuple[str, Any]] = [("data.train_files", paths.train_file)]
@@ -402,6 +415,7 @@ def sft_pairs(job: VerlJob, device: DeviceKind, paths: VerlPaths, length: Length
     if data.packing:
         pairs.append(("data.max_token_len_per_gpu", data.max_length * t.micro_batch_size))
     pairs.append(("model.path", paths.hf_model))
+    pairs += tokenizer_pairs("model", job, base_dirs)
     if job.model.trust_remote_code:
         pairs.append(("model.trust_remote_code", True))
     pairs.append(("model.enable_gradient_checkpointing", bool(t.gradient_checkpointing)))
@@ -473,13 +487,13 @@ def plan_verl(
     if job.stage == "grpo":
         assert job.grpo is not None
         length = grpo_length(job, dataset_sizes)
-        overrides = overrides_of(grpo_pairs(job, device, paths, length))
+        overrides = overrides_of(grpo_pairs(job, device, paths, length, base_dirs))
         entry = GRPO_ENTRY
         argv = [PYTHON, "-m", entry, *overrides, *job.rollout.extra_overrides]
         files[paths.reward_file] = reward_module_source(reward_specs(job.grpo), base_dirs or [])
     else:
         length = sft_length(job, dataset_sizes)
-        overrides = overrides_of(sft_pairs(job, device, paths, length))
+        overrides = overrides_of(sft_pairs(job, device, paths, length, base_dirs))
         entry = SFT_ENTRY
         argv = [
             PYTHON, "-m", "torch.distributed.run",
