@@ -309,3 +309,11 @@ def test_no_torch_import(args: list[str], tmp_path: Path) -> None:
     proc = _run_in_process_and_list_heavy_imports(args, tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "NO-HEAVY-IMPORTS" in proc.stderr
+
+
+def test_env_reports_libraries_devices_and_verls_interpreter() -> None:
+    code, out, err = run_cli(["env"])
+    flat = _flat(out)
+    assert code == 0, err
+    assert "torch" in flat and "transformers" in flat and "devices" in flat
+    assert "verl engine:" in flat and "factory_cli" in flat  # what verl's own interpreter holds (make setup-verl)
