@@ -138,6 +138,10 @@ def serve_repo(folder: Path, repo_id: str = "stand-in/tiny-model", kind: str = "
         thread.join(timeout=5)
 
 
+# A safetensors file holding no tensor: its 8-byte header length (2) and the header `{}` (modeling/integrity.py).
+EMPTY_SAFETENSORS = "\x02" + "\x00" * 7 + "{}"
+
+
 def cache_snapshot(cache_root: Path, repo_id: str, files: dict[str, str] | None = None) -> Path:
     """A copy of `repo_id` in a Hugging Face cache laid out as huggingface_hub writes it (refs/main -> a snapshot),
     holding what `factory check` looks for (config, weights, tokenizer) unless `files` says otherwise."""
@@ -146,7 +150,11 @@ def cache_snapshot(cache_root: Path, repo_id: str, files: dict[str, str] | None 
     snapshot.mkdir(parents=True, exist_ok=True)
     (repo / "refs").mkdir(exist_ok=True)
     (repo / "refs" / "main").write_text(COMMIT)
-    wanted = {"config.json": "{}", "model.safetensors": "", "tokenizer.json": "{}"} if files is None else files
+    wanted = (
+        {"config.json": "{}", "model.safetensors": EMPTY_SAFETENSORS, "tokenizer.json": "{}"}
+        if files is None
+        else files
+    )
     for name, text in wanted.items():
         (snapshot / name).write_text(text)
     return snapshot

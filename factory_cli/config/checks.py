@@ -104,9 +104,7 @@ def check_model(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
 
         damaged = model_dir_problems(local)
         for problem in damaged:
-            yield error(
-                "model.name_or_path", problem, "copy the checkpoint again from its source (or factory download)"
-            )
+            yield error("model.name_or_path", problem, "copy the checkpoint again from its source (factory download)")
         if damaged:
             return
     if kind == "gguf" and spec is not None and spec.gguf is not None:
