@@ -43,6 +43,23 @@ class StageEncoder:
             ConversationEncoder(tokenizer, self.template, job.data.train_on_prompt) if job.stage == "sft" else None
         )
 
+    def _ids(self, texts: list[str], special: bool) -> list[list[int]]:
+        """Token ids of each text: straight from the Rust tokenizer (no offsets, no Python encodings) when the call
+        through Transformers would be set up the same way (no truncation, no padding, same special-token split)."""
+        backend = getattr(self.tokenizer, "_tokenizer", None)
+        if (
+            backend is not None
+            and hasattr(backend, "encode_batch_fast")
+            and backend.truncation is None
+            and backend.padding is None
+            and backend.encode_special_tokens == bool(getattr(self.tokenizer, "split_special_tokens", False))
+        ):
+            return [encoding.ids for encoding in backend.encode_batch_fast(texts, add_special_tokens=special)]
+        ids: list[list[int]] = self.tokenizer(texts, add_special_tokens=special, return_attention_mask=False)[
+            "input_ids"
+        ]
+        return ids
+
     def _chat(self, messages: list[dict[str, Any]], generation: bool) -> str:
         return render_chat(
             self.template, messages, add_generation_prompt=generation, bos_token=self.bos, eos_token=self.eos
@@ -95,9 +112,7 @@ class StageEncoder:
             out["input_ids"], out["labels"] = input_ids, labels
             return out
         # pt: the tokenizer's own special tokens (BOS where the model expects one) + EOS; dpo/grpo: rendered text as is
-        encoded = self.tokenizer(rendered.texts, add_special_tokens=self.stage == "pt", return_attention_mask=False)[
-            "input_ids"
-        ]
+        encoded = self._ids(rendered.texts, special=self.stage == "pt")
         if self.stage == "pt":
             input_ids = [None] * size
             eos = self.tokenizer.eos_token_id

@@ -38,6 +38,7 @@ from factory_cli.data.sources import DatasetNotFound, ResolvedDataset, raw_rows,
 MAX_INVALID_EXAMPLES = 5
 ENCODE_BATCH = 1000
 PACK_BATCH = 10_000
+MAX_MIX_REPEAT = 100  # interleave / all_exhausted: the most times the weights may make it repeat the data
 CHAT_STAGES = ("sft", "dpo", "grpo")
 REASON_NO_ASSISTANT = "no assistant token within max_length"
 REASON_LONG_PROMPT = "prompt longer than grpo.max_prompt_length"
@@ -475,6 +476,8 @@ def _mix(job: JobBase, kept: list[list[int]], sources: list[_Source]) -> list[in
         if any(w is not None for w in weights):
             given = [w if w is not None else 1.0 for w in weights]
             probabilities = [w / sum(given) for w in given]
+            if data.mix.stop == "all_exhausted":
+                _refuse_runaway_mix(kept, probabilities, sources)
         parts = [Dataset.from_dict({"g": rows}) for rows in kept]
         mixed = interleave_datasets(parts, probabilities=probabilities, seed=data.seed, stopping_strategy=data.mix.stop)
         order: list[int] = mixed["g"]
@@ -482,6 +485,22 @@ def _mix(job: JobBase, kept: list[list[int]], sources: list[_Source]) -> list[in
     order = [g for rows in kept for g in rows]
     random.Random(data.seed).shuffle(order)
     return order
+
+
+def _refuse_runaway_mix(kept: list[list[int]], probabilities: list[float], sources: list[_Source]) -> None:
+    """interleave until all are exhausted draws about max(rows / probability) rows: refuse weights that would repeat
+    the data more than MAX_MIX_REPEAT times (a weight far too small for its dataset's size)."""
+    total = sum(len(rows) for rows in kept)
+    expected = [len(rows) / p for rows, p in zip(kept, probabilities, strict=True)]
+    k = max(range(len(kept)), key=lambda i: expected[i])
+    if expected[k] > MAX_MIX_REPEAT * total:
+        spec = sources[k].resolved.spec
+        raise DataError(
+            f"data.train[{k}] ({spec.path}, weight {spec.weight}): interleaving until every dataset is used would draw "
+            f"about {expected[k]:,.0f} rows from {total:,} ({expected[k] / total:,.0f} times the data)",
+            f"raise its weight (the weights set each dataset's share of the rows drawn), or set data.mix.stop: "
+            f"first_exhausted; at most {MAX_MIX_REPEAT} times the data is drawn",
+        )
 
 
 def _conversation_dataset(stage: str, store: EncodedStore, rows: list[int], every: list[int]) -> Any:

@@ -24,13 +24,13 @@ from factory_cli.data.pipeline import load_prepared, prepare_data
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def pt_job(**data: Any) -> DeepSpeedJob:
+def pt_job(train: list[Any] | None = None, **data: Any) -> DeepSpeedJob:
     return DeepSpeedJob.model_validate(
         {
             "backend": "deepspeed",
             "stage": "pt",
             "model": {"name_or_path": "tiny"},
-            "data": {"train": ["text.jsonl"], **data},
+            "data": {"train": train or ["text.jsonl"], **data},
         }
     )
 
@@ -173,3 +173,17 @@ def test_the_encode_batch_size_does_not_change_the_prepared_rows(
         train, evaluation = load_prepared({"train": str(prepared.train_path), "eval": str(prepared.eval_path)})
         results.append((list(train), list(evaluation), prepared.report.to_dict()))
     assert results[0] == results[1]
+
+
+def test_interleave_weights_that_would_repeat_the_data_without_end_are_refused(
+    smollm2_tokenizer: Any, tmp_path: Path
+) -> None:
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.jsonl").write_text("".join(f'{{"text": "{name} {i}"}}\n' for i in range(50)))
+    train = [{"path": "a.jsonl", "weight": 1.0}, {"path": "b.jsonl", "weight": 0.001}]
+    job = pt_job(train, max_length=32, mix={"strategy": "interleave"})
+    with pytest.raises(pipeline.DataError, match=r"data.train\[1\] \(b.jsonl, weight 0.001\)") as caught:
+        prepare_data(job, smollm2_tokenizer, None, [tmp_path], tmp_path / "c")
+    assert caught.value.hint and "first_exhausted" in caught.value.hint
+    first = pt_job(train, max_length=32, mix={"strategy": "interleave", "stop": "first_exhausted"})
+    assert prepare_data(first, smollm2_tokenizer, None, [tmp_path], tmp_path / "c").report.train_rows < 100
