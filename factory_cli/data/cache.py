@@ -30,7 +30,7 @@ from typing import Any
 from factory_cli.cache import content_hash
 
 # Bump whenever the prepared rows change for the same inputs (tokenization, masking, packing, report fields).
-PIPELINE_VERSION = 1
+PIPELINE_VERSION = 2
 META_FILE = "meta.json"
 # A staging folder's name carries its builder: .<key16>.<pid>@<host>.<random>.partial
 STAGING_NAME = re.compile(r"^\.[0-9a-f]{16}\.(?:(\d+)@(.+)\.)?[^.]+\.partial$")

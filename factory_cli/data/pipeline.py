@@ -32,12 +32,13 @@ from factory_cli.data import cache
 from factory_cli.data.encoded_store import EncodedStore
 from factory_cli.data.encoding import StageEncoder, encode_batches
 from factory_cli.data.formats import RowError, convert_row
+from factory_cli.data.packing import write_packed
 from factory_cli.data.readers import ReadError
 from factory_cli.data.sources import DatasetNotFound, ResolvedDataset, raw_rows, resolve_dataset
 
 MAX_INVALID_EXAMPLES = 5
 ENCODE_BATCH = 1000
-PACK_BATCH = 10_000
+ENCODE_CHARS = 2_000_000  # pt: characters per encoded batch, so that long documents keep a batch small
 MAX_MIX_REPEAT = 100  # interleave / all_exhausted: the most times the weights may make it repeat the data
 CHAT_STAGES = ("sft", "dpo", "grpo")
 REASON_NO_ASSISTANT = "no assistant token within max_length"
@@ -298,12 +299,13 @@ def _raw_rows(source: _Source) -> Iterator[tuple[int, dict[str, Any]]]:
 
 
 def _converted_batches(source: _Source, stage: str, size: int) -> Iterator[tuple[list[int], list[dict[str, Any]]]]:
-    """(row numbers, canonical rows) of a dataset, `size` rows at a time, counting (never silently dropping) the
-    rows that do not convert; a dataset with no row, or no valid row, is a DataError once it has been read."""
+    """(row numbers, canonical rows) of a dataset, `size` rows (pt: or ENCODE_CHARS characters) at a time, counting
+    (never silently dropping) the rows that do not convert; a dataset with no row, or no valid row, is a DataError
+    once it has been read."""
     report, format_spec = source.report, source.resolved.format_spec
     numbers: list[int] = []
     rows: list[dict[str, Any]] = []
-    converted = 0
+    converted = chars = 0
     for number, raw in _raw_rows(source):
         report.rows += 1
         try:
@@ -313,9 +315,10 @@ def _converted_batches(source: _Source, stage: str, size: int) -> Iterator[tuple
             continue
         numbers.append(number)
         converted += 1
-        if len(rows) >= size:
+        chars += len(rows[-1]["text"]) if stage == "pt" else 0
+        if len(rows) >= size or chars >= ENCODE_CHARS:
             yield numbers, rows
-            numbers, rows = [], []
+            numbers, rows, chars = [], [], 0
     if rows:
         yield numbers, rows
     if report.rows == 0:
@@ -534,28 +537,29 @@ def _chunk_documents(batch: dict[str, list[Any]], limit: int) -> dict[str, list[
     return {"input_ids": [row[i : i + limit] for row in batch["input_ids"] for i in range(0, len(row), limit)]}
 
 
-def _finish_lm(job: JobBase, dataset: Any, long_documents: bool) -> Any:
-    """pt / sft sequences as trained: packed by TRL's packer batch by batch, or (pt) long documents cut into
-    max_length chunks. Both run as `datasets` maps that write to disk beside their input."""
-    limit = job.data.max_length
-    workers = job.data.num_workers if job.data.num_workers > 1 else None
+def _lm_dataset(job: JobBase, store: EncodedStore, encoded: Any, rows: list[int], name: str) -> Any:
+    """pt / sft sequences as trained, from the stored rows `rows` (physical indices, in order): packed group by group
+    (data/packing.py), or (pt) long documents cut into max_length chunks, or the rows as they are."""
+    limit, workers = job.data.max_length, job.data.num_workers
     if resolve_packing(job):
-        from trl.data_utils import pack_dataset
+        from datasets import Dataset
 
         # pt: bfd_split keeps every token (a long document continues in another sequence); sft rows are already
-        # truncated to max_length, so bfd keeps them whole. Rows are packed PACK_BATCH at a time.
+        # truncated to max_length, so bfd keeps them whole.
         strategy = "bfd_split" if job.stage == "pt" else "bfd"
-        return pack_dataset(
-            dataset, seq_length=limit, strategy=strategy, map_kwargs={"batch_size": PACK_BATCH, "num_proc": workers}
-        )
-    if job.stage == "pt" and long_documents:
+        lengths = [store.lengths[p] if job.stage == "pt" else min(store.lengths[p], limit) for p in rows]
+        path = store.folder / f"{name}.packed.arrow"
+        write_packed(encoded.data.table, rows, lengths, strategy, limit, workers, path)
+        return Dataset.from_file(str(path))
+    dataset = encoded.select(rows)
+    if job.stage == "pt" and any(store.lengths[p] > limit for p in rows):
         return dataset.map(
             _chunk_documents,
             batched=True,
             batch_size=ENCODE_BATCH,
             fn_kwargs={"limit": limit},
             features=dataset.features,
-            num_proc=workers,
+            num_proc=workers if workers > 1 else None,
         )
     return dataset
 
@@ -586,9 +590,8 @@ def _build(
     with _quiet_datasets():
         if store.has_tokens:
             encoded = store.dataset()
-            long_documents = any(source.report.long_documents for source in train + evals)
-            train_ds = _finish_lm(job, encoded.select(train_rows), long_documents)
-            eval_ds = _finish_lm(job, encoded.select(eval_rows), long_documents) if eval_rows else None
+            train_ds = _lm_dataset(job, store, encoded, train_rows, "train")
+            eval_ds = _lm_dataset(job, store, encoded, eval_rows, "eval") if eval_rows else None
         else:
             every = selection.physical
             train_ds = _conversation_dataset(stage, store, train_rows, every)

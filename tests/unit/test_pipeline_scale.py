@@ -187,3 +187,36 @@ def test_interleave_weights_that_would_repeat_the_data_without_end_are_refused(
     assert caught.value.hint and "first_exhausted" in caught.value.hint
     first = pt_job(train, max_length=32, mix={"strategy": "interleave", "stop": "first_exhausted"})
     assert prepare_data(first, smollm2_tokenizer, None, [tmp_path], tmp_path / "c").report.train_rows < 100
+
+
+def test_packing_groups_are_bounded_by_rows_and_tokens_within_contiguous_shards(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from factory_cli.data import packing
+
+    monkeypatch.setattr(packing, "PACK_BATCH", 4)
+    monkeypatch.setattr(packing, "PACK_TOKENS", 100)
+    lengths = [30, 30, 30, 30, 30, 500, 10, 10, 10, 10, 10]
+    groups = list(packing.pack_groups(lengths, shards=1))
+    assert [list(g) for g in groups] == [[0, 1, 2], [3, 4], [5], [6, 7, 8, 9], [10]]
+    assert packing.contiguous_shards(11, 2) == [range(0, 6), range(6, 11)]
+    sharded = list(packing.pack_groups(lengths, shards=2))
+    assert [list(g) for g in sharded] == [[0, 1, 2], [3, 4], [5], [6, 7, 8, 9], [10]]
+    assert [p for g in sharded for p in g] == list(range(11))
+
+
+def test_packing_by_token_groups_keeps_every_token(
+    smollm2_tokenizer: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from factory_cli.data import packing
+
+    monkeypatch.setattr(packing, "PACK_TOKENS", 200)  # many groups
+    write_corpus(tmp_path, 120)
+    prepared = prepare_data(pt_job(max_length=32), smollm2_tokenizer, None, [tmp_path], tmp_path / "c")
+    train, _ = load_prepared({"train": str(prepared.train_path)})
+    assert all(sum(row["seq_lengths"]) == len(row["input_ids"]) <= 32 for row in train)
+    eos = smollm2_tokenizer.eos_token_id
+    texts = [json.loads(line)["text"] for line in (tmp_path / "text.jsonl").read_text().splitlines()]
+    expected = sorted(t for text in texts for t in smollm2_tokenizer(text)["input_ids"] + [eos])
+    assert sorted(t for row in train for t in row["input_ids"]) == expected
+    assert prepared.report.packed_sequences == len(train)
