@@ -45,21 +45,44 @@ def pack_groups(lengths: Sequence[int], shards: int) -> Iterator[range]:
             yield range(start, shard.stop)
 
 
+def take_rows(batches: Sequence[Any], starts: Any, rows: Sequence[int]) -> Any:
+    """The rows `rows` (in that order) of a table given as its record batches and their first row numbers, taken
+    batch by batch: pyarrow's Table.take concatenates every chunk of a memory-mapped table into memory first."""
+    import numpy as np
+    import pyarrow as pa
+
+    wanted = np.asarray(rows, dtype=np.int64)
+    order = np.argsort(wanted, kind="stable")
+    ascending = wanted[order]
+    owner = np.searchsorted(starts, ascending, side="right") - 1
+    pieces = []
+    for batch in np.unique(owner):
+        local = ascending[owner == batch] - starts[batch]
+        pieces.append(batches[batch].take(pa.array(local, type=pa.int64())))
+    gathered = pa.Table.from_batches(pieces).combine_chunks()
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(len(order))
+    return gathered.take(pa.array(inverse, type=pa.int64()))
+
+
 def write_packed(
     encoded: Any, rows: Sequence[int], lengths: Sequence[int], strategy: str, seq_length: int, workers: int, path: Path
 ) -> int:
     """Pack the rows `rows` of the Arrow table `encoded` (their token counts `lengths`) into an Arrow stream file at
     `path`; returns the number of packed sequences."""
+    import numpy as np
     import pyarrow as pa
     from datasets import Dataset
     from trl.data_utils import pack_dataset
 
+    batches = encoded.to_batches()
+    starts = np.cumsum([0] + [batch.num_rows for batch in batches])
     shards = min(workers, len(rows)) if workers > 1 else 1
     writer: Any = None
     sequences = 0
     with pa.OSFile(str(path), "wb") as sink:
         for group in pack_groups(lengths, shards):
-            table = encoded.take(pa.array(rows[group.start : group.stop], type=pa.int64()))
+            table = take_rows(batches, starts, rows[group.start : group.stop])
             packed = pack_dataset(
                 Dataset(table), seq_length=seq_length, strategy=strategy, map_kwargs={"batch_size": len(group)}
             )

@@ -220,3 +220,15 @@ def test_packing_by_token_groups_keeps_every_token(
     expected = sorted(t for text in texts for t in smollm2_tokenizer(text)["input_ids"] + [eos])
     assert sorted(t for row in train for t in row["input_ids"]) == expected
     assert prepared.report.packed_sequences == len(train)
+
+
+def test_rows_are_taken_batch_by_batch_in_the_order_asked() -> None:
+    import numpy as np
+    import pyarrow as pa
+
+    from factory_cli.data.packing import take_rows
+
+    batches = [pa.RecordBatch.from_pydict({"x": list(range(start, start + 4))}) for start in (0, 4, 8)]
+    starts = np.cumsum([0] + [b.num_rows for b in batches])
+    rows = [9, 0, 5, 5, 11, 1]  # across batches, out of order, one twice
+    assert take_rows(batches, starts, rows).column("x").to_pylist() == rows
