@@ -12,6 +12,10 @@ engine takes as is (docs/architecture.md §8):
 
 Nothing is dropped without a count: every dataset gets a report line with its invalid rows (file and row number of
 the first few), truncated rows and dropped rows with the reason. datasets / trl are imported inside functions.
+
+Preparation streams in the memory of a batch (docs/architecture.md §8): rows are read and encoded ENCODE_BATCH at a
+time (data/encoding.py), tokens are written to disk as they come (data/encoded_store.py), the report, shuffle, split
+and mix work on row indices, and packing takes bounded groups back from disk (data/packing.py).
 """
 
 from __future__ import annotations
