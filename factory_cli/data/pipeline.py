@@ -541,10 +541,12 @@ def _chunk_documents(batch: dict[str, list[Any]], limit: int) -> dict[str, list[
     return {"input_ids": [row[i : i + limit] for row in batch["input_ids"] for i in range(0, len(row), limit)]}
 
 
-def _lm_dataset(job: JobBase, store: EncodedStore, encoded: Any, rows: list[int], name: str) -> Any:
+def _lm_dataset(job: JobBase, store: EncodedStore, rows: list[int], name: str) -> Any:
     """pt / sft sequences as trained, from the stored rows `rows` (physical indices, in order): packed group by group
-    (data/packing.py), or (pt) long documents cut into max_length chunks, or the rows as they are."""
+    (data/packing.py), or (pt) long documents cut into max_length chunks, or the rows as they are. A packed set no
+    longer maps the encoded rows, so that their pages leave the process before the set is saved."""
     limit, workers = job.data.max_length, job.data.num_workers
+    encoded = store.dataset()
     if resolve_packing(job):
         from datasets import Dataset
 
@@ -554,6 +556,7 @@ def _lm_dataset(job: JobBase, store: EncodedStore, encoded: Any, rows: list[int]
         lengths = [store.lengths[p] if job.stage == "pt" else min(store.lengths[p], limit) for p in rows]
         path = store.folder / f"{name}.packed.arrow"
         write_packed(encoded.data.table, rows, lengths, strategy, limit, workers, path)
+        del encoded
         return Dataset.from_file(str(path))
     dataset = encoded.select(rows)
     if job.stage == "pt" and any(store.lengths[p] > limit for p in rows):
@@ -591,20 +594,19 @@ def _build(
         raise DataError("the training set is empty", "add rows to data.train")
     train_rows = [selection.physical[g] for g in train_order]
     eval_rows = [selection.physical[g] for g in eval_order]
+    sizes: dict[str, int] = {}
     with _quiet_datasets():
-        if store.has_tokens:
-            encoded = store.dataset()
-            train_ds = _lm_dataset(job, store, encoded, train_rows, "train")
-            eval_ds = _lm_dataset(job, store, encoded, eval_rows, "eval") if eval_rows else None
-        else:
-            every = selection.physical
-            train_ds = _conversation_dataset(stage, store, train_rows, every)
-            eval_ds = _conversation_dataset(stage, store, eval_rows, every) if eval_rows else None
-        train_ds.save_to_disk(str(staging / "train"))
-        if eval_ds is not None:
-            eval_ds.save_to_disk(str(staging / "eval"))
-    packed_sequences = len(train_ds) if resolve_packing(job) else None
-    del train_ds, eval_ds
+        for name, rows in (("train", train_rows), ("eval", eval_rows)):
+            if not rows:
+                continue
+            if store.has_tokens:
+                dataset = _lm_dataset(job, store, rows, name)
+            else:
+                dataset = _conversation_dataset(stage, store, rows, selection.physical)
+            dataset.save_to_disk(str(staging / name))
+            sizes[name] = len(dataset)
+            del dataset  # one set mapped at a time
+    packed_sequences = sizes["train"] if resolve_packing(job) else None
     shutil.rmtree(staging / WORK_DIR, ignore_errors=True)
     report = DataReport(
         datasets=[source.report for source in train + evals],
