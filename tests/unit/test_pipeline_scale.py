@@ -232,3 +232,30 @@ def test_rows_are_taken_batch_by_batch_in_the_order_asked() -> None:
     starts = np.cumsum([0] + [b.num_rows for b in batches])
     rows = [9, 0, 5, 5, 11, 1]  # across batches, out of order, one twice
     assert take_rows(batches, starts, rows).column("x").to_pylist() == rows
+
+
+def test_num_samples_resamples_rows_and_the_sample_prompt_is_the_first_drawn(
+    smollm2_tokenizer: Any, tmp_path: Path
+) -> None:
+    import random
+
+    from factory_cli.data.chat_templates import named_template
+
+    rows = [{"instruction": f"Question {i}?", "output": f"Answer {i}."} for i in range(4)]
+    (tmp_path / "qa.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    info = {"qa": {"file_name": "qa.jsonl", "formatting": "alpaca", "num_samples": 7}}
+    (tmp_path / "dataset_info.json").write_text(json.dumps(info))
+    job = DeepSpeedJob.model_validate(
+        {
+            "backend": "deepspeed",
+            "stage": "sft",
+            "model": {"name_or_path": "tiny"},
+            "data": {"train": ["qa"], "dataset_dir": str(tmp_path), "seed": 3},
+        }
+    )
+    prepared = prepare_data(job, smollm2_tokenizer, named_template("chatml"), [tmp_path], tmp_path / "c")
+    (report,) = prepared.report.datasets
+    assert (report.rows, report.converted, prepared.report.train_rows) == (4, 7, 7)
+    rng = random.Random(3)  # LlamaFactory's num_samples: a permutation, then draws with replacement
+    drawn = rng.sample(range(4), 4) + [rng.randrange(4) for _ in range(3)]
+    assert prepared.sample_prompt == [{"role": "user", "content": rows[drawn[0]]["instruction"]}]
