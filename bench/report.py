@@ -18,7 +18,7 @@ from bench.harness import BENCH_DIR, RESULTS
 
 README = BENCH_DIR / "README.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
-ORDER = ["train_sft_lora", "preprocess", "cli_latency", "grpo_step", "sft_overhead"]
+ORDER = ["train_sft_lora", "preprocess", "preprocess_scale", "cli_latency", "grpo_step", "sft_overhead"]
 VERSION_KEYS = ["torch", "transformers", "trl", "peft", "datasets", "accelerate"]
 
 

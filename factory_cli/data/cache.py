@@ -4,6 +4,10 @@ The key covers everything the prepared rows depend on: the pipeline version, the
 id and split), its format, the tokenizer, the chat template and the data settings. An entry is built in a temporary
 folder beside its final place and renamed into place, so a reader never sees half an entry, and two runs preparing the
 same data at once both end with one complete entry.
+
+A build that fails or is stopped removes its staging folder (`building`): an exception, Ctrl-C or a SIGTERM (turned
+into an exception while the build runs, then delivered again); one killed outright (SIGKILL, power loss) leaves a
+folder tagged with its pid that the next preparation on this host removes (`remove_abandoned`).
 """
 
 from __future__ import annotations
@@ -14,16 +18,19 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from factory_cli.cache import content_hash
 
 # Bump whenever the prepared rows change for the same inputs (tokenization, masking, packing, report fields).
-PIPELINE_VERSION = 1
+PIPELINE_VERSION = 2
 META_FILE = "meta.json"
 # A staging folder's name carries its builder: .<key16>.<pid>@<host>.<random>.partial
 STAGING_NAME = re.compile(r"^\.[0-9a-f]{16}\.(?:(\d+)@(.+)\.)?[^.]+\.partial$")
@@ -168,3 +175,42 @@ def discard(staging: Path) -> None:
     """Remove a staging folder (after a failure, or when another run committed the same entry first)."""
     with contextlib.suppress(OSError):
         shutil.rmtree(staging)
+
+
+class BuildTerminated(BaseException):
+    """SIGTERM arrived while an entry was being built (raised so that the staging folder is removed)."""
+
+
+def _terminate_handler(builder: int) -> Any:
+    def handler(signum: int, frame: Any) -> None:
+        if os.getpid() != builder:  # a process forked by the build (tokenizing, packing): end as SIGTERM would
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        raise BuildTerminated
+
+    return handler
+
+
+@contextlib.contextmanager
+def building(root: Path, key: str) -> Iterator[Path]:
+    """A staging folder for the entry of `key`, removed if the block does not complete: on an exception, Ctrl-C or
+    a SIGTERM, which is delivered again once the folder is gone. Staging folders of dead processes go first."""
+    remove_abandoned(root)
+    staging = staging_dir(root, key)
+    installed = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate_handler(os.getpid())) if installed else None
+    try:
+        yield staging
+    except BuildTerminated:
+        discard(staging)
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+        installed = False
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise
+    except BaseException:
+        discard(staging)
+        raise
+    finally:
+        if installed:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)

@@ -12,6 +12,10 @@ engine takes as is (docs/architecture.md §8):
 
 Nothing is dropped without a count: every dataset gets a report line with its invalid rows (file and row number of
 the first few), truncated rows and dropped rows with the reason. datasets / trl are imported inside functions.
+
+Preparation streams in the memory of a batch (docs/architecture.md §8): rows are read and encoded ENCODE_BATCH at a
+time (data/encoding.py), tokens are written to disk as they come (data/encoded_store.py), the report, shuffle, split
+and mix work on row indices, and packing takes bounded groups back from disk (data/packing.py).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import random
+import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,21 +33,21 @@ from factory_cli.cache import cache_root as factory_cache_root
 from factory_cli.config.errors import UsageError
 from factory_cli.config.schema import DatasetSpec, JobBase
 from factory_cli.data import cache
-from factory_cli.data.chat_render import render_chat
-from factory_cli.data.chat_templates import ChatTemplateError
+from factory_cli.data.encoded_store import EncodedStore
+from factory_cli.data.encoding import StageEncoder, encode_batches
 from factory_cli.data.formats import RowError, convert_row
-from factory_cli.data.masking import IGNORE_INDEX, ConversationEncoder
+from factory_cli.data.packing import write_packed
 from factory_cli.data.readers import ReadError
 from factory_cli.data.sources import DatasetNotFound, ResolvedDataset, raw_rows, resolve_dataset
 
 MAX_INVALID_EXAMPLES = 5
 ENCODE_BATCH = 1000
-PACK_BATCH = 10_000
+ENCODE_CHARS = 2_000_000  # pt: characters per encoded batch, so that long documents keep a batch small
+MAX_MIX_REPEAT = 100  # interleave / all_exhausted: the most times the weights may make it repeat the data
 CHAT_STAGES = ("sft", "dpo", "grpo")
 REASON_NO_ASSISTANT = "no assistant token within max_length"
 REASON_LONG_PROMPT = "prompt longer than grpo.max_prompt_length"
-# Per-row results of encoding besides the token columns: length before truncation, supervised tokens, error.
-LEN, SUP, ERR = "length", "supervised", "error"
+WORK_DIR = "work"  # intermediate files of a build, inside its staging folder
 
 
 class DataError(UsageError):
@@ -181,13 +186,9 @@ def prepare_data(
 
     found = cache.lookup(root, key)
     if found is None:
-        staging = cache.staging_dir(root, key)
-        try:
+        with cache.building(root, key) as staging:
             meta = _build(job, tokenizer, chat_template, train, evals, staging)
             found = cache.commit(staging, root, key, meta)
-        except BaseException:
-            cache.discard(staging)
-            raise
         from_cache = False
     else:
         from_cache = True
@@ -301,27 +302,32 @@ def _raw_rows(source: _Source) -> Iterator[tuple[int, dict[str, Any]]]:
         raise DataError(str(exc).split("\n    hint:")[0], exc.hint) from None
 
 
-def _read_source(source: _Source, stage: str, seed: int) -> None:
-    """Read and convert every row of a dataset, counting (never silently dropping) the invalid ones."""
+def _converted_batches(source: _Source, stage: str, size: int) -> Iterator[tuple[list[int], list[dict[str, Any]]]]:
+    """(row numbers, canonical rows) of a dataset, `size` rows (pt: or ENCODE_CHARS characters) at a time, counting
+    (never silently dropping) the rows that do not convert; a dataset with no row, or no valid row, is a DataError
+    once it has been read."""
     report, format_spec = source.report, source.resolved.format_spec
+    numbers: list[int] = []
+    rows: list[dict[str, Any]] = []
+    converted = chars = 0
     for number, raw in _raw_rows(source):
         report.rows += 1
         try:
-            source.rows.append(convert_row(raw, format_spec, stage))
-            source.numbers.append(number)
+            rows.append(convert_row(raw, format_spec, stage))
         except RowError as exc:
             report.add_invalid(f"{report.label} row {number}", exc.message)
-    target = source.resolved.entry.num_samples
-    if target and source.rows:  # LlamaFactory's num_samples: a random subset, or resampled up to that size
-        rng = random.Random(seed)
-        order = rng.sample(range(len(source.rows)), min(target, len(source.rows)))
-        order += [rng.randrange(len(source.rows)) for _ in range(target - len(order))]
-        source.rows = [source.rows[i] for i in order]
-        source.numbers = [source.numbers[i] for i in order]
-    report.converted = len(source.rows)
+            continue
+        numbers.append(number)
+        converted += 1
+        chars += len(rows[-1]["text"]) if stage == "pt" else 0
+        if len(rows) >= size or chars >= ENCODE_CHARS:
+            yield numbers, rows
+            numbers, rows, chars = [], [], 0
+    if rows:
+        yield numbers, rows
     if report.rows == 0:
         raise DataError(f"{report.label} has no rows", "check the file (or max_samples)")
-    if not source.rows:
+    if not converted:
         first = report.invalid_examples[0] if report.invalid_examples else ""
         raise DataError(
             f"{report.label}: none of its {report.rows} rows is valid for stage {stage} (first: {first})",
@@ -329,7 +335,45 @@ def _read_source(source: _Source, stage: str, seed: int) -> None:
         )
 
 
-def _sample_prompt(stage: str, row: dict[str, Any]) -> list[dict[str, Any]] | None:
+def _sampled(source: _Source, count: int, seed: int) -> list[int]:
+    """The positions among a dataset's `count` converted rows that it contributes: all of them, or LlamaFactory's
+    num_samples (a random subset, or resampled up to that size)."""
+    target = source.resolved.entry.num_samples
+    if not target or not count:
+        return list(range(count))
+    rng = random.Random(seed)
+    order = rng.sample(range(count), min(target, count))
+    order += [rng.randrange(count) for _ in range(target - len(order))]
+    return order
+
+
+def _read_source(source: _Source, stage: str, seed: int) -> None:
+    """Read and convert every row of a dataset into memory (for engines that tokenize themselves)."""
+    numbers: list[int] = []
+    rows: list[dict[str, Any]] = []
+    for batch_numbers, batch_rows in _converted_batches(source, stage, ENCODE_BATCH):
+        numbers += batch_numbers
+        rows += batch_rows
+    order = _sampled(source, len(rows), seed)
+    source.rows = [rows[i] for i in order]
+    source.numbers = [numbers[i] for i in order]
+    source.report.converted = len(order)
+
+
+def _nth_converted_row(source: _Source, stage: str, position: int) -> dict[str, Any]:
+    """The converted row at `position` of a dataset, read again (the sample prompt of a sampled dataset)."""
+    again = _Source(resolved=source.resolved, report=DatasetReport(label=source.report.label))
+    seen = 0
+    for _, rows in _converted_batches(again, stage, ENCODE_BATCH):
+        if position < seen + len(rows):
+            return rows[position - seen]
+        seen += len(rows)
+    raise DataError(f"{source.report.label} changed while it was read", "prepare the data again")
+
+
+def _sample_prompt(stage: str, row: dict[str, Any] | None) -> list[dict[str, Any]] | None:
+    if row is None:
+        return None
     if stage == "sft":
         messages: list[dict[str, Any]] = row["messages"]
         first = next((i for i, m in enumerate(messages) if m.get("role") == "assistant"), len(messages))
@@ -339,198 +383,56 @@ def _sample_prompt(stage: str, row: dict[str, Any]) -> list[dict[str, Any]] | No
     return None
 
 
-# ----------------------------------------------------------------------------------------------- encoding
-
-
-class _StageEncoder:
-    """Renders and tokenizes batches of one stage's canonical rows; the same code runs in-process and in workers.
-
-    `render` is the Python half (chat templates), `tokenize` the Rust half (one batched fast-tokenizer call), so the
-    in-process loop can tokenize one batch in a thread while it renders the next.
-    """
-
-    def __init__(self, job: JobBase, tokenizer: Any, chat_template: str | None) -> None:
-        self.stage = job.stage
-        self.tokenizer = tokenizer
-        self.template = chat_template or ""
-        self.max_length = job.data.max_length
-        self.bos = tokenizer.bos_token if isinstance(tokenizer.bos_token, str) else ""
-        self.eos = tokenizer.eos_token if isinstance(tokenizer.eos_token, str) else ""
-        self.conversation = (
-            ConversationEncoder(tokenizer, self.template, job.data.train_on_prompt) if job.stage == "sft" else None
-        )
-
-    def _chat(self, messages: list[dict[str, Any]], generation: bool) -> str:
-        return render_chat(
-            self.template, messages, add_generation_prompt=generation, bos_token=self.bos, eos_token=self.eos
-        )
-
-    def render(self, rows: list[dict[str, Any]]) -> _Rendered:
-        """Texts to tokenize (per row: 1, or 2 for dpo) and the rows the template refused."""
-        rendered = _Rendered(size=len(rows))
-        for j, row in enumerate(rows):
-            try:
-                if self.stage == "pt":
-                    texts = [row["text"]]
-                elif self.stage == "sft":
-                    assert self.conversation is not None
-                    text, spans = self.conversation.render(row["messages"], row.get("tools"))
-                    texts = [text]
-                    rendered.spans.append(spans)
-                elif self.stage == "dpo":
-                    texts = [self._chat(row["prompt"] + row[side], False) for side in ("chosen", "rejected")]
-                else:
-                    texts = [self._chat(row["prompt"], True)]
-            except (ChatTemplateError, ValueError, TypeError) as exc:  # the template refused or choked on this row
-                rendered.errors[j] = str(exc)
-                continue
-            rendered.texts.extend(texts)
-            rendered.rows.append(j)
-        return rendered
-
-    def tokenize(self, rendered: _Rendered) -> dict[str, list[Any]]:
-        """Per row: input_ids / labels (pt, sft), token length before truncation, supervised tokens, error."""
-        size = rendered.size
-        lengths, supervised = [0] * size, [0] * size
-        out: dict[str, list[Any]] = {LEN: lengths, SUP: supervised, ERR: rendered.errors}
-        if not rendered.texts:
-            if self.stage in ("pt", "sft"):
-                out["input_ids"] = [None] * size
-                out["labels"] = [None] * size
-            return out
-        if self.stage == "sft":
-            assert self.conversation is not None
-            all_ids, all_labels = self.conversation.encode_texts(rendered.texts, rendered.spans)
-            input_ids: list[Any] = [None] * size
-            labels: list[Any] = [None] * size
-            for j, ids, row_labels in zip(rendered.rows, all_ids, all_labels, strict=True):
-                lengths[j] = len(ids)
-                if len(ids) > self.max_length:  # keep the start
-                    ids, row_labels = ids[: self.max_length], row_labels[: self.max_length]
-                input_ids[j], labels[j] = ids, row_labels
-                supervised[j] = len(row_labels) - row_labels.count(IGNORE_INDEX)
-            out["input_ids"], out["labels"] = input_ids, labels
-            return out
-        # pt: the tokenizer's own special tokens (BOS where the model expects one) + EOS; dpo/grpo: rendered text as is
-        encoded = self.tokenizer(rendered.texts, add_special_tokens=self.stage == "pt", return_attention_mask=False)[
-            "input_ids"
-        ]
-        if self.stage == "pt":
-            input_ids = [None] * size
-            eos = self.tokenizer.eos_token_id
-            for j, ids in zip(rendered.rows, encoded, strict=True):
-                if eos is not None and (not ids or ids[-1] != eos):
-                    ids.append(eos)
-                input_ids[j], lengths[j] = ids, len(ids)
-            out["input_ids"] = input_ids
-        elif self.stage == "dpo":
-            for n, j in enumerate(rendered.rows):
-                lengths[j] = max(len(encoded[2 * n]), len(encoded[2 * n + 1]))
-        else:
-            for j, ids in zip(rendered.rows, encoded, strict=True):
-                lengths[j] = len(ids)
-        return out
-
-
-@dataclass
-class _Rendered:
-    size: int
-    texts: list[str] = field(default_factory=list)
-    spans: list[list[tuple[int, int]]] = field(default_factory=list)
-    rows: list[int] = field(default_factory=list)  # the batch rows that have texts, in order
-    errors: list[str | None] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.errors = [None] * self.size
-
-
-_WORKER: _StageEncoder | None = None
-
-
-def _worker_init(encoder: _StageEncoder) -> None:
-    global _WORKER
-    _WORKER = encoder
-
-
-def _worker_encode(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
-    assert _WORKER is not None
-    return _WORKER.tokenize(_WORKER.render(rows))
-
-
-def _encode_all(encoder: _StageEncoder, rows: list[dict[str, Any]], workers: int) -> dict[str, list[Any]]:
-    """Every row encoded, in order: in worker processes, or here with tokenization overlapping rendering."""
-    batches = [rows[i : i + ENCODE_BATCH] for i in range(0, len(rows), ENCODE_BATCH)]
-    results: list[dict[str, list[Any]]] = []
-    if workers > 1 and len(batches) > 1:
-        import multiprocessing
-        import os
-
-        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
-        context = multiprocessing.get_context(method)
-        # Forked workers must not use the Rust thread pool of the parent's tokenizer (tokenizers would warn).
-        saved = os.environ.get("TOKENIZERS_PARALLELISM")
-        os.environ["TOKENIZERS_PARALLELISM"] = "false"
-        try:
-            with context.Pool(min(workers, len(batches)), initializer=_worker_init, initargs=(encoder,)) as pool:
-                results = list(pool.imap(_worker_encode, batches))
-        finally:
-            if saved is None:
-                os.environ.pop("TOKENIZERS_PARALLELISM", None)
-            else:
-                os.environ["TOKENIZERS_PARALLELISM"] = saved
-    else:
-        from concurrent.futures import Future, ThreadPoolExecutor
-
-        with ThreadPoolExecutor(max_workers=1) as tokenizing:
-            pending: Future[dict[str, list[Any]]] | None = None
-            for batch in batches:
-                rendered = encoder.render(batch)
-                if pending is not None:
-                    results.append(pending.result())
-                pending = tokenizing.submit(encoder.tokenize, rendered)
-            if pending is not None:
-                results.append(pending.result())
-    merged: dict[str, list[Any]] = {}
-    for result in results:
-        for name, values in result.items():
-            merged.setdefault(name, []).extend(values)
-    return merged
-
-
 # ----------------------------------------------------------------------------------------------- build
 
 
 @dataclass
-class _Encoded:
-    """Every row of every source, encoded: global index g = position in `rows`."""
+class _Selection:
+    """Which stored rows each dataset contributes: global index g (the datasets' sampled rows, one after another)
+    -> physical index in the store; `kept` holds per dataset the g of its rows that survive."""
 
-    rows: list[dict[str, Any]]
-    source: list[int]  # g -> index of its source
-    columns: dict[str, list[Any]]
-    kept: list[list[int]]  # per source: the g of its rows that survive
+    physical: list[int]
+    kept: list[list[int]]
 
 
-def _encode_sources(job: JobBase, encoder: _StageEncoder, sources: list[_Source]) -> _Encoded:
-    """Encode the sources' rows and fill their reports (invalid, truncated, dropped, tokens)."""
+def _encode_into(store: EncodedStore, job: JobBase, encoder: StageEncoder, sources: list[_Source]) -> None:
+    """Read, convert and encode every dataset batch by batch into `store` (bounded memory)."""
+
+    def batches() -> Iterator[list[dict[str, Any]]]:
+        for source in sources:
+            start = store.converted
+            for numbers, rows in _converted_batches(source, job.stage, ENCODE_BATCH):
+                store.add_converted(numbers, rows)
+                yield rows
+            store.bounds.append((start, store.converted))
+
+    for encoded in encode_batches(encoder, batches(), job.data.num_workers):
+        store.add_encoded(encoded)
+
+
+def _account(job: JobBase, store: EncodedStore, sources: list[_Source]) -> _Selection:
+    """Fill the datasets' reports (invalid, truncated, dropped, tokens) and choose the rows that stay."""
     stage, limit = job.stage, job.data.max_length
-    rows = [row for source in sources for row in source.rows]
-    owner = [k for k, source in enumerate(sources) for _ in source.rows]
-    columns = _encode_all(encoder, rows, job.data.num_workers)
     prompt_limit = job.grpo.max_prompt_length if stage == "grpo" and job.grpo is not None else None
-    lengths, supervised, errors = columns[LEN], columns[SUP], columns[ERR]
+    lengths, supervised, errors, numbers = store.lengths, store.supervised, store.errors, store.numbers
+    physical: list[int] = []
     kept: list[list[int]] = [[] for _ in sources]
-    start = 0
-    for k, source in enumerate(sources):
+    for k, (source, (start, end)) in enumerate(zip(sources, store.bounds, strict=True)):
         report = source.report
-        for i in range(len(source.rows)):
-            g = start + i
-            if errors[g] is not None:
-                report.add_invalid(f"{report.label} row {source.numbers[i]}", errors[g])
+        order = _sampled(source, end - start, job.data.seed)
+        report.converted = len(order)
+        for position in order:
+            p = start + position
+            g = len(physical)
+            physical.append(p)
+            error = errors.get(p)
+            if error is not None:
+                report.add_invalid(f"{report.label} row {numbers[p]}", error)
                 report.converted -= 1
                 continue
-            length = lengths[g]
+            length = lengths[p]
             reason = None
-            if stage == "sft" and supervised[g] == 0:
+            if stage == "sft" and supervised[p] == 0:
                 reason = REASON_NO_ASSISTANT
             elif prompt_limit is not None and length > prompt_limit:
                 reason = REASON_LONG_PROMPT
@@ -546,11 +448,10 @@ def _encode_sources(job: JobBase, encoder: _StageEncoder, sources: list[_Source]
                     report.truncated += 1
             if stage != "dpo":
                 report.tokens += min(length, limit) if stage == "sft" else length
-            report.supervised_tokens += supervised[g] if stage == "sft" else 0
+            report.supervised_tokens += supervised[p] if stage == "sft" else 0
         if not kept[k]:
             _raise_nothing_left(report, stage)
-        start += len(source.rows)
-    return _Encoded(rows=rows, source=owner, columns=columns, kept=kept)
+    return _Selection(physical=physical, kept=kept)
 
 
 def _raise_nothing_left(report: DatasetReport, stage: str) -> None:
@@ -582,6 +483,8 @@ def _mix(job: JobBase, kept: list[list[int]], sources: list[_Source]) -> list[in
         if any(w is not None for w in weights):
             given = [w if w is not None else 1.0 for w in weights]
             probabilities = [w / sum(given) for w in given]
+            if data.mix.stop == "all_exhausted":
+                _refuse_runaway_mix(kept, probabilities, sources)
         parts = [Dataset.from_dict({"g": rows}) for rows in kept]
         mixed = interleave_datasets(parts, probabilities=probabilities, seed=data.seed, stopping_strategy=data.mix.stop)
         order: list[int] = mixed["g"]
@@ -591,31 +494,35 @@ def _mix(job: JobBase, kept: list[list[int]], sources: list[_Source]) -> list[in
     return order
 
 
-def _lm_dataset(encoded: _Encoded, order: list[int], with_labels: bool) -> Any:
-    """pt / sft rows (input_ids, labels) in `order` as a Dataset built straight from Arrow arrays."""
-    import pyarrow as pa
+def _refuse_runaway_mix(kept: list[list[int]], probabilities: list[float], sources: list[_Source]) -> None:
+    """interleave until all are exhausted draws about max(rows / probability) rows: refuse weights that would repeat
+    the data more than MAX_MIX_REPEAT times (a weight far too small for its dataset's size)."""
+    total = sum(len(rows) for rows in kept)
+    expected = [len(rows) / p for rows, p in zip(kept, probabilities, strict=True)]
+    k = max(range(len(kept)), key=lambda i: expected[i])
+    if expected[k] > MAX_MIX_REPEAT * total:
+        spec = sources[k].resolved.spec
+        raise DataError(
+            f"data.train[{k}] ({spec.path}, weight {spec.weight}): interleaving until every dataset is used would draw "
+            f"about {expected[k]:,.0f} rows from {total:,} ({expected[k] / total:,.0f} times the data)",
+            f"raise its weight (the weights set each dataset's share of the rows drawn), or set data.mix.stop: "
+            f"first_exhausted; at most {MAX_MIX_REPEAT} times the data is drawn",
+        )
+
+
+def _conversation_dataset(stage: str, store: EncodedStore, rows: list[int], every: list[int]) -> Any:
+    """dpo / grpo rows (physical indices, in order): the canonical columns (grpo: every field of the rows `every`
+    names, train and eval, missing ones as None)."""
     from datasets import Dataset
 
-    ids = encoded.columns["input_ids"]
-    arrays = {"input_ids": pa.array([ids[g] for g in order], type=pa.list_(pa.int64()))}
-    if with_labels:
-        labels = encoded.columns["labels"]
-        arrays["labels"] = pa.array([labels[g] for g in order], type=pa.list_(pa.int64()))
-    return Dataset(pa.table(arrays))
-
-
-def _conversation_dataset(stage: str, encoded: _Encoded, order: list[int]) -> Any:
-    """dpo / grpo rows in `order`: the canonical columns (grpo: every field, missing ones as None)."""
-    from datasets import Dataset
-
-    rows = [encoded.rows[g] for g in order]
+    chosen = [store.rows[p] for p in rows]
     if stage == "dpo":
         names: dict[str, None] = dict.fromkeys(("prompt", "chosen", "rejected"))
     else:
         names = {"prompt": None}
-        for row in encoded.rows:  # the same columns for train and eval
-            names.update(dict.fromkeys(row))
-    return Dataset.from_dict({name: _arrow_column([row.get(name) for row in rows]) for name in names})
+        for p in every:  # the same columns for train and eval
+            names.update(dict.fromkeys(store.rows[p]))
+    return Dataset.from_dict({name: _arrow_column([row.get(name) for row in chosen]) for name in names})
 
 
 def _arrow_column(values: list[Any]) -> list[Any]:
@@ -629,27 +536,38 @@ def _arrow_column(values: list[Any]) -> list[Any]:
         return [v if v is None or isinstance(v, str) else json.dumps(v, ensure_ascii=False) for v in values]
 
 
-def _finish_lm(job: JobBase, dataset: Any) -> Any:
-    """pt / sft sequences as trained: packed by TRL's packer, or (pt) long documents cut into max_length chunks."""
-    limit = job.data.max_length
-    workers = job.data.num_workers if job.data.num_workers > 1 else None
+def _chunk_documents(batch: dict[str, list[Any]], limit: int) -> dict[str, list[Any]]:
+    """pt without packing: each document cut into max_length pieces (no token lost)."""
+    return {"input_ids": [row[i : i + limit] for row in batch["input_ids"] for i in range(0, len(row), limit)]}
+
+
+def _lm_dataset(job: JobBase, store: EncodedStore, rows: list[int], name: str) -> Any:
+    """pt / sft sequences as trained, from the stored rows `rows` (physical indices, in order): packed group by group
+    (data/packing.py), or (pt) long documents cut into max_length chunks, or the rows as they are. A packed set no
+    longer maps the encoded rows, so that their pages leave the process before the set is saved."""
+    limit, workers = job.data.max_length, job.data.num_workers
+    encoded = store.dataset()
     if resolve_packing(job):
-        from trl.data_utils import pack_dataset
+        from datasets import Dataset
 
         # pt: bfd_split keeps every token (a long document continues in another sequence); sft rows are already
         # truncated to max_length, so bfd keeps them whole.
         strategy = "bfd_split" if job.stage == "pt" else "bfd"
-        return pack_dataset(
-            dataset, seq_length=limit, strategy=strategy, map_kwargs={"batch_size": PACK_BATCH, "num_proc": workers}
+        lengths = [store.lengths[p] if job.stage == "pt" else min(store.lengths[p], limit) for p in rows]
+        path = store.folder / f"{name}.packed.arrow"
+        write_packed(encoded.data.table, rows, lengths, strategy, limit, workers, path)
+        del encoded
+        return Dataset.from_file(str(path))
+    dataset = encoded.select(rows)
+    if job.stage == "pt" and any(store.lengths[p] > limit for p in rows):
+        return dataset.map(
+            _chunk_documents,
+            batched=True,
+            batch_size=ENCODE_BATCH,
+            fn_kwargs={"limit": limit},
+            features=dataset.features,
+            num_proc=workers if workers > 1 else None,
         )
-    if job.stage == "pt":
-        ids = dataset["input_ids"]
-        if any(len(row) > limit for row in ids):
-            import pyarrow as pa
-            from datasets import Dataset
-
-            chunks = [row[i : i + limit] for row in ids for i in range(0, len(row), limit)]
-            return Dataset(pa.table({"input_ids": pa.array(chunks, type=pa.list_(pa.int64()))}))
     return dataset
 
 
@@ -661,43 +579,57 @@ def _build(
     evals: list[_Source],
     staging: Path,
 ) -> dict[str, Any]:
-    """Do the work of prepare_data into `staging`; returns the entry's metadata."""
+    """Do the work of prepare_data into `staging`; returns the entry's metadata. Intermediate files live in
+    `staging/work` and are removed before the entry is committed."""
     data, stage = job.data, job.stage
-    for source in train + evals:
-        _read_source(source, stage, data.seed)
-    encoder = _StageEncoder(job, tokenizer, chat_template)
-    encoded = _encode_sources(job, encoder, train + evals)
-    kept_train, kept_eval = encoded.kept[: len(train)], encoded.kept[len(train) :]
+    store = EncodedStore(staging / WORK_DIR, stage)
+    _encode_into(store, job, StageEncoder(job, tokenizer, chat_template), train + evals)
+    selection = _account(job, store, train + evals)
+    kept_train, kept_eval = selection.kept[: len(train)], selection.kept[len(train) :]
     eval_order = [g for rows in kept_eval for g in rows]
     if not evals and data.eval_ratio > 0:
         kept_train, eval_order = _split_eval(kept_train, data.eval_ratio, data.seed)
     train_order = _mix(job, kept_train, train)
     if not train_order:
         raise DataError("the training set is empty", "add rows to data.train")
+    train_rows = [selection.physical[g] for g in train_order]
+    eval_rows = [selection.physical[g] for g in eval_order]
+    sizes: dict[str, int] = {}
     with _quiet_datasets():
-        if stage in ("pt", "sft"):
-            train_ds = _finish_lm(job, _lm_dataset(encoded, train_order, stage == "sft"))
-            eval_ds = _finish_lm(job, _lm_dataset(encoded, eval_order, stage == "sft")) if eval_order else None
-        else:
-            train_ds = _conversation_dataset(stage, encoded, train_order)
-            eval_ds = _conversation_dataset(stage, encoded, eval_order) if eval_order else None
-        train_ds.save_to_disk(str(staging / "train"))
-        if eval_ds is not None:
-            eval_ds.save_to_disk(str(staging / "eval"))
+        for name, rows in (("train", train_rows), ("eval", eval_rows)):
+            if not rows:
+                continue
+            if store.has_tokens:
+                dataset = _lm_dataset(job, store, rows, name)
+            else:
+                dataset = _conversation_dataset(stage, store, rows, selection.physical)
+            dataset.save_to_disk(str(staging / name))
+            sizes[name] = len(dataset)
+            del dataset  # one set mapped at a time
+    packed_sequences = sizes["train"] if resolve_packing(job) else None
+    shutil.rmtree(staging / WORK_DIR, ignore_errors=True)
     report = DataReport(
         datasets=[source.report for source in train + evals],
         train_rows=len(train_order),
         eval_rows=len(eval_order),
-        packed_sequences=len(train_ds) if resolve_packing(job) else None,
+        packed_sequences=packed_sequences,
         max_length=data.max_length,
     )
     return {
         "train": "train",
-        "eval": "eval" if eval_ds is not None else None,
+        "eval": "eval" if eval_rows else None,
         "report": report.to_dict(),
-        "sample_prompt": _sample_prompt(stage, train[0].rows[0]),
+        "sample_prompt": _sample_prompt(stage, _first_train_row(store, selection, train[0])),
         "stage": stage,
     }
+
+
+def _first_train_row(store: EncodedStore, selection: _Selection, first: _Source) -> dict[str, Any] | None:
+    """The first dataset's first (sampled) row as converted: kept in memory for dpo / grpo, read again for sft."""
+    if store.stage == "pt":
+        return None
+    p = selection.physical[0]
+    return store.rows[p] if store.rows else _nth_converted_row(first, store.stage, p - store.bounds[0][0])
 
 
 @contextlib.contextmanager

@@ -1,0 +1,92 @@
+"""Encoded rows on disk while data is prepared: one Arrow file of token columns written batch by batch, and per row
+the few numbers the report needs (docs/architecture.md §8).
+
+A row's position in the store (its physical index) is its place among the converted rows of all datasets, in reading
+order. The token columns go to `<folder>/encoded.arrow` as they come, so memory holds one batch of tokens, not the
+corpus; the per-row numbers (row number in its file, token length, supervised tokens) are kept in compact arrays, and
+template errors (rare) by index. dpo / grpo rows are conversations their trainer tokenizes itself: they are kept as
+canonical rows in memory, as their sets are prompts and answer pairs, not corpora.
+"""
+
+from __future__ import annotations
+
+from array import array
+from pathlib import Path
+from typing import Any
+
+from factory_cli.data.encoding import TOKEN_COLUMNS, EncodedBatch, token_schema
+
+ENCODED_FILE = "encoded.arrow"
+
+
+class EncodedStore:
+    """Converted and encoded rows of every dataset, in reading order."""
+
+    def __init__(self, folder: Path, stage: str) -> None:
+        self.folder = Path(folder)
+        self.stage = stage
+        self.numbers = array("q")  # physical index -> row number in its file
+        self.lengths = array("q")  # token length before truncation (0 for a row whose template failed)
+        self.supervised = array("q")
+        self.errors: dict[int, str] = {}
+        self.rows: list[dict[str, Any]] = []  # dpo / grpo: the canonical rows
+        self.bounds: list[tuple[int, int]] = []  # per dataset: [start, end) of its converted rows
+        self._encoded = 0
+        self._writer: Any = None
+        self._sink: Any = None
+
+    @property
+    def has_tokens(self) -> bool:
+        return self.stage in TOKEN_COLUMNS
+
+    @property
+    def converted(self) -> int:
+        """Rows converted so far (read ahead of the rows encoded)."""
+        return len(self.numbers)
+
+    def add_converted(self, numbers: list[int], rows: list[dict[str, Any]]) -> None:
+        """Record a batch of converted rows (their row numbers; dpo / grpo: the rows themselves)."""
+        self.numbers.extend(numbers)
+        if not self.has_tokens:
+            self.rows.extend(rows)
+
+    def add_encoded(self, batch: EncodedBatch) -> None:
+        """Append the next encoded batch: numbers to the arrays, template errors by index, tokens to the file."""
+        for offset, error in enumerate(batch.errors):
+            if error is not None:
+                self.errors[self._encoded + offset] = error
+        self.lengths.extend(batch.lengths)
+        self.supervised.extend(batch.supervised)
+        self._encoded += batch.size
+        if batch.tokens is not None:
+            self._write(batch.tokens)
+
+    def _write(self, tokens: Any) -> None:
+        if self._writer is None:
+            import pyarrow as pa
+
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self._sink = pa.OSFile(str(self.folder / ENCODED_FILE), "wb")
+            self._writer = pa.ipc.new_stream(self._sink, token_schema(self.stage))
+        self._writer.write_batch(tokens)
+
+    def dataset(self) -> Any:
+        """The token columns as a memory-mapped `datasets.Dataset`, one row per physical index."""
+        if self._writer is not None:
+            self._writer.close()
+            self._sink.close()
+            self._writer = self._sink = None
+        path = self.folder / ENCODED_FILE
+        if not path.is_file():  # nothing was encoded: an empty file of the right columns
+            self._write(_empty_batch(self.stage))
+            return self.dataset()
+        from datasets import Dataset
+
+        return Dataset.from_file(str(path))
+
+
+def _empty_batch(stage: str) -> Any:
+    import pyarrow as pa
+
+    schema = token_schema(stage)
+    return pa.RecordBatch.from_arrays([pa.array([], type=f.type) for f in schema], schema=schema)
