@@ -7,7 +7,8 @@ Resuming: the rows of one generation batch are appended to the output and flushe
 and the output's size after it is appended to `progress.jsonl` in the run's state folder (`.<output name>.sample/`
 beside the output: a dotted folder, which a dataset folder listing skips). A run that continues cuts the output back
 to the size the last complete progress line names (rows written after it, or a line cut short by a kill, go), and
-starts at the next batch. The first progress line holds the request's fingerprint: a different request is refused.
+starts at the next batch. The first progress line holds the request's fingerprint: a different request is refused
+once a batch was written.
 """
 
 from __future__ import annotations
@@ -98,6 +99,8 @@ class RowWriter:
             self.progress.unlink(missing_ok=True)
             self.summary_file.unlink(missing_ok=True)
         lines = _progress_lines(self.progress) if self.progress.is_file() else []
+        if len(lines) == 1 and self.output.exists() and self.output.stat().st_size == 0:
+            lines = []  # a run that stopped before its first batch (a model that did not load): nothing to keep
         if lines and lines[0].get("fingerprint") != self.fingerprint:
             raise UsageError(
                 f"{self.output} was written by a different `factory sample` request ({self.progress})",
@@ -112,7 +115,7 @@ class RowWriter:
         if not lines:
             self.output.parent.mkdir(parents=True, exist_ok=True)
             self.output.write_bytes(b"")
-            self._append(self.progress, [{"fingerprint": self.fingerprint}])
+            self._rewrite_progress([{"fingerprint": self.fingerprint}])
             return Resumed()
         done = lines[1:]
         end = done[-1]["end"] if done else 0

@@ -166,6 +166,13 @@ def test_an_output_of_another_request_is_refused_unless_forced(tmp_path: Path) -
     assert output.read_text() == ""
 
 
+def test_a_run_that_wrote_no_batch_does_not_hold_the_output(tmp_path: Path) -> None:
+    output = tmp_path / "rft.jsonl"
+    RowWriter(output, {"model": "typo"}, force=False).open()  # then the model failed to load
+    assert RowWriter(output, {"model": "fixed"}, force=False).open().batches == 0
+    assert _lines(RowWriter(output, {}, force=False).progress) == [{"fingerprint": {"model": "fixed"}}]
+
+
 def test_a_file_not_written_by_sample_is_never_overwritten(tmp_path: Path) -> None:
     output = tmp_path / "mine.jsonl"
     output.write_text('{"messages": []}\n')
