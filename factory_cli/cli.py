@@ -215,14 +215,18 @@ def sample(
     n: int | None = typer.Option(None, "--n", help="answers per prompt [8]"),
     temperature: float | None = typer.Option(None, help="sampling temperature [1.0]"),
     max_new_tokens: int | None = typer.Option(None, help="longest answer in tokens [256]"),
-    keep: str | None = typer.Option(None, help="best | top-k | all: the accepted answers kept per prompt [best]"),
+    keep: str | None = typer.Option(
+        None, help="best | top-k | all: the accepted answers kept per prompt (default: best)"
+    ),
     k: int | None = typer.Option(None, "--k", help="answers kept per prompt with --keep top-k [2]"),
     min_score: float | None = typer.Option(None, help="an answer is accepted at or above this total reward [1.0]"),
     pairs: bool = typer.Option(False, "--pairs", help="write DPO pairs (best accepted vs worst) instead of SFT rows"),
     limit: int | None = typer.Option(None, help="prompts read (default: all)"),
     batch_size: int | None = typer.Option(None, help="prompts per generation batch [8]"),
     seed: int | None = typer.Option(None, help="the same seed gives the same rows [42]"),
-    engine: str | None = typer.Option(None, help="auto | vllm | transformers [auto]"),
+    engine: str | None = typer.Option(
+        None, help="auto | vllm | transformers (default: auto: vLLM on CUDA where installed)"
+    ),
     device: str | None = typer.Option(None, help="auto | cuda | npu | cpu"),
     dtype: str = typer.Option("auto", help="auto | bf16 | fp16 | fp32"),
     force: bool = typer.Option(False, "--force", help="start over instead of continuing a stopped run's output"),
