@@ -35,25 +35,26 @@ Say = Callable[[str], None]
 
 @dataclass(frozen=True)
 class ChainSettings:
-    """How long each link runs. FULL is `make chain`; QUICK the e2e test's fewer steps."""
+    """How long each link runs. FULL is `make chain`, sized for a shared 2-core CPU (a GPU affords far more);
+    QUICK the e2e test's fewer steps."""
 
-    sft_steps: int = 16
+    sft_steps: int = 8
     max_length: int = 256
     micro_batch_size: int = 2
     accumulation: int = 1
-    grpo_steps: int = 6
+    grpo_steps: int = 3
     grpo_generations: int = 4
-    grpo_completion_tokens: int = 64
+    grpo_completion_tokens: int = 48
     sample_prompts: int = 8
     sample_n: int = 6
-    sample_tokens: int = 96
+    sample_tokens: int = 64
     min_score: float = 1.0  # accepted: the final answer is right (math_answer 1, plus up to 0.1 for brevity)
     short_answer_chars: int = 200  # the length reward's full marks (GRPO and sampling)
-    rft_steps: int = 8
-    dpo_steps: int = 8
+    rft_steps: int = 4
+    dpo_steps: int = 4
     quant: str = "int8"
-    eval_limit: int = 16
-    eval_tokens: int = 96
+    eval_limit: int = 10
+    eval_tokens: int = 64
     warmup_ratio: float | None = None  # None: the stage's default; a link of one or two steps needs 0 to learn at all
     device: str = "auto"
     seed: int = 42
