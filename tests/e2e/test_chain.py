@@ -3,8 +3,9 @@ GRPO -> factory sample -> SFT on the sampled answers -> DPO on the pairs -> fact
 stage evaluated on the same tasks. One chain for the module; each test checks one link of it.
 
 The quick settings accept every answer (min_score 0) so that the RFT and DPO links always have rows to train on;
-`make chain` accepts only right answers. Timed on the 2-core box, other jobs running beside (load ~5): ~7 min, most
-of it fixed per-link costs (interpreter-wide imports once, then model loads, data preparation, export checks).
+`make chain` accepts only right answers. Timed on the shared 2-core box with one torch thread: 8 min at a load
+average of 5 from other jobs, 25 min at 8 — over the ~4 min aimed at, and mostly fixed per-link costs (model loads,
+data preparation, the check every export makes), which fewer steps do not shrink.
 """
 
 from __future__ import annotations
