@@ -181,6 +181,9 @@ def run_sample(request: SampleRequest, say: Say | None = None, show_progress: bo
         engine = open_engine(engine_name, request)
         try:
             _sample_batches(request, engine, scorer, writer, batches, groups, resumed.batches, timing, show_progress)
+        except KeyboardInterrupt:
+            note(f"stopped after {len(groups)} of {len(prompts)} prompts; the same command continues from there")
+            raise
         finally:
             engine.close()
     timing["total"] = time.perf_counter() - started

@@ -332,3 +332,46 @@ def test_a_job_without_a_sample_section_or_with_options_is_one_message(tmp_path:
     assert "sample.n=" in " ".join(err.split())
     code, _, err = run_cli(["sample", str(job), "sample.keep=most"])
     assert code == 2 and "sample.keep" in err
+
+
+# ------------------------------------------------------------------------------------------------ the run
+
+
+class _ScriptedEngine:
+    """Answers from a list instead of a model; Ctrl-C at the batch named."""
+
+    name = "transformers"
+
+    def __init__(self, stop_at: int | None) -> None:
+        self.stop_at = stop_at
+
+    def generate(self, prompts: list[Prompt], sampling: Any, batch: int) -> list[list[str]]:
+        if batch == self.stop_at:
+            raise KeyboardInterrupt
+        return [[str(p.row["answer"]), "no idea", "12345"][: sampling.n] for p in prompts]
+
+    def close(self) -> None:
+        pass
+
+
+def test_ctrl_c_keeps_the_written_batches_and_says_how_to_continue(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from factory_cli.sampling import run
+
+    request = _request(tmp_path, model="scripted", n=3, limit=4, batch_size=2, engine="transformers")
+    monkeypatch.setattr(run, "open_engine", lambda name, request: _ScriptedEngine(stop_at=1))
+    notes: list[str] = []
+    with pytest.raises(KeyboardInterrupt):
+        run.run_sample(request, say=notes.append, show_progress=False)
+    assert notes[-1] == "stopped after 2 of 4 prompts; the same command continues from there"
+    assert [r["prompt_id"] for r in _lines(request.output)] == ["demo-grpo-math:1", "demo-grpo-math:2"]
+
+    monkeypatch.setattr(run, "open_engine", lambda name, request: _ScriptedEngine(stop_at=None))
+    summary = run.run_sample(request, say=notes.append, show_progress=False)
+    rows = _lines(request.output)
+    assert [r["prompt_id"] for r in rows] == [f"demo-grpo-math:{i}" for i in range(1, 5)]
+    assert all(r["score"] == 1.0 and r["model"] == "scripted" for r in rows)
+    assert (summary.resumed_batches, summary.generated_now, summary.samples) == (1, 6, 12)
+    assert (summary.accepted_samples, summary.groups_accepted, summary.groups_without) == (4, 4, 0)
+    assert summary.acceptance_rate == pytest.approx(4 / 12)
