@@ -56,3 +56,9 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) $(VERL_VENV) .pytest_cache .ruff_cache .mypy_cache
+
+# The post-training chain on the embedded SmolLM2 (bench/chain.py): SFT -> GRPO -> sample -> RFT -> DPO -> export
+# --quant -> eval of every stage; the table goes to runs/chain/chain.md and bench/results/chain.json.
+.PHONY: chain
+chain: setup
+	$(PY) -m bench.chain

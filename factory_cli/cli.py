@@ -209,6 +209,107 @@ def eval_command(
         console.print(f"report: {path}")
 
 
+@app.command()
+def sample(
+    job_file: Path | None = typer.Argument(None, help="a job YAML: sample as its `sample:` section says"),
+    overrides: list[str] | None = typer.Argument(None, help=OVERRIDES_HELP),
+    model: str | None = typer.Option(None, "--model", "-m", help="run dir, model/adapter dir or registry name"),
+    data: str | None = typer.Option(None, "--data", help="prompts: registry names or files, comma-separated"),
+    rewards: str | None = typer.Option(None, help="built-in rewards or file.py:function, comma-separated"),
+    output: Path | None = typer.Option(None, "-o", "--output", help="the rows, a .jsonl file"),
+    n: int | None = typer.Option(None, "--n", help="answers per prompt [8]"),
+    temperature: float | None = typer.Option(None, help="sampling temperature [1.0]"),
+    max_new_tokens: int | None = typer.Option(None, help="longest answer in tokens [256]"),
+    keep: str | None = typer.Option(
+        None, help="best | top-k | all: the accepted answers kept per prompt (default: best)"
+    ),
+    k: int | None = typer.Option(None, "--k", help="answers kept per prompt with --keep top-k [2]"),
+    min_score: float | None = typer.Option(None, help="an answer is accepted at or above this total reward [1.0]"),
+    pairs: bool = typer.Option(False, "--pairs", help="write DPO pairs (best accepted vs worst) instead of SFT rows"),
+    limit: int | None = typer.Option(None, help="prompts read (default: all)"),
+    batch_size: int | None = typer.Option(None, help="prompts per generation batch [8]"),
+    seed: int | None = typer.Option(None, help="the same seed gives the same rows [42]"),
+    engine: str | None = typer.Option(
+        None, help="auto | vllm | transformers (default: auto: vLLM on CUDA where installed)"
+    ),
+    device: str | None = typer.Option(None, help="auto | cuda | npu | cpu"),
+    dtype: str = typer.Option("auto", help="auto | bf16 | fp16 | fp32"),
+    force: bool = typer.Option(False, "--force", help="start over instead of continuing a stopped run's output"),
+) -> None:
+    """Rejection sampling: n answers per prompt, scored by rewards, the best kept as SFT rows or DPO pairs."""
+    from factory_cli.sampling import SampleRequest, run_sample
+    from factory_cli.sampling.report import print_summary
+    from factory_cli.sampling.request import parse_rewards
+    from factory_cli.ui import err_console
+
+    options = {
+        "model": model,
+        "data": data,
+        "rewards": rewards,
+        "output": output,
+        "n": n,
+        "temperature": temperature,
+        "max_new_tokens": max_new_tokens,
+        "keep": keep,
+        "k": k,
+        "min_score": min_score,
+        "pairs": pairs or None,
+        "limit": limit,
+        "batch_size": batch_size,
+        "seed": seed,
+        "engine": engine,
+    }
+    if job_file is not None:
+        from factory_cli.sampling.from_job import request_from_job
+
+        given = [name for name, value in options.items() if value is not None]
+        if given:
+            key = "output" if given[0] == "output" else given[0]
+            raise UsageError(
+                f"--{given[0].replace('_', '-')} does not apply with a job file: the job's `sample:` section decides",
+                f"override it instead, e.g. `factory sample {job_file} sample.{key}=...`",
+            )
+        request = request_from_job(job_file, overrides or [], device, dtype, force)
+    else:
+        if overrides:
+            raise UsageError(f"unexpected argument `{overrides[0]}`", "key=value overrides go after a job file")
+        missing = [f"--{name}" for name, value in (("model", model), ("data", data)) if not value]
+        if output is None:
+            missing.append("-o")
+        if missing:
+            raise UsageError(
+                f"missing {', '.join(missing)}",
+                "e.g. factory sample --model runs/grpo/final --data demo-grpo-math --rewards math_answer "
+                "-o data/rft.jsonl (or give a job file with a `sample:` section)",
+            )
+        assert model is not None and data is not None and output is not None
+        from factory_cli.config.schema import DatasetSpec
+
+        request = SampleRequest(
+            model=model,
+            datasets=tuple(DatasetSpec(path=part.strip()) for part in data.split(",") if part.strip()),
+            rewards=parse_rewards(rewards),
+            output=output,
+            n=8 if n is None else n,
+            temperature=1.0 if temperature is None else temperature,
+            max_new_tokens=256 if max_new_tokens is None else max_new_tokens,
+            keep=keep or "best",  # type: ignore[arg-type]  # validate_request names a wrong one
+            k=2 if k is None else k,
+            min_score=1.0 if min_score is None else min_score,
+            pairs=pairs,
+            limit=limit,
+            batch_size=8 if batch_size is None else batch_size,
+            seed=42 if seed is None else seed,
+            engine=engine or "auto",
+            device=device or "auto",
+            dtype=dtype,
+            force=force,
+            base_dirs=(Path.cwd(),),
+        )
+    summary = run_sample(request, say=lambda message: err_console.print(f"[dim]{message}[/dim]"))
+    print_summary(summary)
+
+
 @app.command("export")
 def export_command(
     model: str = typer.Option(..., "--model", "-m", help="model/adapter dir, run dir or registry name"),

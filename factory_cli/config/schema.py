@@ -453,6 +453,33 @@ class EvalSection(Section):
         return value
 
 
+class SampleSection(Section):
+    model: str | None = Field(None, description="model to sample from (default: this run's final/)")
+    data: list[DatasetSpec] = Field(default_factory=list, description="prompts (default: the job's data.train)")
+    rewards: list[RewardSpec] = Field(default_factory=list, description="scoring rewards (default: grpo.rewards)")
+    output: str = Field(min_length=1, description="the rows written, a .jsonl file")
+    n: int = Field(8, ge=1, description="answers sampled per prompt")
+    temperature: float = Field(1.0, ge=0.0, description="sampling temperature")
+    max_new_tokens: int = Field(256, ge=1, description="longest answer in tokens")
+    keep: Literal["best", "top-k", "all"] = Field(
+        "best", description="best (one per prompt), top-k (the k best) or all accepted answers"
+    )
+    k: int = Field(2, ge=1, description="answers kept per prompt with keep: top-k")
+    min_score: float = Field(1.0, description="an answer is accepted at or above this total reward")
+    pairs: bool = Field(False, description="write DPO pairs (best accepted vs worst) instead of SFT rows")
+    limit: int | None = Field(None, ge=1, description="prompts read (default: all)")
+    batch_size: int = Field(8, ge=1, description="prompts per generation batch, each with its n answers")
+    seed: int = Field(42, ge=0, le=SEED_MAX, description="sampling seed: the same seed gives the same rows")
+    engine: Literal["auto", "vllm", "transformers"] = Field(
+        "auto", description="auto: vLLM when installed and on a CUDA GPU, else transformers generate"
+    )
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _long_form(cls, value: Any) -> Any:
+        return _dataset_long_form(value)
+
+
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -469,6 +496,7 @@ class JobBase(Section):
     output: OutputSection = Field(default_factory=OutputSection, description="run directory and checkpoints")
     logging: LoggingSection = Field(default_factory=LoggingSection, description="metrics")
     eval: EvalSection | None = Field(None, description="what `factory eval <job>` measures after training")
+    sample: SampleSection | None = Field(None, description="what `factory sample <job>` generates and keeps")
     env: dict[str, str] = Field(default_factory=dict, description="environment variables for every process")
 
     @field_validator("env", mode="before")
