@@ -586,7 +586,11 @@ def _convert_conversation(
             f"{fmt} rows hold conversations, not plain text; stage pt needs format `text` (a `text` column)", mcol
         )
     parsed = _Parsed(where=mcol, pair_hint=_pair_hint(fmt))
-    if isinstance(raw, str) and fmt == "messages":
+    if isinstance(raw, str) and fmt == "messages" and stage == "sft":
+        raise RowError(
+            f"`{mcol}` must be a list of messages ({{role, content}} ... ending with the assistant's), got text", mcol
+        )
+    if isinstance(raw, str) and fmt == "messages":  # a prompt given as text: one user turn
         parsed.turns = [({"role": "user", "content": raw}, mcol)]
     else:
         parsed.system, parsed.turns = _align(raw, tags, mcol)

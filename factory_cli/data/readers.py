@@ -6,6 +6,7 @@ Only regular files are opened (a FIFO would block). pyarrow is imported only whe
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import itertools
@@ -322,8 +323,23 @@ def _scan_jsonl(path: Path, scan: FileScan, keep: int, max_bytes: int) -> None:
                     return
     except UnicodeDecodeError as exc:
         raise ReadError(
-            f"not UTF-8 text ({exc.reason}) after line {line_no}", path, hint="save the file as UTF-8"
+            f"not UTF-8 text ({exc.reason}){_where_not_utf8(path)}", path, hint="save the file as UTF-8"
         ) from None
+
+
+def _where_not_utf8(path: Path, limit: int = 1 << 30) -> str:
+    """at line L, byte B: where the first byte that is not UTF-8 is (read again in binary, up to `limit` bytes)."""
+    offset = 0
+    with contextlib.suppress(OSError), open(path, "rb") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return f" at line {line_no}, byte {offset + exc.start}"
+            offset += len(line)
+            if offset > limit:
+                break
+    return ""
 
 
 def _objects_only(texts: list[str]) -> bool:

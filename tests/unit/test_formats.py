@@ -550,3 +550,9 @@ def test_row_error_carries_message_and_field() -> None:
     err = RowError("bad thing", "col")
     assert str(err) == "bad thing" and err.message == "bad thing" and err.field == "col"
     assert isinstance(err, ValueError)
+
+
+def test_sft_messages_given_as_text_say_they_must_be_a_list() -> None:
+    error = row_error({"messages": "hello"}, spec("messages"), "sft")
+    assert "`messages` must be a list of messages" in str(error) and "got text" in str(error)
+    assert convert_row({"messages": "2+2?", "answer": "4"}, spec("messages"), "grpo")["prompt"][0]["role"] == "user"

@@ -170,3 +170,15 @@ def test_data_modules_import_no_heavy_packages() -> None:
     root = Path(__file__).resolve().parents[2]
     result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
+
+
+def test_check_scan_names_where_a_file_stops_being_utf8(tmp_path: Path) -> None:
+    """The scan `factory check` runs reads lines in blocks; the error names the line and byte of the first bad byte."""
+    from factory_cli.data.readers import scan_file
+
+    first = json.dumps({"text": "fine"}).encode() + b"\n"
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes(first + b'{"text": "caf\xe9"}\n')
+    with pytest.raises(ReadError) as refused:
+        scan_file(path, keep=5, max_bytes=1 << 20)
+    assert f"not UTF-8 text (invalid continuation byte) at line 2, byte {len(first) + 13}" in str(refused.value)
