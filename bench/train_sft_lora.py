@@ -73,7 +73,7 @@ def default_tools() -> tuple[str, ...]:
     return (*DEFAULT_TOOLS, "llamafactory_bf16") if cpu_has_bf16_matmul() else DEFAULT_TOOLS
 
 
-# Realistic installs write bytecode caches; the sandbox default PYTHONDONTWRITEBYTECODE=1 would recompile every run.
+# Realistic installs write bytecode caches; a PYTHONDONTWRITEBYTECODE=1 default would recompile every run.
 RUN_ENV = {"PYTHONDONTWRITEBYTECODE": "", "HF_HUB_OFFLINE": "1"}
 METRIC_KEYS = [
     "wall_seconds",
