@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -136,6 +137,37 @@ def serve_repo(folder: Path, repo_id: str = "stand-in/tiny-model", kind: str = "
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+# Hub settings a test must not inherit from the shell that runs it.
+HUB_VARIABLES = (
+    "HF_HUB_OFFLINE",
+    "HF_DATASETS_OFFLINE",
+    "TRANSFORMERS_OFFLINE",
+    "HF_ENDPOINT",
+    "HF_HOME",
+    "HUGGINGFACE_HUB_CACHE",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "MODELSCOPE_DOMAIN",
+    "OPENMIND_HUB_ENDPOINT",
+    "USE_MODELSCOPE_HUB",
+    "USE_OPENMIND_HUB",
+)
+
+
+def isolate_hubs(tmp_path: Path, monkeypatch: Any) -> None:
+    """Empty hub caches under tmp_path, no hub variables from the calling shell, no remembered reachability probe,
+    and tmp_path as the working directory."""
+    from factory_cli.hub import _reachable
+
+    for name in HUB_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("MODELSCOPE_CACHE", str(tmp_path / "ms"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.chdir(tmp_path)
+    _reachable.cache_clear()
 
 
 # A safetensors file holding no tensor: its 8-byte header length (2) and the header `{}` (modeling/integrity.py).

@@ -35,6 +35,13 @@ class Recorder:
         self.lines.append(message)
 
 
+def all_installed(python: Any, modules: Any) -> Any:
+    """A probe_engine stand-in (backends/common/engine_env.py): the engine's interpreter holds every module asked."""
+    from factory_cli.backends.common.engine_env import EngineProbe
+
+    return EngineProbe(python, "3.11.7", {module: "1.0" for module, _ in modules})
+
+
 def check_golden(name: str, data: dict[str, Any], update: bool = False) -> None:
     """Compare with tests/unit/golden/<name>.json; `update` (pytest --update-golden) rewrites it instead."""
     path = GOLDEN / f"{name}.json"

@@ -17,10 +17,9 @@ from typer.testing import CliRunner
 from factory_cli.cli import app
 from factory_cli.config.errors import UsageError
 from factory_cli.config.schema import ModelSection
-from factory_cli.hub import _reachable
 from factory_cli.modeling.download import download_model, fetch_model, select_files, verify_files
 from factory_cli.modeling.locate import locate_model
-from tests.hub_stand_in import StandIn, serve_repo
+from tests.hub_stand_in import StandIn, isolate_hubs, serve_repo
 
 REPO_FILES = {
     "config.json": '{"model_type": "llama"}',
@@ -47,13 +46,7 @@ RUN_FILES = [
 
 @pytest.fixture(autouse=True)
 def caches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("HF_HUB_OFFLINE", "HF_ENDPOINT", "HTTPS_PROXY", "https_proxy", "USE_MODELSCOPE_HUB"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
-    monkeypatch.setenv("MODELSCOPE_CACHE", str(tmp_path / "ms"))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    monkeypatch.chdir(tmp_path)
-    _reachable.cache_clear()
+    isolate_hubs(tmp_path, monkeypatch)
 
 
 @pytest.fixture

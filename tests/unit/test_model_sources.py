@@ -23,35 +23,15 @@ from factory_cli.modeling.hubs import HUBS, Hub, default_hub, hub_order, missing
 from factory_cli.modeling.locate import ModelLocation, locate_model, model_unavailable
 from factory_cli.modeling.sources import ModelSource
 from factory_cli.train import ConsoleProgress
-from tests.hub_stand_in import COMMIT, cache_snapshot, serve_repo
+from tests.hub_stand_in import COMMIT, cache_snapshot, isolate_hubs, serve_repo
 
 QWEN = "Qwen/Qwen2.5-0.5B-Instruct"
-HUB_VARIABLES = (
-    "HF_HUB_OFFLINE",
-    "HF_DATASETS_OFFLINE",
-    "TRANSFORMERS_OFFLINE",
-    "HF_ENDPOINT",
-    "HF_HOME",
-    "HUGGINGFACE_HUB_CACHE",
-    "HTTPS_PROXY",
-    "https_proxy",
-    "MODELSCOPE_DOMAIN",
-    "OPENMIND_HUB_ENDPOINT",
-    "USE_MODELSCOPE_HUB",
-    "USE_OPENMIND_HUB",
-)
 
 
 @pytest.fixture(autouse=True)
 def hub_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """Empty caches under tmp_path, no hub variables from the calling shell, no remembered probe."""
-    for name in HUB_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
-    monkeypatch.setenv("MODELSCOPE_CACHE", str(tmp_path / "ms"))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    monkeypatch.chdir(tmp_path)
-    _reachable.cache_clear()
+    isolate_hubs(tmp_path, monkeypatch)
     yield tmp_path
     _reachable.cache_clear()
 

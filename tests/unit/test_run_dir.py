@@ -148,11 +148,11 @@ def _megatron(run: RunDir, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
 def _verl(run: RunDir, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from factory_cli.backends.common import engine_env
     from factory_cli.backends.common import run as common_run
+    from tests.unit.plan_helpers import all_installed
 
     job = resolved("verl_sft.yaml", "cuda", run.path)
     monkeypatch.setattr(common_run, "_module_found", lambda dotted, homes: True)
-    all_there = lambda python, modules: engine_env.EngineProbe(python, "3.11", {m: "1" for m, _ in modules})  # noqa: E731
-    monkeypatch.setattr(engine_env, "probe_engine", all_there)
+    monkeypatch.setattr(engine_env, "probe_engine", all_installed)
     get_backend("verl").run(get_backend("verl").plan(job, "cuda"), _Quiet())
 
 

@@ -25,7 +25,7 @@ from factory_cli.config.defaults import DeviceFacts, resolve_device_defaults
 from factory_cli.config.errors import UsageError
 from factory_cli.config.schema import VerlJob
 from factory_cli.config.validate import load_and_validate
-from tests.unit.plan_helpers import EXAMPLES, GoldenCheck, Recorder
+from tests.unit.plan_helpers import EXAMPLES, GoldenCheck, Recorder, all_installed
 
 MATH = {"name": "math_answer", "function": None, "weight": 1.0, "kwargs": {}, "label": "math_answer"}
 
@@ -280,7 +280,6 @@ def test_run_writes_parquet_reward_module_and_metrics(tmp_path: Path, monkeypatc
     """run() with verl faked: parquet data, the reward module, the re-planned length, metrics.jsonl."""
     from factory_cli import launching
     from factory_cli.backends.common import engine_env
-    from factory_cli.backends.common.engine_env import EngineProbe, EnginePython
     from factory_cli.config.dump import job_to_yaml
 
     model = tmp_path / "tiny"
@@ -324,9 +323,6 @@ def test_run_writes_parquet_reward_module_and_metrics(tmp_path: Path, monkeypatc
         (run_dir / "checkpoints" / "latest_checkpointed_iteration.txt").write_text(total, encoding="utf-8")
         return 0
 
-    def all_installed(python: EnginePython, modules: list[tuple[str, str]]) -> EngineProbe:
-        return EngineProbe(python, "3.11.7", {module: "1.0" for module, _ in modules})
-
     monkeypatch.setattr(engine_env, "probe_engine", all_installed)
     monkeypatch.setattr(launching, "run_child", fake_run_child)
     result = get_backend("verl").run(plan, Recorder())
@@ -365,7 +361,6 @@ def test_run_reports_a_run_verl_stopped_short(tmp_path: Path, monkeypatch: pytes
     """verl exits 0 but its last checkpoint is before the planned end: the run is stopped, no final/ is written."""
     from factory_cli import launching
     from factory_cli.backends.common import engine_env
-    from factory_cli.backends.common.engine_env import EngineProbe, EnginePython
     from factory_cli.config.dump import job_to_yaml
 
     run_dir = tmp_path / "run"
@@ -382,9 +377,6 @@ def test_run_reports_a_run_verl_stopped_short(tmp_path: Path, monkeypatch: pytes
         (run_dir / "checkpoints" / "global_step_1").mkdir(parents=True)
         (run_dir / "checkpoints" / "latest_checkpointed_iteration.txt").write_text("1", encoding="utf-8")
         return 0
-
-    def all_installed(python: EnginePython, modules: list[tuple[str, str]]) -> EngineProbe:
-        return EngineProbe(python, "3.11.7", {module: "1.0" for module, _ in modules})
 
     monkeypatch.setattr(engine_env, "probe_engine", all_installed)
     monkeypatch.setattr(launching, "run_child", stops_after_one_step)
