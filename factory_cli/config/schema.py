@@ -72,6 +72,17 @@ class Section(BaseModel):
 ModelSourceChoice = Literal["auto", "local", "hf", "modelscope", "modelers"]
 
 
+class MoESection(Section):
+    """Mixture-of-experts settings; they apply only when the model is a mixture of experts (registry or config.json)."""
+
+    aux_loss_coef: float | None = Field(
+        None,
+        ge=0.0,
+        description="weight of the router's load-balancing loss; default: the model's own router_aux_loss_coef "
+        "(config.json), else 0.001",
+    )
+
+
 class ModelSection(Section):
     name_or_path: str = Field(
         min_length=1, description="registry name (factory list models), local directory, Hub id, or a .gguf file"
@@ -93,6 +104,7 @@ class ModelSection(Section):
         "download), hf, modelscope or modelers",
     )
     tokenizer: str | None = Field(None, description="tokenizer path when it differs from the model's")
+    moe: MoESection = Field(default_factory=MoESection, description="mixture-of-experts models only")
 
 
 # ---------------------------------------------------------------------------------------------- method
