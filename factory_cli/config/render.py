@@ -28,6 +28,12 @@ DEVICES = ("auto", "cuda", "npu", "cpu")
 BACKEND_METHODS = {"deepspeed": METHODS, "megatron": ("full", "lora"), "verl": ("full", "lora")}
 COMMENT_COLUMN = 44
 STAGE_DATASETS = {"pt": "demo-pt", "sft": "demo-sft-alpaca", "dpo": "demo-dpo", "grpo": "demo-grpo-math"}
+# Backends whose GRPO template suggests gspo for a mixture-of-experts model (backends/common/moe_rl.py says why).
+GSPO_FOR_MOE_BACKENDS = ("verl",)
+GSPO_FOR_MOE_NOTE = (
+    "gspo for this mixture-of-experts model: one importance ratio per sequence; token-level ratios (grpo, dapo, "
+    "dr_grpo) are unstable when routing drifts between rollout and training"
+)
 
 
 @dataclass(frozen=True)
@@ -143,6 +149,21 @@ def align_comments(text: str, column: int = COMMENT_COLUMN) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
+def model_is_moe(model: str | None) -> bool:
+    """Whether the chosen model (a registry name or a local directory with config.json) has experts."""
+    from factory_cli.registry.models import architecture_of
+
+    arch = architecture_of(model) if model else None
+    return arch is not None and arch.num_experts is not None
+
+
+def suggested_grpo_loss(choice: TemplateChoice) -> str | None:
+    """The GRPO loss the template proposes instead of the schema's default, or None."""
+    if choice.stage == "grpo" and choice.backend in GSPO_FOR_MOE_BACKENDS and model_is_moe(choice.model):
+        return "gspo"
+    return None
+
+
 def _stand_in_job(choice: TemplateChoice) -> JobBase:
     """The job the options describe, placeholders replaced by stand-ins, every default resolved."""
     assert choice.backend and choice.stage
@@ -156,6 +177,9 @@ def _stand_in_job(choice: TemplateChoice) -> JobBase:
     }
     if choice.stage == "grpo":
         raw["grpo"] = {"rewards": ["math_answer"]}
+        loss = suggested_grpo_loss(choice)
+        if loss is not None:
+            raw["grpo"]["loss"] = loss
     return resolve_defaults(JOB_MODELS[choice.backend].model_validate(raw))
 
 
@@ -201,6 +225,8 @@ def render_job(choice: TemplateChoice) -> str:
         "dataset_given": choice.dataset is not None,
         "example_dataset": STAGE_DATASETS[choice.stage],
         "placeholder": f'"{PLACEHOLDER}"',
+        "moe": model_is_moe(choice.model),
+        "grpo_loss_note": GSPO_FOR_MOE_NOTE if suggested_grpo_loss(choice) else None,
     }
     template = env.get_template(f"{choice.backend}/{choice.stage}.yaml.j2")
     return align_comments(template.render(**context))

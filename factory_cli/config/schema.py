@@ -399,6 +399,9 @@ class MegatronParallel(LaunchFields):
 class VerlParallel(LaunchFields):
     strategy: Literal["fsdp", "fsdp2", "megatron"] = Field("fsdp2", description="actor training strategy")
     sequence_parallel: int = Field(1, ge=1, description="Ulysses sequence parallel size")
+    tp: int = Field(1, ge=1, description="tensor parallel size (strategy megatron)")
+    pp: int = Field(1, ge=1, description="pipeline parallel size (strategy megatron)")
+    ep: int = Field(1, ge=1, description="expert parallel size (strategy megatron, MoE): experts split over ep devices")
     param_offload: bool = Field(False, description="offload actor parameters to CPU")
     optimizer_offload: bool = Field(False, description="offload optimizer states to CPU")
 
@@ -423,6 +426,11 @@ class RolloutSection(Section):
         None, ge=1, description="samples per actor update (default: all of one step's samples)"
     )
     log_prob_micro_batch_size: int = Field(8, ge=1, description="per-device micro batch for log-prob passes")
+    expert_parallel: bool = Field(False, description="MoE: the rollout engine splits experts over its tp devices")
+    routing_replay: Literal["disabled", "R2", "R3"] = Field(
+        "disabled",
+        description="MoE, strategy megatron: train on the routes of the old-policy pass (R2) or of the rollout (R3)",
+    )
     extra_overrides: list[str] = Field(default_factory=list, description="extra verl hydra overrides, verbatim")
 
 

@@ -4,9 +4,10 @@
 
 One process does every check (verl's import alone takes seconds) and writes a JSON report; the pytest side asserts on
 it. Checked:
-* every hydra override of every plan (examples/verl_*.yaml with variants, every rendered verl template, on cuda and
-  npu) composes against verl's packaged `ppo_trainer` / `sft_trainer_engine` config; GRPO configs pass verl's
-  `validate_config`, SFT configs become verl's engine / optimizer / checkpoint dataclasses;
+* every hydra override of every plan (examples/verl_*.yaml with variants, some on a mixture-of-experts model; every
+  rendered verl template; on cuda and npu) composes against verl's packaged `ppo_trainer` / `sft_trainer_engine`
+  config; GRPO configs pass verl's `validate_config`, SFT configs become verl's engine / optimizer / checkpoint
+  dataclasses;
 * factory's SFT parquet through verl's SFT dataset factory (`data.custom_cls`) and its RL parquet through
   RLHFDataset: the chat template gets each row's messages and tools exactly;
 * the generated compute_score through verl's reward managers `naive` and `dapo` (overlong buffer on): each reward
@@ -27,6 +28,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 DEVICES = ("cuda", "npu")
+MOE = "model.name_or_path={work}/moe-model"
 # Variants of the shipped examples and of one rendered template: every branch of the planner that the jobs alone do
 # not take. {work} is the probe's work folder.
 VARIANTS: dict[str, list[tuple[str, ...]]] = {
@@ -40,6 +42,17 @@ VARIANTS: dict[str, list[tuple[str, ...]]] = {
         ("data.eval_ratio=0.1", "output.save_total_limit=2", "logging.report_to=[tensorboard]"),
         ("output.resume=never", "train.epochs=null", "train.max_steps=16", "train.scheduler=constant"),
         ("parallel.nnodes=2", "rollout.prompts_per_step=64"),
+        # A mixture of experts ({work}/moe-model, moe_model below): FSDP, and verl's megatron engine with EP.
+        (MOE, "grpo.loss=gspo", "rollout.expert_parallel=true", "model.moe.aux_loss_coef=0.001"),
+        (MOE, "parallel.strategy=megatron", "parallel.tp=2", "parallel.ep=4", "model.moe.aux_loss_coef=0.01"),
+        (MOE, "parallel.strategy=megatron", "parallel.pp=2", "parallel.ep=2", "rollout.routing_replay=R2"),
+        (
+            MOE,
+            "parallel.strategy=megatron",
+            "parallel.ep=8",
+            "rollout.routing_replay=R3",
+            "rollout.expert_parallel=true",
+        ),
     ],
     "example verl_sft.yaml": [
         ("data.packing=true", "parallel.sequence_parallel=2", "train.scheduler=constant"),
@@ -50,6 +63,13 @@ VARIANTS: dict[str, list[tuple[str, ...]]] = {
     "template sft full qwen2.5-0.5b-instruct": [
         ("parallel.strategy=megatron",),
         ("parallel.nproc_per_node=2", "train.scheduler=constant"),
+        (
+            MOE,
+            "parallel.strategy=megatron",
+            "parallel.nproc_per_node=2",
+            "parallel.ep=2",
+            "model.moe.aux_loss_coef=0.001",
+        ),
     ],
 }
 TEMPLATE_MODELS = ("qwen2.5-0.5b-instruct", "llama-3.2-1b-instruct", "qwen3-0.6b")
@@ -131,6 +151,7 @@ def all_plans(report: Report, work: Path) -> list[tuple[str, Any]]:
     # Examples and templates plan for each device their job allows; the variants plan for cuda.
     jobs = [(label, path, (), DEVICES) for label, path in bases]
     (work / "checkpoint").mkdir(exist_ok=True)
+    moe_model(work / "moe-model")
     for base, variants in VARIANTS.items():
         path = dict(bases)[base]
         for variant in variants:
@@ -146,6 +167,17 @@ def all_plans(report: Report, work: Path) -> list[tuple[str, Any]]:
             if plan is not None:
                 plans.append((f"{label} [{device}]", plan))
     return plans
+
+
+def moe_model(folder: Path) -> None:
+    """A Qwen3-MoE config.json (8 experts, 2 per token; no weights): what factory's checks read for the MoE variants."""
+    from transformers import Qwen3MoeConfig
+
+    shape = {"hidden_size": 64, "intermediate_size": 128, "moe_intermediate_size": 32, "num_hidden_layers": 4}
+    heads = {"num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16}
+    config = Qwen3MoeConfig(vocab_size=256, num_experts=8, num_experts_per_tok=2, **shape, **heads)
+    config.architectures = ["Qwen3MoeForCausalLM"]
+    config.save_pretrained(folder)
 
 
 # ------------------------------------------------------------------------------------------------ configs

@@ -1,13 +1,16 @@
 """verl-only checks: rollout TP fits the devices, batches split evenly into groups and updates, the data gives
-optimizer steps. No torch."""
+optimizer steps, the megatron engine's TP/PP/EP fit the model and the devices, and the MoE settings (expert parallel,
+routing replay, the loss) fit the model. No torch."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
+from factory_cli.backends.common.moe_rl import token_level_loss_on_moe
 from factory_cli.config.checks import CheckContext, data_scan, divides, error, job_architecture, warning
 from factory_cli.config.errors import Issue
 from factory_cli.config.schema import JobBase, VerlJob
+from factory_cli.registry.models import Architecture
 
 
 def check_verl(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
@@ -22,8 +25,15 @@ def check_verl(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
     arch = job_architecture(job, ctx)
     if arch is not None:
         yield from divides("rollout.tp", "rollout tp", r.tp, arch.num_attention_heads, "attention heads")
+    yield from check_megatron_layout(job, arch)
     if job.stage != "grpo" or job.grpo is None:
         return
+    yield from check_moe_rollout(job, arch)
+    if r.routing_replay == "disabled":
+        replay = "set rollout.routing_replay: R2 or R3 (verl's router replay)"
+        if p.strategy != "megatron":
+            replay = "set parallel.strategy: megatron and rollout.routing_replay: R2 or R3 (verl's router replay)"
+        yield from token_level_loss_on_moe(job.grpo.loss, arch, [replay])
     n = job.grpo.num_generations
     samples = r.prompts_per_step * n
     update = r.update_batch_size or samples
@@ -45,6 +55,86 @@ def check_verl(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
             "rollout.prompts_per_step",
             f"{samples} samples per step do not spread evenly over {world} devices",
             "make prompts_per_step x num_generations a multiple of the device count",
+        )
+
+
+def _dense(arch: Architecture | None) -> bool:
+    """Known to have no experts (a model whose config.json is not here is not judged)."""
+    return arch is not None and arch.num_experts is None
+
+
+def check_megatron_layout(job: VerlJob, arch: Architecture | None) -> Iterator[Issue]:
+    """parallel.tp / pp / ep: for verl's megatron engine only; devices a multiple of TP x PP (verl's validate_config)
+    and of TP x EP x PP (Megatron's expert grid, whose expert TP is the TP); heads, layers and experts split evenly."""
+    p = job.parallel
+    sizes = {"tp": p.tp, "pp": p.pp, "ep": p.ep}
+    if p.strategy != "megatron":
+        for name, size in sizes.items():
+            if size > 1:
+                yield error(
+                    f"parallel.{name}",
+                    f"parallel.{name} {size} is a setting of verl's megatron engine; strategy {p.strategy} shards "
+                    "the model with FSDP",
+                    f"set parallel.strategy: megatron, or remove parallel.{name}",
+                )
+        return
+    world = p.world_size
+    if world % (p.tp * p.pp):
+        yield error(
+            "parallel.tp",
+            f"TP {p.tp} x PP {p.pp} does not divide the {world} devices",
+            "pick TP and PP whose product divides nnodes x nproc_per_node",
+        )
+    elif world % (p.tp * p.ep * p.pp):
+        fits = [e for e in range(1, world + 1) if world % (p.tp * e * p.pp) == 0]
+        yield error(
+            "parallel.ep",
+            f"TP {p.tp} x EP {p.ep} x PP {p.pp} does not divide the {world} devices: Megatron lays the experts out "
+            "on a TP x EP x PP grid (expert tensor parallel = TP) repeated over the rest",
+            f"EP sizes that fit: {fits}",
+        )
+    if arch is None:
+        return
+    yield from divides("parallel.tp", "tensor parallel size", p.tp, arch.num_attention_heads, "attention heads")
+    yield from divides("parallel.pp", "pipeline parallel size", p.pp, arch.num_hidden_layers, "layers")
+    if p.ep > 1 and _dense(arch):
+        yield error(
+            "parallel.ep",
+            f"expert parallel size {p.ep} needs a mixture-of-experts model; {job.model.name_or_path} has no experts",
+            "remove parallel.ep",
+        )
+    elif arch.num_experts is not None:
+        yield from divides("parallel.ep", "expert parallel size", p.ep, arch.num_experts, "experts")
+
+
+def check_moe_rollout(job: VerlJob, arch: Architecture | None) -> Iterator[Issue]:
+    """rollout.expert_parallel and rollout.routing_replay: MoE models only; replay on the megatron engine only."""
+    r, name = job.rollout, job.model.name_or_path
+    if r.expert_parallel and _dense(arch):
+        yield error(
+            "rollout.expert_parallel",
+            f"expert parallel needs a mixture-of-experts model; {name} has no experts",
+            "remove rollout.expert_parallel",
+        )
+    elif r.expert_parallel and r.tp == 1:
+        yield warning(
+            "rollout.expert_parallel",
+            "the rollout splits the experts over its tp devices, and rollout.tp is 1: nothing is split",
+            "set rollout.tp to the devices one rollout engine should span (e.g. 2, 4 or 8)",
+        )
+    if r.routing_replay == "disabled":
+        return
+    if job.parallel.strategy != "megatron":
+        yield error(
+            "rollout.routing_replay",
+            f"routing replay runs on verl's megatron engine; strategy {job.parallel.strategy} does not replay routes",
+            "set parallel.strategy: megatron, or rollout.routing_replay: disabled with grpo.loss: gspo",
+        )
+    elif _dense(arch):
+        yield error(
+            "rollout.routing_replay",
+            f"routing replay needs a mixture-of-experts model; {name} has no experts",
+            "set rollout.routing_replay: disabled",
         )
 
 

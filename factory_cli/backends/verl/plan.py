@@ -334,6 +334,9 @@ def grpo_pairs(
     if p.strategy == "megatron":
         pairs += [(f"{actor}.megatron.param_offload", p.param_offload)]
         pairs += [(f"{actor}.megatron.optimizer_offload", p.optimizer_offload)]
+        pairs += megatron_parallel_pairs(f"{actor}.megatron", job)
+        if rollout.routing_replay != "disabled":
+            pairs.append((f"{actor}.megatron.router_replay.mode", rollout.routing_replay))
     else:
         pairs += [
             (f"{actor}.fsdp_config.param_offload", p.param_offload),
@@ -346,6 +349,7 @@ def grpo_pairs(
     pairs += [
         (f"{roll}.name", rollout.engine),
         (f"{roll}.tensor_model_parallel_size", rollout.tp),
+        *rollout_moe_pairs(roll, job),
         (f"{roll}.gpu_memory_utilization", rollout.gpu_memory_utilization),
         (f"{roll}.n", grpo.num_generations),
         (f"{roll}.temperature", s.temperature),
@@ -374,6 +378,36 @@ def grpo_pairs(
         ]
     pairs += [(f"+ray_kwargs.ray_init.runtime_env.env_vars.{k}", v) for k, v in ray_worker_env(job, paths).items()]
     return pairs + trainer_pairs(job, device, paths, length, sft=False)
+
+
+def megatron_parallel_pairs(prefix: str, job: VerlJob) -> list[tuple[str, Any]]:
+    """verl's megatron engine (McoreEngineConfig): TP, PP, EP (the expert TP stays Megatron's default, the TP), and
+    the router's load-balancing loss. verl builds every MoE model with `moe_router_load_balancing_type: none`
+    (verl/workers/engine/megatron/transformer_impl.py) unless override_transformer_config says otherwise, so
+    model.moe.aux_loss_coef, when set, turns Megatron's aux_loss on with that weight."""
+    p = job.parallel
+    pairs: list[tuple[str, Any]] = [
+        (f"{prefix}.tensor_model_parallel_size", p.tp),
+        (f"{prefix}.pipeline_model_parallel_size", p.pp),
+        (f"{prefix}.expert_model_parallel_size", p.ep),
+    ]
+    coef = job.model.moe.aux_loss_coef
+    if coef is not None:
+        config = f"+{prefix}.override_transformer_config"
+        pairs += [(f"{config}.moe_router_load_balancing_type", "aux_loss"), (f"{config}.moe_aux_loss_coeff", coef)]
+    return pairs
+
+
+def rollout_moe_pairs(roll: str, job: VerlJob) -> list[tuple[str, Any]]:
+    """vLLM / SGLang expert parallel (verl's RolloutConfig wants it equal to the rollout's TP x DP; the plan keeps
+    DP at 1), and the rollout's routes recorded for R3 routing replay."""
+    rollout = job.rollout
+    pairs: list[tuple[str, Any]] = []
+    if rollout.expert_parallel:
+        pairs.append((f"{roll}.expert_parallel_size", rollout.tp))
+    if rollout.routing_replay == "R3":
+        pairs.append((f"{roll}.enable_rollout_routing_replay", True))
+    return pairs
 
 
 def ray_worker_env(job: VerlJob, paths: VerlPaths) -> dict[str, str]:
@@ -426,6 +460,7 @@ def sft_pairs(
     if p.strategy == "megatron":
         pairs += [("engine", "megatron"), ("optim", "megatron")]
         pairs += [("engine.param_offload", p.param_offload), ("engine.optimizer_offload", p.optimizer_offload)]
+        pairs += megatron_parallel_pairs("engine", job)
     else:
         pairs += [
             ("engine", "fsdp"),
@@ -553,6 +588,7 @@ def _notes(job: VerlJob, device: DeviceKind, paths: VerlPaths, length: Length) -
             )
     elif length.total_training_steps is None:
         notes.append("length: verl counts the steps (global batches per epoch x total_epochs) once the data is written")
+    notes += _moe_notes(job)
     if job.stage == "grpo" and not has_eval(job):
         notes.append(f"no eval data: val.parquet holds the first {VAL_ROWS_WITHOUT_EVAL} prompts and is never scored")
     notes += [f"ignored: {text}" for text in _ignored(job)]
@@ -590,8 +626,39 @@ def _grpo_notes(job: VerlJob, paths: VerlPaths, length: Length) -> list[str]:
     return notes
 
 
+def _moe_notes(job: VerlJob) -> list[str]:
+    p, rollout = job.parallel, job.rollout
+    notes = []
+    if p.strategy == "megatron":
+        layout = f"TP {p.tp} x PP {p.pp} on {p.world_size} devices, experts split over EP {p.ep}"
+        router = (
+            f"router load-balancing loss on (aux_loss, weight {num(job.model.moe.aux_loss_coef)})"
+            if job.model.moe.aux_loss_coef is not None
+            else "router load-balancing loss off (verl's default for its megatron engine; model.moe.aux_loss_coef "
+            "turns it on)"
+        )
+        notes.append(f"megatron engine: {layout}; {router}")
+    if job.stage != "grpo":
+        return notes
+    if rollout.expert_parallel:
+        notes.append(f"rollout: {rollout.engine} splits the experts over its {rollout.tp} tp devices (expert parallel)")
+    if rollout.routing_replay == "R2":
+        notes.append("routing replay R2: the update replays the routes the old-policy log-prob pass recorded")
+    elif rollout.routing_replay == "R3":
+        notes.append(
+            f"routing replay R3: {rollout.engine} records each sample's routes and the update replays them (verl "
+            "needs vLLM >= 0.22 or an SGLang that returns routed experts)"
+        )
+    return notes
+
+
 def _ignored(job: VerlJob) -> list[str]:
     ignored = []
+    if job.model.moe.aux_loss_coef is not None and job.parallel.strategy != "megatron":
+        ignored.append(
+            "model.moe.aux_loss_coef: verl's FSDP actor computes its loss from the logits only and has no router "
+            "load-balancing term (parallel.strategy megatron takes it)"
+        )
     grpo = job.grpo
     if grpo is not None and grpo.sampling.repetition_penalty != 1.0:
         ignored.append("grpo.sampling.repetition_penalty: verl's rollout config has no repetition penalty")
