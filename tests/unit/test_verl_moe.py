@@ -241,3 +241,18 @@ def test_factory_config_keeps_grpo_for_a_dense_model() -> None:
     values = yaml.safe_load(rendered("qwen2.5-0.5b-instruct"))
     assert values["grpo"]["loss"] == "grpo" and values["grpo"]["epsilon"] == 0.2
     assert "expert_parallel" not in values["rollout"] and "routing_replay" not in values["rollout"]
+
+
+def test_a_registry_moe_entry_gets_gspo_and_the_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Registry entries are read through the same architecture (registry/models.py architecture_of)."""
+    from factory_cli.registry import models
+
+    dense = models.find_model("qwen2.5-0.5b-instruct")
+    assert dense is not None
+    arch = dense.architecture.model_copy(update={"num_experts": 8})
+    entry = dense.model_copy(update={"name": "moe-entry", "hf_id": "org/moe-entry", "architecture": arch})
+    registry = {**models.load_model_registry(), "moe-entry": entry}
+    monkeypatch.setattr(models, "_load_default", lambda: registry)
+    assert yaml.safe_load(rendered("moe-entry"))["grpo"]["loss"] == "gspo"
+    (issue,) = at(issues_of("verl_grpo.yaml", "model.name_or_path=moe-entry"), "grpo.loss")
+    assert "8 experts" in issue.message
