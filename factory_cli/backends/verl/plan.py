@@ -11,6 +11,8 @@ Every override key was checked against verl v0.9.0 (2026-08-14): `verl/trainer/c
   submodule `recipe/` of a verl checkout) and is not installed by pip, so main_ppo is used for every loss;
 * SFT is `verl.trainer.sft_trainer` (`fsdp_sft_trainer` and `model.partial_pretrain` are gone):
   `model.path`, `engine.*`, `optim.*`, `data.messages_key`.
+Mixture of experts (verl 0.9.1): the megatron engine's `expert_model_parallel_size` and `router_replay.mode`
+(McoreEngineConfig), the rollout's `expert_parallel_size` and `enable_rollout_routing_replay` (RolloutConfig).
 The run step writes parquet (data.py) to <run_dir>/data and links the HF checkpoint at <run_dir>/hf_model.
 """
 
@@ -382,8 +384,8 @@ def grpo_pairs(
 
 def megatron_parallel_pairs(prefix: str, job: VerlJob) -> list[tuple[str, Any]]:
     """verl's megatron engine (McoreEngineConfig): TP, PP, EP (the expert TP stays Megatron's default, the TP), and
-    the router's load-balancing loss. verl builds every MoE model with `moe_router_load_balancing_type: none`
-    (verl/workers/engine/megatron/transformer_impl.py) unless override_transformer_config says otherwise, so
+    the router's load-balancing loss. verl's megatron engine builds every MoE model with
+    `moe_router_load_balancing_type: none` unless override_transformer_config says otherwise, so
     model.moe.aux_loss_coef, when set, turns Megatron's aux_loss on with that weight."""
     p = job.parallel
     pairs: list[tuple[str, Any]] = [
@@ -630,14 +632,14 @@ def _moe_notes(job: VerlJob) -> list[str]:
     p, rollout = job.parallel, job.rollout
     notes = []
     if p.strategy == "megatron":
-        layout = f"TP {p.tp} x PP {p.pp} on {p.world_size} devices, experts split over EP {p.ep}"
+        experts = f", experts split over EP {p.ep}" if p.ep > 1 else ""
+        layout = f"TP {p.tp} x PP {p.pp} on {p.world_size} devices{experts}"
         router = (
             f"router load-balancing loss on (aux_loss, weight {num(job.model.moe.aux_loss_coef)})"
             if job.model.moe.aux_loss_coef is not None
-            else "router load-balancing loss off (verl's default for its megatron engine; model.moe.aux_loss_coef "
-            "turns it on)"
+            else "router load-balancing loss off (verl's default; model.moe.aux_loss_coef turns it on)"
         )
-        notes.append(f"megatron engine: {layout}; {router}")
+        notes.append(f"megatron engine: {layout}; for a mixture of experts, {router}")
     if job.stage != "grpo":
         return notes
     if rollout.expert_parallel:
