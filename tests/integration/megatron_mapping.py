@@ -40,6 +40,7 @@ VALUE_FLAGS = {
     "--moe-shared-expert-intermediate-size": int,
     "--moe-layer-freq": str,
     "--moe-router-load-balancing-type": str,
+    "--moe-router-dtype": str,
     "--moe-aux-loss-coeff": float,
     "--moe-token-dispatcher-type": str,
 }
@@ -102,6 +103,7 @@ def moe_config(a: argparse.Namespace) -> dict[str, Any]:
         "moe_layer_freq": freq,
         "moe_router_pre_softmax": a.moe_router_pre_softmax,
         "moe_router_load_balancing_type": a.moe_router_load_balancing_type,
+        "moe_router_dtype": a.moe_router_dtype,
         "moe_aux_loss_coeff": a.moe_aux_loss_coeff,
         "moe_token_dispatcher_type": "allgather"
         if a.moe_token_dispatcher_type == "alltoall" and not torch.cuda.is_available()

@@ -153,6 +153,9 @@ def planned_flags(model_dir: Path, run_dir: Path) -> list[str]:
             "parallel.pp=1",
             "parallel.sequence_parallel=false",
             f"data.max_length={SEQ}",
+            # Only the architecture flags are read: no conversion step (Megatron Bridge has no Qwen2-MoE bridge).
+            f"megatron.load={run_dir / 'megatron'}",
+            "megatron.save_hf=false",
         ),
     )
     return architecture_flags(get_backend("megatron").plan(job, "cuda").engine_config["train_args"])

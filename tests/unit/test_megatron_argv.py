@@ -48,12 +48,14 @@ VARIANTS: list[tuple[str, ...]] = [
 # shared expert without renormalization, Mixtral's expert width, EP with TP and sequence parallel, a layer pattern
 # of dense and MoE layers from a local config.json), on an 8-device node.
 MOE_ON_8 = ("parallel.nproc_per_node=8", "parallel.tp=1", "parallel.sequence_parallel=false")
+FROM_MEGATRON = ("megatron.load=/checkpoints/qwen2-moe", "megatron.save_hf=false")
 MOE_VARIANTS: list[tuple[str, ...]] = [
     ("model.name_or_path=qwen3-30b-a3b", *MOE_ON_8, "parallel.ep=8"),
     ("model.name_or_path=qwen3-30b-a3b", "parallel.nproc_per_node=8", "parallel.tp=2",
      "parallel.sequence_parallel=true", "parallel.ep=4", "model.moe.aux_loss_coef=0.01"),
-    ("model.name_or_path=qwen1.5-moe-a2.7b-chat", *MOE_ON_8, "parallel.ep=4"),
-    ("model.name_or_path=qwen2-57b-a14b-instruct", *MOE_ON_8, "parallel.ep=8", "parallel.pp=2"),
+    # Megatron Bridge has no Qwen2-MoE converter: on CUDA these start from a Megatron checkpoint.
+    ("model.name_or_path=qwen1.5-moe-a2.7b-chat", *MOE_ON_8, "parallel.ep=4", *FROM_MEGATRON),
+    ("model.name_or_path=qwen2-57b-a14b-instruct", *MOE_ON_8, "parallel.ep=8", "parallel.pp=2", *FROM_MEGATRON),
     ("model.name_or_path=mixtral-8x7b-instruct", *MOE_ON_8, "parallel.ep=2", "parallel.pp=2"),
 ]  # fmt: skip
 
@@ -75,7 +77,7 @@ def sparse_moe_variant(tmp_path: Path) -> tuple[str, ...]:
 
 MOE_FLAGS = (
     "--num-experts", "--moe-router-topk", "--moe-ffn-hidden-size", "--moe-shared-expert-intermediate-size",
-    "--moe-router-pre-softmax", "--moe-router-load-balancing-type", "--moe-aux-loss-coeff",
+    "--moe-router-pre-softmax", "--moe-router-dtype", "--moe-router-load-balancing-type", "--moe-aux-loss-coeff",
     "--moe-token-dispatcher-type", "--moe-grouped-gemm", "--expert-model-parallel-size", "--moe-layer-freq",
 )  # fmt: skip
 

@@ -19,7 +19,7 @@ from factory_cli.backends.megatron.args import (
     moe_args,
     moe_layer_pattern,
 )
-from factory_cli.config.errors import JobError
+from factory_cli.config.errors import JobError, UsageError
 from factory_cli.config.validate import load_and_validate
 from tests.unit.test_megatron_plan import arch, job_of, plan_of, unwrap, value_of
 from tests.unit.test_render import _render
@@ -39,6 +39,7 @@ def test_qwen3_moe_argv_on_megatron_lm() -> None:
     assert value_of(args, "--moe-ffn-hidden-size") == "768"
     assert value_of(args, "--ffn-hidden-size") == "6144"
     assert value_of(args, "--moe-router-load-balancing-type") == "aux_loss"
+    assert value_of(args, "--moe-router-dtype") == "fp32"
     assert value_of(args, "--moe-aux-loss-coeff") == "0.001"  # the model's router_aux_loss_coef
     assert value_of(args, "--moe-token-dispatcher-type") == "alltoall"
     assert value_of(args, "--expert-model-parallel-size") == "8"
@@ -88,7 +89,7 @@ def test_mixtral_expert_width_and_no_mindspeed_converter() -> None:
     assert "--moe-router-pre-softmax" not in args  # Mixtral renormalizes its top-2
     cuda = plan_of("megatron_sft.yaml", "cuda", ("model.name_or_path=mixtral-8x7b-instruct", *ON_8))
     assert value_of(cuda.engine_config["train_args"], "--num-experts") == "8"
-    with pytest.raises(Exception, match="no --model-type-hf for `mixtral`"):
+    with pytest.raises(UsageError, match="no --model-type-hf for `mixtral`"):
         plan_of("megatron_sft.yaml", "npu", ("model.name_or_path=mixtral-8x7b-instruct", *ON_8))
 
 
@@ -100,6 +101,14 @@ def test_dense_first_layers_become_a_layer_pattern() -> None:
     assert pattern is not None and eval(pattern) == [int(x) for x in sparse.moe_layers]
     assert value_of(moe_args(deepseek_like, MEGATRON_LM, None), "--moe-layer-freq") == "([0]*3+[1]*45)"
     assert moe_layer_pattern(arch("qwen3-30b-a3b")) is None
+
+
+def test_qwen2_moe_on_cuda_needs_a_megatron_checkpoint() -> None:
+    with pytest.raises(UsageError, match=r"Megatron Bridge.*no converter for `qwen2_moe`"):
+        plan_of("megatron_sft.yaml", "cuda", ("model.name_or_path=qwen2-57b-a14b-instruct", *ON_8))
+    given = ("megatron.load=/checkpoints/qwen2-57b", "megatron.save_hf=false")
+    plan = plan_of("megatron_sft.yaml", "cuda", ("model.name_or_path=qwen2-57b-a14b-instruct", *ON_8, *given))
+    assert [step.name for step in plan.steps] == ["train"]
 
 
 def test_deepseek_v3_is_refused_with_the_reason() -> None:

@@ -166,6 +166,8 @@ def moe_args(arch: Architecture, engine: str, job_coef: float | None) -> list[st
     else:
         args.append("--moe-router-pre-softmax")
     args += [
+        # The router in fp32, as transformers takes its softmax in float32 (and as Megatron advises for MoE).
+        "--moe-router-dtype", "fp32",
         "--moe-router-load-balancing-type", "aux_loss",
         "--moe-aux-loss-coeff", num(aux_loss_coef(arch, job_coef)),
         "--moe-token-dispatcher-type", TOKEN_DISPATCHERS[engine],

@@ -66,6 +66,9 @@ MINDSPEED_MODEL_TYPES = {
     "qwen2_moe": "qwen2-moe",
     "qwen3_moe": "qwen3-moe",
 }
+# HF model types Megatron Bridge converts (its models/ bridges: llama, mistral, qwen2, qwen3, qwen3_moe, mixtral);
+# it has no Qwen2-MoE bridge.
+BRIDGE_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3", "qwen3_moe", "mixtral"})
 # Our chat template names -> MindSpeed-LLM --prompt-type (configs/finetune/templates.json).
 PROMPT_TYPES = {"chatml": "chatml", "qwen3": "qwen3", "llama3": "llama3", "mistral": "mistral", "glm4": "glm4"}
 # Qwen2.5 chats in ChatML; MindSpeed-LLM's Qwen2.5 scripts use its `qwen` template (ChatML + Qwen's system).
@@ -540,6 +543,13 @@ def plan_megatron(
         raise UsageError(
             f"MindSpeed-LLM's convert_ckpt_v2.py has no --model-type-hf for `{arch.model_type}`",
             "convert the checkpoint yourself, give it as megatron.load and set megatron.save_hf: false",
+        )
+    converts = job.megatron.load is None or job.megatron.save_hf
+    if engine == MEGATRON_LM and converts and arch.model_type not in BRIDGE_MODEL_TYPES:
+        raise UsageError(
+            f"Megatron Bridge, which converts HF checkpoints for Megatron-LM, has no converter for `{arch.model_type}`",
+            "convert the checkpoint yourself, give it as megatron.load and set megatron.save_hf: false "
+            "(MindSpeed-LLM on Ascend converts it)",
         )
     prompt = prompt_type(model, job.model.template) if engine == MINDSPEED_LLM and job.stage != "pt" else None
     iters = train_iters(job.train, train_samples)
