@@ -75,9 +75,14 @@ def test_qwen3_moe_argv_on_mindspeed_llm_and_its_conversion() -> None:
 
 
 def test_qwen2_moe_shared_expert_gate_and_no_renormalization() -> None:
-    for engine, gate in ((MEGATRON_LM, "--moe-shared-expert-gate"), (MINDSPEED_LLM, "--shared-expert-gate")):
-        args = moe_args(arch("qwen2-57b-a14b"), engine, None)
-        assert value_of(args, "--moe-shared-expert-intermediate-size") == "20480" and gate in args
+    megatron_lm = moe_args(arch("qwen2-57b-a14b"), MEGATRON_LM, None)
+    assert value_of(megatron_lm, "--moe-shared-expert-intermediate-size") == "20480"
+    assert "--moe-shared-expert-gate" in megatron_lm
+    # MindSpeed-LLM counts the shared expert in expert widths: 20480 = 8 x 2560.
+    mindspeed = moe_args(arch("qwen2-57b-a14b"), MINDSPEED_LLM, None)
+    assert value_of(mindspeed, "--n-shared-experts") == "8" and "--shared-expert-gate" in mindspeed
+    assert value_of(moe_args(arch("qwen1.5-moe-a2.7b"), MINDSPEED_LLM, None), "--n-shared-experts") == "4"
+    for args in (megatron_lm, mindspeed):
         assert "--moe-router-pre-softmax" in args and "--norm-topk-prob" not in args
         assert value_of(args, "--num-experts") == "64" and value_of(args, "--moe-ffn-hidden-size") == "2560"
     assert "--add-qkv-bias" in architecture_args(arch("qwen2-57b-a14b"), 4096)

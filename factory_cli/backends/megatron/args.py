@@ -139,7 +139,10 @@ def moe_args(arch: Architecture, engine: str, job_coef: float | None) -> list[st
     The router matches transformers': a softmax over every expert, the top k kept, renormalized to sum to 1 when
     the model does (Megatron's default: top k of the logits, then a softmax over them, which is the same) or kept
     as they are (--moe-router-pre-softmax: softmax first, no renormalization; Qwen2-MoE's norm_topk_prob false).
-    Dropless (no capacity factor), as transformers routes every token.
+    MindSpeed-LLM's Qwen2-MoE scripts name that routing `--moe-router-load-balancing-type softmax_topk`, a choice
+    26.1.0's parser does not list (tests/unit/megatron_flags/mindspeed_llm_26.1.0.json); megatron-core's
+    --moe-router-pre-softmax with aux_loss is used there too. Dropless (no capacity factor), as transformers routes
+    every token.
     """
     if arch.num_experts is None:
         return []
@@ -153,7 +156,13 @@ def moe_args(arch: Architecture, engine: str, job_coef: float | None) -> list[st
         # MindSpeed-LLM's own MoE layers read --moe-intermediate-size (its qwen3_moe scripts pass both).
         args += ["--moe-intermediate-size", str(arch.expert_intermediate_size)]
     shared = arch.shared_expert_size
-    if shared is not None:
+    if shared is not None and engine == MINDSPEED_LLM and shared % arch.expert_intermediate_size == 0:
+        # MindSpeed-LLM counts shared experts in expert widths (examples/mcore/qwen2_moe scripts: Qwen2-57B-A14B's
+        # 20480-wide shared expert is --n-shared-experts 8 of 2560) and gates them with its --shared-expert-gate.
+        args += ["--n-shared-experts", str(shared // arch.expert_intermediate_size)]
+        if arch.model_type in SHARED_EXPERT_GATE_TYPES:
+            args.append("--shared-expert-gate")
+    elif shared is not None:
         args += ["--moe-shared-expert-intermediate-size", str(shared)]
         if arch.model_type in SHARED_EXPERT_GATE_TYPES:
             args.append("--shared-expert-gate" if engine == MINDSPEED_LLM else "--moe-shared-expert-gate")
