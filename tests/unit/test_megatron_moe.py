@@ -119,6 +119,11 @@ def test_qwen2_moe_on_cuda_needs_a_megatron_checkpoint() -> None:
 def test_deepseek_v3_is_refused_with_the_reason() -> None:
     with pytest.raises(ValueError, match="multi-head latent attention"):
         architecture_args(arch("deepseek-v3"), 4096)
+    # ... by factory check already, at the model's line.
+    issues = _issues(("model.name_or_path=deepseek-v3", *ON_8))
+    assert [(path, "multi-head latent attention" in message) for path, message, _ in issues] == [
+        ("model.name_or_path", True)
+    ]
 
 
 def test_moe_notes_carry_the_ep_memory_arithmetic() -> None:
@@ -130,6 +135,7 @@ def test_moe_notes_carry_the_ep_memory_arithmetic() -> None:
 
 
 def _issues(overrides: tuple[str, ...]) -> list[tuple[str, str, str | None]]:
+    """What factory check answers for the SFT example on Qwen3-30B-A3B (or the model the overrides name)."""
     from tests.unit.plan_helpers import EXAMPLES
 
     try:

@@ -61,6 +61,16 @@ def check_megatron(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
     arch = job_architecture(job, ctx)
     if arch is None:
         return
+    from factory_cli.backends.megatron.args import SUPPORTED_MODEL_TYPES, UNPLANNED_MODEL_TYPES
+
+    if arch.model_type not in SUPPORTED_MODEL_TYPES:
+        reason = UNPLANNED_MODEL_TYPES.get(arch.model_type, "its layout is not described by the planned flags")
+        yield error(
+            "model.name_or_path",
+            f"the megatron backend does not plan model_type `{arch.model_type}`: {reason}",
+            f"use backend: deepspeed, or a model of type {', '.join(SUPPORTED_MODEL_TYPES)}",
+        )
+        return
     yield from divides("parallel.tp", "tp", p.tp, arch.num_attention_heads, "attention heads")
     yield from divides("parallel.tp", "tp", p.tp, arch.num_key_value_heads, "kv heads")
     if p.tp > 1 and arch.vocab_size % p.tp:
