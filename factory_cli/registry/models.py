@@ -386,6 +386,8 @@ def _moe_fields(config: dict[str, Any]) -> dict[str, Any]:
         return fields
     fields["num_experts"] = experts
     fields.update({key: config[key] for key in _MOE_KEYS if config.get(key) is not None})
+    if "num_experts_per_tok" not in fields and config.get("experts_per_token") is not None:
+        fields["num_experts_per_tok"] = config["experts_per_token"]  # gpt-oss's name
     if config.get("mlp_only_layers"):
         fields["mlp_only_layers"] = tuple(config["mlp_only_layers"])
     if fields.get("n_shared_experts") == 0:

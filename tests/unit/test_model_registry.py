@@ -692,3 +692,32 @@ def test_factory_list_models_shows_total_and_active_parameters() -> None:
     assert rows["mixtral-8x7b-instruct"][3:6] == ["46.7B", "12.9B", "2/8"]
     assert rows["qwen3-8b"][3:6] == ["8.19B", "8.19B", "-"]
     assert rows["smollm2-135m"][3:6] == ["135M", "135M", "-"]
+
+
+def test_read_local_moe_architecture_from_transformers_configs(tmp_path: Path) -> None:
+    """The config.json transformers itself writes for tiny Qwen3-MoE / Mixtral / DeepSeek-V3 models reads as MoE."""
+    import transformers
+
+    tiny = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4,
+            "num_key_value_heads": 2, "vocab_size": 320}  # fmt: skip
+    configs = {
+        "qwen3": transformers.Qwen3MoeConfig(**tiny, num_experts=8, num_experts_per_tok=2, moe_intermediate_size=32,
+                                             mlp_only_layers=[0]),
+        "mixtral": transformers.MixtralConfig(**tiny, num_local_experts=4, num_experts_per_tok=2),
+        "deepseek": transformers.DeepseekV3Config(**tiny, n_routed_experts=8, num_experts_per_tok=2,
+                                                  moe_intermediate_size=32, first_k_dense_replace=1, n_group=2,
+                                                  topk_group=1, q_lora_rank=32, kv_lora_rank=16),
+    }  # fmt: skip
+    for name, config in configs.items():
+        config.save_pretrained(tmp_path / name)
+        arch = read_local_architecture(tmp_path / name)
+        assert arch is not None and arch.is_moe, name
+        assert count_parameters(arch).active < count_parameters(arch).total, name
+    qwen = read_local_architecture(tmp_path / "qwen3")
+    assert qwen is not None and qwen.moe_layers == (False, True, True, True)
+    deepseek = read_local_architecture(tmp_path / "deepseek")
+    assert deepseek is not None and deepseek.is_mla and deepseek.moe_layers == (False, True, True, True)
+    assert deepseek.shared_expert_size == 32 and deepseek.n_group == 2  # n_shared_experts 1 x 32
+    gpt_oss = {**QWEN25_7B_INSTRUCT_CONFIG, "model_type": "gpt_oss", "num_local_experts": 32, "experts_per_token": 4}
+    arch = read_local_architecture(_write_config(tmp_path / "gpt-oss", gpt_oss))
+    assert arch is not None and (arch.num_experts, arch.num_experts_per_tok) == (32, 4)
