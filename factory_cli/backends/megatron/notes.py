@@ -149,8 +149,9 @@ def moe_notes(job: MegatronJob, arch: Architecture) -> list[str]:
         f"EP {p.ep}: {arch.num_experts} / {p.ep} = {arch.num_experts // p.ep} experts per rank; routed-expert weights "
         f"{count.experts / 1e9:.3g}B / (EP {p.ep} x TP {p.tp} x PP {p.pp}) = {experts_per_rank / 1e9:.3g}B per rank "
         f"({experts_per_rank * 2 / 1e9:.3g} GB in bf16), the other {dense / 1e9:.3g}B / (TP {p.tp} x PP {p.pp}) = "
-        f"{dense_per_rank / 1e9:.3g}B; with the distributed optimizer, gradients (4 bytes) and Adam state (12 bytes) "
-        "of the expert weights shard over world / (EP x TP x PP) ranks",
+        f"{dense_per_rank / 1e9:.3g}B; each rank also holds fp32 gradients (4 bytes a weight), and the distributed "
+        "optimizer shards the Adam state (12 bytes a weight) of the expert weights over world / (EP x TP x PP) "
+        "ranks, of the others over DP",
         f"router load-balancing loss: aux_loss, coefficient {coef:g} ({source}); Megatron adds it per MoE layer, "
         "transformers once over all layers' router logits",
     ]
