@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import importlib.util
+from typing import TYPE_CHECKING
 
 from factory_cli.config.errors import UsageError
 from factory_cli.config.pydantic_issues import did_you_mean
 from factory_cli.config.schema import SUPPORTED_STAGES
 from factory_cli.ui import print_table
+
+if TYPE_CHECKING:
+    from factory_cli.registry.models import Architecture
 
 STAGE_DESCRIPTIONS = {
     "pt": "continued pre-training on raw text (causal LM, packed)",
@@ -74,12 +78,25 @@ def _models() -> None:
             spec.name,
             spec.hf_id + (" (GGUF, pip " + spec.gguf.pip + ")" if spec.gguf else ""),
             spec.kind,
-            f"{spec.params_b:g}B",
+            *parameter_columns(spec.architecture),
             spec.template,
         )
         for spec in load_model_registry().values()
     ]
-    print_table("models (model_registry/)", ["name", "source", "kind", "params", "template"], rows)
+    print_table("models (model_registry/)", ["name", "source", "kind", "params", "active", "experts", "template"], rows)
+
+
+def parameter_columns(arch: Architecture) -> tuple[str, str, str]:
+    """Total and active parameters (computed from the architecture) and, for MoE, `experts/top-k`."""
+    from factory_cli.registry.parameters import count_parameters
+
+    count = count_parameters(arch)
+    experts = f"{arch.num_experts_per_tok}/{arch.num_experts}" if arch.is_moe else "-"
+    return _billions(count.total), _billions(count.active), experts
+
+
+def _billions(n: int) -> str:
+    return f"{n / 1e9:.3g}B" if n >= 1e9 else f"{n / 1e6:.3g}M"
 
 
 def _datasets() -> None:

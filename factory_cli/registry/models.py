@@ -11,7 +11,7 @@ import functools
 import importlib.util
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -19,6 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from factory_cli.config.errors import UsageError
 from factory_cli.config.load import load_data_yaml
 from factory_cli.paths import resource_dir
+
+if TYPE_CHECKING:
+    from factory_cli.registry.parameters import ParameterCount
 
 ModelKind = Literal["base", "instruct", "reasoning"]
 
@@ -49,8 +52,59 @@ class Architecture(BaseModel):
     tie_word_embeddings: bool
     head_dim: int | None = Field(default=None, gt=0)
     rms_norm_eps: float | None = Field(default=None, gt=0)
-    num_experts: int | None = Field(default=None, gt=0)
     rope_scaling_type: str | None = None
+    # Mixture of experts. num_experts is the routed experts (Mixtral: num_local_experts, DeepSeek:
+    # n_routed_experts); it is set exactly for MoE models. moe_intermediate_size is one expert's FFN width
+    # (Mixtral has none: its experts are intermediate_size wide, see expert_intermediate_size).
+    num_experts: int | None = Field(default=None, gt=0)
+    num_experts_per_tok: int | None = Field(default=None, gt=0)
+    moe_intermediate_size: int | None = Field(default=None, gt=0)
+    # Shared experts: Qwen2-MoE one gated shared expert of this width; DeepSeek n_shared_experts experts
+    # of moe_intermediate_size each.
+    shared_expert_intermediate_size: int | None = Field(default=None, gt=0)
+    n_shared_experts: int | None = Field(default=None, gt=0)
+    # Which layers are MoE: Qwen2/3-MoE every decoder_sparse_step-th layer not in mlp_only_layers,
+    # DeepSeek every layer from first_k_dense_replace on (moe_intermediate_layers).
+    decoder_sparse_step: int | None = Field(default=None, gt=0)
+    mlp_only_layers: tuple[int, ...] = ()
+    first_k_dense_replace: int | None = Field(default=None, ge=0)
+    # Router: renormalize the top-k weights; load-balancing loss weight; DeepSeek's sigmoid scores with
+    # grouped top-k and a scaling factor.
+    norm_topk_prob: bool | None = None
+    router_aux_loss_coef: float | None = Field(default=None, ge=0)
+    scoring_func: Literal["softmax", "sigmoid"] | None = None
+    routed_scaling_factor: float | None = Field(default=None, gt=0)
+    n_group: int | None = Field(default=None, gt=0)
+    topk_group: int | None = Field(default=None, gt=0)
+    # Multi-head latent attention (DeepSeek-V2/V3): low-rank q and kv projections.
+    q_lora_rank: int | None = Field(default=None, gt=0)
+    kv_lora_rank: int | None = Field(default=None, gt=0)
+    qk_nope_head_dim: int | None = Field(default=None, gt=0)
+    qk_rope_head_dim: int | None = Field(default=None, gt=0)
+    v_head_dim: int | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _moe_complete(self) -> Architecture:
+        moe_only = {
+            "num_experts_per_tok": self.num_experts_per_tok,
+            "moe_intermediate_size": self.moe_intermediate_size,
+            "shared_expert_intermediate_size": self.shared_expert_intermediate_size,
+            "n_shared_experts": self.n_shared_experts,
+        }
+        if self.num_experts is None:
+            given = [name for name, value in moe_only.items() if value is not None]
+            if given:
+                raise ValueError(f"{', '.join(given)} given without num_experts")
+            return self
+        if self.num_experts_per_tok is None:
+            raise ValueError("a mixture-of-experts model needs num_experts_per_tok")
+        if self.num_experts_per_tok > self.num_experts:
+            raise ValueError(
+                f"num_experts_per_tok ({self.num_experts_per_tok}) exceeds num_experts ({self.num_experts})"
+            )
+        if not any(self.moe_layers):
+            raise ValueError("no layer is a mixture-of-experts layer")
+        return self
 
     @model_validator(mode="after")
     def _heads_divide(self) -> Architecture:
@@ -70,6 +124,56 @@ class Architecture(BaseModel):
     def effective_head_dim(self) -> int:
         """Per-head width: the explicit head_dim, else hidden_size // num_attention_heads."""
         return self.head_dim if self.head_dim is not None else self.hidden_size // self.num_attention_heads
+
+    @property
+    def is_moe(self) -> bool:
+        """A mixture of experts (routed experts in some layers)."""
+        return self.num_experts is not None
+
+    @property
+    def renormalizes_top_k(self) -> bool:
+        """Whether the chosen experts' weights are rescaled to sum to 1: norm_topk_prob, which Mixtral's config
+        lacks because its router always does (transformers' MixtralTopKRouter)."""
+        return self.norm_topk_prob if self.norm_topk_prob is not None else self.model_type == "mixtral"
+
+    @property
+    def is_mla(self) -> bool:
+        """Multi-head latent attention (DeepSeek-V2/V3)."""
+        return self.kv_lora_rank is not None
+
+    @property
+    def expert_intermediate_size(self) -> int | None:
+        """One routed expert's FFN width: moe_intermediate_size, else (Mixtral) intermediate_size."""
+        if self.num_experts is None:
+            return None
+        return self.moe_intermediate_size or self.intermediate_size
+
+    @property
+    def shared_expert_size(self) -> int | None:
+        """The shared experts' total FFN width (Qwen2-MoE's one, DeepSeek's n x expert width); None without."""
+        if self.shared_expert_intermediate_size is not None:
+            return self.shared_expert_intermediate_size
+        if self.n_shared_experts is not None and self.moe_intermediate_size is not None:
+            return self.n_shared_experts * self.moe_intermediate_size
+        return None
+
+    @property
+    def parameter_count(self) -> ParameterCount:
+        """Total, active and routed-expert parameters (registry/parameters.py)."""
+        from factory_cli.registry.parameters import count_parameters
+
+        return count_parameters(self)
+
+    @property
+    def moe_layers(self) -> tuple[bool, ...]:
+        """Per layer: True where the MLP is the mixture of experts (as transformers builds the model)."""
+        if self.num_experts is None:
+            return tuple(False for _ in range(self.num_hidden_layers))
+        step = self.decoder_sparse_step or 1
+        first = self.first_k_dense_replace or 0
+        return tuple(
+            i >= first and (i + 1) % step == 0 and i not in self.mlp_only_layers for i in range(self.num_hidden_layers)
+        )
 
 
 class GgufSource(BaseModel):
@@ -244,8 +348,8 @@ def _architecture_from_config(raw: dict[str, Any]) -> Architecture | None:
         "tie_word_embeddings": bool(config.get("tie_word_embeddings", False)),
         "head_dim": _first(config, "head_dim"),
         "rms_norm_eps": _first(config, "rms_norm_eps"),
-        "num_experts": _first(config, "num_experts", "num_local_experts", "n_routed_experts"),
         "rope_scaling_type": scaling_type if scaling_type not in (None, "default") else None,
+        **_moe_fields(config),
     }
     required = ("model_type", "num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads")
     if any(fields[key] is None for key in (*required, "vocab_size", "max_position_embeddings")):
@@ -254,6 +358,43 @@ def _architecture_from_config(raw: dict[str, Any]) -> Architecture | None:
         return Architecture.model_validate(fields)
     except ValidationError:
         return None
+
+
+# config.json keys copied as they are when the model is a mixture of experts (or uses MLA).
+_MOE_KEYS = (
+    "num_experts_per_tok",
+    "moe_intermediate_size",
+    "shared_expert_intermediate_size",
+    "n_shared_experts",
+    "decoder_sparse_step",
+    "first_k_dense_replace",
+    "norm_topk_prob",
+    "router_aux_loss_coef",
+    "scoring_func",
+    "routed_scaling_factor",
+    "n_group",
+    "topk_group",
+)
+_MLA_KEYS = ("q_lora_rank", "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim")
+
+
+def _moe_fields(config: dict[str, Any]) -> dict[str, Any]:
+    """The MoE and MLA fields of a config.json; none for a dense model (whose config may still carry defaults)."""
+    fields: dict[str, Any] = {key: config[key] for key in _MLA_KEYS if config.get(key) is not None}
+    experts = _first(config, "num_experts", "num_local_experts", "n_routed_experts")
+    if not experts:  # Qwen2-MoE-style configs of dense models say num_experts 0
+        return fields
+    fields["num_experts"] = experts
+    fields.update({key: config[key] for key in _MOE_KEYS if config.get(key) is not None})
+    if "num_experts_per_tok" not in fields and config.get("experts_per_token") is not None:
+        fields["num_experts_per_tok"] = config["experts_per_token"]  # gpt-oss's name
+    if config.get("mlp_only_layers"):
+        fields["mlp_only_layers"] = tuple(config["mlp_only_layers"])
+    if fields.get("n_shared_experts") == 0:
+        del fields["n_shared_experts"]
+    if fields.get("shared_expert_intermediate_size") == 0:
+        del fields["shared_expert_intermediate_size"]
+    return fields
 
 
 def read_local_architecture(directory: Path) -> Architecture | None:

@@ -33,6 +33,16 @@ VALUE_FLAGS = {
     "--padded-vocab-size": int,
     "--attention-dropout": float,
     "--hidden-dropout": float,
+    # Mixture of experts (args.py moe_args).
+    "--num-experts": int,
+    "--moe-router-topk": int,
+    "--moe-ffn-hidden-size": int,
+    "--moe-shared-expert-intermediate-size": int,
+    "--moe-layer-freq": str,
+    "--moe-router-load-balancing-type": str,
+    "--moe-router-dtype": str,
+    "--moe-aux-loss-coeff": float,
+    "--moe-token-dispatcher-type": str,
 }
 SWITCHES = (
     "--group-query-attention",
@@ -43,14 +53,18 @@ SWITCHES = (
     "--qk-layernorm",
     "--untie-embeddings-and-output-weights",
     "--attention-softmax-in-fp32",
+    "--moe-shared-expert-gate",
+    "--moe-router-pre-softmax",
+    "--moe-grouped-gemm",
 )
 
 
 def architecture_flags(train_args: list[str]) -> list[str]:
-    """The architecture flags of a planned train argv: from --num-layers through --attention-softmax-in-fp32."""
+    """The architecture flags of a planned train argv: from --num-layers through --attention-softmax-in-fp32, and
+    the MoE flags that follow them (through --moe-grouped-gemm)."""
     start = train_args.index("--num-layers")
-    end = train_args.index("--attention-softmax-in-fp32") + 1
-    return train_args[start:end]
+    last = "--moe-grouped-gemm" if "--moe-grouped-gemm" in train_args else "--attention-softmax-in-fp32"
+    return train_args[start : train_args.index(last) + 1]
 
 
 def parse_flags(flags: list[str]) -> argparse.Namespace:
@@ -64,11 +78,45 @@ def parse_flags(flags: list[str]) -> argparse.Namespace:
     return args
 
 
+def moe_config(a: argparse.Namespace) -> dict[str, Any]:
+    """The TransformerConfig fields of the MoE flags, as Megatron-LM's arguments.py sets them.
+
+    --moe-grouped-gemm is read but not applied: grouped GEMM needs Transformer Engine or the grouped_gemm CUDA
+    package, so the CPU builds the same experts as a SequentialMLP (one Linear pair per expert, the same math).
+    Without CUDA the planned all-to-all dispatcher becomes the all-gather one: megatron-core 0.16's
+    MoEAlltoAllTokenDispatcher creates a torch.cuda.Stream when it is built (moe/token_dispatcher.py) and copies
+    its token counts to the host on it. With one expert-parallel rank both dispatchers hand every token to the
+    same experts with the same weights; they differ only in how ranks exchange tokens.
+    """
+    if a.num_experts is None:
+        return {}
+    freq: Any = 1
+    if a.moe_layer_freq is not None:
+        # Megatron-LM's moe_freq_type: an int, or a Python list expression of 0 (dense) / 1 (MoE) per layer.
+        freq = eval(a.moe_layer_freq, {"__builtins__": {}}) if "[" in a.moe_layer_freq else int(a.moe_layer_freq)
+    return {
+        "num_moe_experts": a.num_experts,
+        "moe_router_topk": a.moe_router_topk,
+        "moe_ffn_hidden_size": a.moe_ffn_hidden_size,
+        "moe_shared_expert_intermediate_size": a.moe_shared_expert_intermediate_size,
+        "moe_shared_expert_gate": a.moe_shared_expert_gate,
+        "moe_layer_freq": freq,
+        "moe_router_pre_softmax": a.moe_router_pre_softmax,
+        "moe_router_load_balancing_type": a.moe_router_load_balancing_type,
+        "moe_router_dtype": a.moe_router_dtype,
+        "moe_aux_loss_coeff": a.moe_aux_loss_coeff,
+        "moe_token_dispatcher_type": "allgather"
+        if a.moe_token_dispatcher_type == "alltoall" and not torch.cuda.is_available()
+        else a.moe_token_dispatcher_type,
+        "moe_grouped_gemm": False,
+    }
+
+
 def build_gpt_model(flags: list[str]) -> Any:
     """megatron-core GPTModel (local spec) from the planned flags, as Megatron-LM's pretrain_gpt.py builds it."""
     import torch.nn.functional as F
     from megatron.core.models.gpt import GPTModel
-    from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
+    from megatron.core.models.gpt.gpt_layer_specs import get_gpt_decoder_block_spec, get_gpt_layer_local_spec
     from megatron.core.transformer.transformer_config import TransformerConfig
 
     a = parse_flags(flags)
@@ -99,10 +147,16 @@ def build_gpt_model(flags: list[str]) -> Any:
         persist_layer_norm=False,
         gradient_accumulation_fusion=False,
         params_dtype=torch.float32,
+        **moe_config(a),
     )
+    if a.num_experts is None:
+        spec: Any = get_gpt_layer_local_spec(qk_layernorm=a.qk_layernorm, normalization=a.normalization)
+    else:
+        # pretrain_gpt.py's spec for MoE: one layer spec per layer from --moe-layer-freq.
+        spec = get_gpt_decoder_block_spec(config, use_transformer_engine=False, normalization=a.normalization)
     return GPTModel(
         config=config,
-        transformer_layer_spec=get_gpt_layer_local_spec(qk_layernorm=a.qk_layernorm, normalization=a.normalization),
+        transformer_layer_spec=spec,
         vocab_size=a.padded_vocab_size,
         max_sequence_length=a.max_position_embeddings,
         share_embeddings_and_output_weights=not a.untie_embeddings_and_output_weights,
@@ -137,12 +191,33 @@ def hf_to_mcore(hf: Any, heads: int, groups: int, head_dim: int) -> dict[str, to
             out[f"{m}self_attention.k_layernorm.weight"] = sd[f"{p}self_attn.k_norm.weight"]
         out[f"{m}self_attention.linear_proj.weight"] = sd[f"{p}self_attn.o_proj.weight"]
         out[f"{m}pre_mlp_layernorm.weight"] = sd[f"{p}post_attention_layernorm.weight"]
+        if f"{p}mlp.gate.weight" in sd:
+            out.update(_moe_weights(sd, p, m))
+            continue
         gate, up = sd[f"{p}mlp.gate_proj.weight"], sd[f"{p}mlp.up_proj.weight"]
         out[f"{m}mlp.linear_fc1.weight"] = torch.cat([gate, up], dim=0)
         out[f"{m}mlp.linear_fc2.weight"] = sd[f"{p}mlp.down_proj.weight"]
     out["decoder.final_layernorm.weight"] = sd["model.norm.weight"]
     if not hf.config.tie_word_embeddings:
         out["output_layer.weight"] = sd["lm_head.weight"]
+    return out
+
+
+def _moe_weights(sd: dict[str, torch.Tensor], p: str, m: str) -> dict[str, torch.Tensor]:
+    """One MoE layer: transformers 5's router and fused 3-D experts (gate_up_proj [E, 2I, H], down_proj [E, H, I])
+    -> megatron-core's router and SequentialMLP experts (linear_fc1 = [gate; up]); Qwen2-MoE's gated shared expert."""
+    out = {f"{m}mlp.router.weight": sd[f"{p}mlp.gate.weight"]}
+    gate_up, down = sd[f"{p}mlp.experts.gate_up_proj"], sd[f"{p}mlp.experts.down_proj"]
+    for e in range(gate_up.shape[0]):
+        out[f"{m}mlp.experts.local_experts.{e}.linear_fc1.weight"] = gate_up[e]
+        out[f"{m}mlp.experts.local_experts.{e}.linear_fc2.weight"] = down[e]
+    if f"{p}mlp.shared_expert.gate_proj.weight" in sd:
+        shared = f"{p}mlp.shared_expert."
+        fc1 = torch.cat([sd[f"{shared}gate_proj.weight"], sd[f"{shared}up_proj.weight"]], dim=0)
+        out[f"{m}mlp.shared_experts.linear_fc1.weight"] = fc1
+        out[f"{m}mlp.shared_experts.linear_fc2.weight"] = sd[f"{shared}down_proj.weight"]
+        if f"{p}mlp.shared_expert_gate.weight" in sd:
+            out[f"{m}mlp.shared_experts.gate_weight"] = sd[f"{p}mlp.shared_expert_gate.weight"]
     return out
 
 

@@ -7,9 +7,21 @@ job on that model (`factory train --dry-run` would print them); tests/integratio
 architecture flag args.py writes the way Megatron-LM's arguments.py turns it into a TransformerConfig, and refuses
 a flag it does not know, so a new flag needs a matching reading there. The weight mapping (`hf_to_mcore`) lives
 there, with the tests: it is not a converter. Removing a flag that matters (--use-rope-scaling, --qk-layernorm,
---add-qkv-bias) breaks the match: `test_a_dropped_flag_breaks_the_match`.
+--add-qkv-bias, --moe-router-pre-softmax, --moe-shared-expert-gate) breaks the match:
+`test_a_dropped_flag_breaks_the_match`.
 
-GLM-4 is not planned by the megatron backend (args.py SUPPORTED_MODEL_TYPES), so it has no test here.
+Mixtures of experts (qwen3_moe with a dense first layer, qwen2_moe with its gated shared expert and unnormalized
+top-k, mixtral) run megatron-core's MoELayer on the CPU with two stand-ins, both in the test's side only:
+* megatron-core 0.16.1 does not run its MoE router without Transformer Engine as shipped: moe/moe_utils.py defines
+  te_general_gemm only when `import transformer_engine` succeeds, and the router's `te_general_gemm is not None`
+  then raises NameError. The `one_rank` fixture gives the name the None its own fallback expects (torch.mm).
+* the planned all-to-all token dispatcher creates a torch.cuda.Stream when built, so without CUDA the model is
+  built with the all-gather dispatcher (megatron_mapping.moe_config says why that changes no number with one
+  rank), and the experts as a SequentialMLP instead of the planned grouped GEMM (which needs Transformer Engine or
+  the grouped_gemm CUDA package). Both are proven on a GPU only.
+
+GLM-4 and DeepSeek-V3 are not planned by the megatron backend (args.py SUPPORTED_MODEL_TYPES), so they have no
+test here.
 """
 
 from __future__ import annotations
@@ -53,6 +65,13 @@ def one_rank(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         patch.setattr(torch.cuda, "current_device", lambda: "cpu")
         # Attention forks the CUDA RNG tracker for dropout; dropout is 0 here and the CPU has no CUDA RNG.
         patch.setattr(tp_random.CudaRNGStatesTracker, "fork", lambda self, name=None: contextlib.nullcontext())
+        # megatron-core 0.16.1 moe/moe_utils.py imports te_general_gemm only when transformer_engine imports, and
+        # its except branch leaves the name undefined, so the router's `te_general_gemm is not None` test raises
+        # NameError without Transformer Engine; None is the value that test expects (it then uses torch.mm).
+        from megatron.core.transformer.moe import moe_utils
+
+        if not moe_utils.HAVE_TE and not hasattr(moe_utils, "te_general_gemm"):
+            patch.setattr(moe_utils, "te_general_gemm", None, raising=False)
         yield
     parallel_state.destroy_model_parallel()
     dist.destroy_process_group()
@@ -81,6 +100,20 @@ FAMILIES: dict[str, tuple[str, dict[str, Any]]] = {
                               "rope_theta": 1000000.0}),
     "qwen3": ("Qwen3Config", {"num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 32,
                               "tie_word_embeddings": True, "rope_theta": 1000000.0}),
+    # Mixtures of experts. Qwen3-MoE: renormalized top-k, q/k norm, a dense first layer (mlp_only_layers:
+    # --moe-layer-freq); Qwen2-MoE: top-k weights as they are (--moe-router-pre-softmax) and a sigmoid-gated
+    # shared expert; Mixtral: experts intermediate_size wide.
+    "qwen3_moe": ("Qwen3MoeConfig", {"num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 32,
+                                     "tie_word_embeddings": False, "rope_theta": 1000000.0, "num_experts": 4,
+                                     "num_experts_per_tok": 2, "moe_intermediate_size": 48, "norm_topk_prob": True,
+                                     "mlp_only_layers": [0], "router_aux_loss_coef": 0.001}),
+    "qwen2_moe": ("Qwen2MoeConfig", {"num_attention_heads": 4, "num_key_value_heads": 2, "tie_word_embeddings": False,
+                                     "rope_theta": 1000000.0, "num_experts": 4, "num_experts_per_tok": 2,
+                                     "moe_intermediate_size": 48, "shared_expert_intermediate_size": 96,
+                                     "norm_topk_prob": False, "router_aux_loss_coef": 0.001}),
+    "mixtral": ("MixtralConfig", {"num_attention_heads": 4, "num_key_value_heads": 2, "tie_word_embeddings": False,
+                                  "rope_theta": 1000000.0, "num_local_experts": 4, "num_experts_per_tok": 2,
+                                  "sliding_window": None, "router_aux_loss_coef": 0.02}),
 }  # fmt: skip
 
 
@@ -98,6 +131,8 @@ def tiny_hf(family: str, target: Path) -> Any:
                 param.copy_(1.0 + 0.2 * torch.randn_like(param))
             elif name.endswith(".bias"):
                 param.copy_(0.2 * torch.randn_like(param))
+            elif name.endswith(("mlp.gate.weight", "shared_expert_gate.weight")):
+                param.copy_(torch.randn_like(param))  # routers far from uniform: distinct top-k choices
     model.save_pretrained(target)
     return model.eval()
 
@@ -118,6 +153,9 @@ def planned_flags(model_dir: Path, run_dir: Path) -> list[str]:
             "parallel.pp=1",
             "parallel.sequence_parallel=false",
             f"data.max_length={SEQ}",
+            # Only the architecture flags are read: no conversion step (Megatron Bridge has no Qwen2-MoE bridge).
+            f"megatron.load={run_dir / 'megatron'}",
+            "megatron.save_hf=false",
         ),
     )
     return architecture_flags(get_backend("megatron").plan(job, "cuda").engine_config["train_args"])
@@ -154,7 +192,13 @@ def test_planned_architecture_matches_hf_logits(family: str, tmp_path: Path, one
 @pytest.mark.integration
 @pytest.mark.parametrize(
     ("family", "flag"),
-    [("llama3", "--use-rope-scaling"), ("qwen3", "--qk-layernorm"), ("qwen2", "--add-qkv-bias")],
+    [
+        ("llama3", "--use-rope-scaling"),
+        ("qwen3", "--qk-layernorm"),
+        ("qwen2", "--add-qkv-bias"),
+        ("qwen2_moe", "--moe-router-pre-softmax"),
+        ("qwen2_moe", "--moe-shared-expert-gate"),
+    ],
 )
 def test_a_dropped_flag_breaks_the_match(family: str, flag: str, tmp_path: Path, one_rank: None) -> None:
     diff = max_diff(family, tmp_path, drop=flag)

@@ -44,6 +44,43 @@ VARIANTS: list[tuple[str, ...]] = [
     ("parallel.nproc_per_node=8", "parallel.tp=2", "parallel.pp=2", "parallel.vpp=2", "parallel.cp=2"),
 ]
 
+# Mixtures of experts: every router and expert layout the planner writes (renormalized top-k, Qwen2-MoE's gated
+# shared expert without renormalization, Mixtral's expert width, EP with TP and sequence parallel, a layer pattern
+# of dense and MoE layers from a local config.json), on an 8-device node.
+MOE_ON_8 = ("parallel.nproc_per_node=8", "parallel.tp=1", "parallel.sequence_parallel=false")
+FROM_MEGATRON = ("megatron.load=/checkpoints/qwen2-moe", "megatron.save_hf=false")
+MOE_VARIANTS: list[tuple[str, ...]] = [
+    ("model.name_or_path=qwen3-30b-a3b", *MOE_ON_8, "parallel.ep=8"),
+    ("model.name_or_path=qwen3-30b-a3b", "parallel.nproc_per_node=8", "parallel.tp=2",
+     "parallel.sequence_parallel=true", "parallel.ep=4", "model.moe.aux_loss_coef=0.01"),
+    # Megatron Bridge has no Qwen2-MoE converter: on CUDA these start from a Megatron checkpoint.
+    ("model.name_or_path=qwen1.5-moe-a2.7b-chat", *MOE_ON_8, "parallel.ep=4", *FROM_MEGATRON),
+    ("model.name_or_path=qwen2-57b-a14b-instruct", *MOE_ON_8, "parallel.ep=8", "parallel.pp=2", *FROM_MEGATRON),
+    ("model.name_or_path=mixtral-8x7b-instruct", *MOE_ON_8, "parallel.ep=2", "parallel.pp=2"),
+]  # fmt: skip
+
+
+def sparse_moe_variant(tmp_path: Path) -> tuple[str, ...]:
+    """A local Qwen3-MoE config.json with dense layers among the MoE ones (--moe-layer-freq)."""
+    config = {
+        "model_type": "qwen3_moe", "num_hidden_layers": 8, "hidden_size": 256, "intermediate_size": 512,
+        "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 32, "vocab_size": 1024,
+        "max_position_embeddings": 4096, "rope_theta": 1e6, "rms_norm_eps": 1e-6, "tie_word_embeddings": False,
+        "num_experts": 8, "num_experts_per_tok": 2, "moe_intermediate_size": 64, "decoder_sparse_step": 2,
+        "mlp_only_layers": [3], "norm_topk_prob": True, "router_aux_loss_coef": 0.001,
+    }  # fmt: skip
+    model = tmp_path / "sparse-qwen3-moe"
+    model.mkdir(exist_ok=True)
+    (model / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    return (f"model.name_or_path={model}", *MOE_ON_8, "parallel.ep=8")
+
+
+MOE_FLAGS = (
+    "--num-experts", "--moe-router-topk", "--moe-ffn-hidden-size", "--moe-shared-expert-intermediate-size",
+    "--moe-router-pre-softmax", "--moe-router-dtype", "--moe-router-load-balancing-type", "--moe-aux-loss-coeff",
+    "--moe-token-dispatcher-type", "--moe-grouped-gemm", "--expert-model-parallel-size", "--moe-layer-freq",
+)  # fmt: skip
+
 
 def record_parser(record: dict[str, Any]) -> argparse.ArgumentParser:
     """An argparse parser with the recorded flags' arities and choices."""
@@ -138,17 +175,24 @@ def test_every_planned_train_argv_parses_with_megatron_lm(tmp_path: Path) -> Non
     parser = record_parser(json.loads(MEGATRON_LM_RECORD.read_text(encoding="utf-8")))
     seen: set[str] = set()
     count = 0
+    moe = [*MOE_VARIANTS, sparse_moe_variant(tmp_path)]
+    moe_plans = 0
     for job_file in job_files(tmp_path):
-        for plan in plans_of(job_file, VARIANTS):
+        variants = VARIANTS if "dpo" in job_file.name else [*VARIANTS, *moe]
+        for plan in plans_of(job_file, variants):
             args = plan.engine_config["train_args"]
-            parse(parser, args)
+            parsed = parse(parser, args)
             seen |= {a for a in args if a.startswith("--")}
             count += 1
+            if parsed.num_experts is not None:
+                moe_plans += 1
+                assert parsed.moe_router_load_balancing_type == ["aux_loss"]
     # Both stages Megatron-LM trains, every variant's flags.
     for flag in ("--sft", "--lr-wsd-decay-iters", "--num-layers-per-virtual-pipeline-stage", "--context-parallel-size"):
         assert flag in seen
-    print(f"megatron-lm argv parsed: {count} plans, {len(seen)} distinct flags")
-    assert count >= 16
+    assert set(MOE_FLAGS) <= seen and "--moe-shared-expert-gate" in seen
+    print(f"megatron-lm argv parsed: {count} plans ({moe_plans} MoE), {len(seen)} distinct flags")
+    assert count >= 16 and moe_plans >= 12
 
 
 def test_cuda_convert_parses_with_megatron_bridge(tmp_path: Path) -> None:
@@ -194,8 +238,10 @@ def test_every_planned_npu_step_parses_with_mindspeed_llm(tmp_path: Path) -> Non
     with pytest.raises(AssertionError, match="not among"):
         check_static(flags, ["--prompt-type", "qwen2.5"])
     seen: dict[str, int] = {}
+    moe_flags: set[str] = set()
+    moe = [*MOE_VARIANTS, sparse_moe_variant(tmp_path)]
     for job_file in job_files(tmp_path):
-        variants = NPU_VARIANTS if "dpo" not in job_file.name else [(), ("dpo.loss=robust",)]
+        variants = [*NPU_VARIANTS, *moe] if "dpo" not in job_file.name else [(), ("dpo.loss=robust",), moe[0]]
         for plan in plans_of(job_file, variants, device="npu"):
             for step in plan.steps:
                 if step.name in ("verify", "check-export"):
@@ -204,7 +250,9 @@ def test_every_planned_npu_step_parses_with_mindspeed_llm(tmp_path: Path) -> Non
                     roundtrip.build_parser().parse_args(argv[3:])
                 else:
                     check_static(flags, step_flags(step.argv))
+                    moe_flags |= {a for a in step_flags(step.argv) if a.startswith(("--moe", "--num-experts"))}
                 seen[step.name] = seen.get(step.name, 0) + 1
     print(f"mindspeed-llm argv parsed: {seen}")
     steps = {"convert", "roundtrip", "verify", "preprocess", "train", "export", "check-export"}
     assert set(seen) == steps and seen["train"] >= 20
+    assert {"--num-experts", "--moe-intermediate-size", "--moe-grouped-gemm", "--moe-layer-freq"} <= moe_flags

@@ -171,9 +171,8 @@ def test_unsupported_architectures_are_refused() -> None:
     glm = arch("qwen2.5-7b").model_copy(update={"model_type": "glm4"})
     with pytest.raises(ValueError, match="glm4"):
         architecture_args(glm, 2048)
-    moe = arch("qwen2.5-7b").model_copy(update={"num_experts": 64})
-    with pytest.raises(ValueError, match="mixture-of-experts"):
-        architecture_args(moe, 2048)
+    with pytest.raises(ValueError, match=r"deepseek_v3.*multi-head latent attention"):
+        architecture_args(arch("deepseek-v3"), 2048)
 
 
 # ------------------------------------------------------------------------------------------------ other args
@@ -596,3 +595,62 @@ def test_cuda_sft_run_gives_megatron_lm_a_tokenizer_whose_pad_is_not_eos(
     assert value_of(train, "--tokenizer-model") == str(run_dir / "data" / "megatron" / "tokenizer")
     assert launched[-2][:3] == ["python", "-m", "factory_cli.backends.megatron.bridge_export"]
     assert launched[-1][:4] == ["python", "-m", "factory_cli.backends.megatron.roundtrip", "--shapes-only"]
+
+
+def test_model_tokenizer_reaches_every_step_that_tokenizes(tmp_path: Path) -> None:
+    """model.tokenizer replaces the model's tokenizer in preprocessing and training, on both engines."""
+    tokenizer = tmp_path / "own-tokenizer"
+    tokenizer.mkdir()
+    own = (f"model.tokenizer={tokenizer}",)
+    pt = plan_of("megatron_pt.yaml", "cuda", own)
+    (indexed_step,) = [s.argv for s in pt.steps if s.name == "preprocess"]
+    assert value_of(indexed_step, "--tokenizer") == str(tokenizer)
+    assert value_of(pt.engine_config["train_args"], "--tokenizer-model") == str(tokenizer)
+    npu = plan_of("megatron_sft.yaml", "npu", own)
+    steps = {s.name: unwrap(s.argv) for s in npu.steps}
+    assert value_of(steps["preprocess"], "--tokenizer-name-or-path") == str(tokenizer)
+    assert value_of(npu.engine_config["train_args"], "--tokenizer-name-or-path") == str(tokenizer)
+    assert any("model.tokenizer" in note for note in npu.notes)
+    # Without it, the model's own (the linked HF checkpoint).
+    plain = plan_of("megatron_pt.yaml", "cuda")
+    assert value_of(plain.engine_config["train_args"], "--tokenizer-model") == plain.engine_config["hf_model"]
+
+
+def test_cuda_sft_run_copies_model_tokenizer_relative_to_the_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_llama_dir: Path
+) -> None:
+    """run() with the engine faked: a relative model.tokenizer is found next to the job file, and the tokenizer
+    Megatron-LM SFT reads (data/megatron/tokenizer) is a copy of it, not of the model's."""
+    from transformers import AutoTokenizer
+
+    from factory_cli import launching
+    from factory_cli.config.dump import job_to_yaml
+
+    job_dir = tmp_path / "jobs"
+    own = AutoTokenizer.from_pretrained(str(tiny_llama_dir))
+    own.add_tokens(["<factory_own_token>"])
+    own.save_pretrained(str(job_dir / "own-tokenizer"))
+    run_dir = tmp_path / "run"
+    overrides = (f"model.name_or_path={tiny_llama_dir}", f"output.dir={run_dir}", "model.tokenizer=own-tokenizer")
+    job = job_of("megatron_sft.yaml", "cuda", (*overrides, "parallel.tp=2", "data.max_length=256"))
+    run_dir.mkdir()
+    (run_dir / "job.yaml").write_text(job_to_yaml(job), encoding="utf-8")
+    plan = get_backend("megatron").plan(job, "cuda")
+    plan.base_dirs = [str(job_dir), str(EXAMPLES)]
+    launched: list[list[str]] = []
+
+    def fake_run_child(argv: list[str], env: dict[str, str], cwd: str | None = None) -> int:
+        launched.append(list(argv))
+        return 0
+
+    for var in ("MEGATRON_LM_HOME", "MEGATRON_BRIDGE_HOME"):
+        (tmp_path / var).mkdir()
+        monkeypatch.setenv(var, str(tmp_path / var))
+    monkeypatch.setattr(megatron_backend, "stack_problems", lambda *args, **kwargs: [])  # engine faked
+    monkeypatch.setattr(launching, "run_child", fake_run_child)
+    assert get_backend("megatron").run(plan, Recorder()).ok
+    copy = AutoTokenizer.from_pretrained(str(run_dir / "data" / "megatron" / "tokenizer"))
+    assert "<factory_own_token>" in copy.get_vocab()
+    assert json.loads((run_dir / "plan.json").read_text())["engine_config"]["tokenizer"] == str(
+        job_dir / "own-tokenizer"
+    )

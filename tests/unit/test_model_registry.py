@@ -27,6 +27,7 @@ from factory_cli.registry.models import (
     read_local_architecture,
     registry_dir,
 )
+from factory_cli.registry.parameters import count_parameters
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -39,6 +40,10 @@ FAMILY_FILES = [
     "glm4",
     "mistral",
     "smollm2",
+    "qwen3-moe",
+    "qwen2-moe",
+    "mixtral",
+    "deepseek-v3",
 ]
 
 REQUIRED_MODELS = {
@@ -73,7 +78,30 @@ REQUIRED_MODELS = {
         for size in ("135m", "360m", "1.7b")
     },
     "smollm2-135m-instruct-gguf": "HuggingFaceTB/SmolLM2-135M-Instruct",
+    # Mixtures of experts
+    "qwen3-30b-a3b": "Qwen/Qwen3-30B-A3B",
+    "qwen3-30b-a3b-base": "Qwen/Qwen3-30B-A3B-Base",
+    "qwen3-235b-a22b": "Qwen/Qwen3-235B-A22B",
+    "qwen1.5-moe-a2.7b": "Qwen/Qwen1.5-MoE-A2.7B",
+    "qwen1.5-moe-a2.7b-chat": "Qwen/Qwen1.5-MoE-A2.7B-Chat",
+    "qwen2-57b-a14b": "Qwen/Qwen2-57B-A14B",
+    "qwen2-57b-a14b-instruct": "Qwen/Qwen2-57B-A14B-Instruct",
+    "mixtral-8x7b": "mistralai/Mixtral-8x7B-v0.1",
+    "mixtral-8x7b-instruct": "mistralai/Mixtral-8x7B-Instruct-v0.1",
+    "deepseek-v3": "deepseek-ai/DeepSeek-V3",
 }
+
+# Published sizes (model cards / technical reports), in billions: (total, active). The counts computed from the
+# architecture (registry/parameters.py) must land within PUBLISHED_TOLERANCE of both.
+PUBLISHED_MOE_SIZES = {
+    "qwen3-30b-a3b": (30.5, 3.3),
+    "qwen3-235b-a22b": (235.0, 22.0),
+    "qwen1.5-moe-a2.7b": (14.3, 2.7),
+    "qwen2-57b-a14b": (57.0, 14.0),
+    "mixtral-8x7b": (46.7, 12.9),
+    "deepseek-v3": (671.0, 37.0),
+}
+PUBLISHED_TOLERANCE = 0.02  # the published numbers are rounded to 2-3 digits
 
 # (layers, hidden, ffn, heads, kv heads, vocab, tied) straight from the checkpoints' config.json.
 SPOT_VALUES = {
@@ -100,14 +128,8 @@ def specs() -> dict[str, ModelSpec]:
 
 
 def _estimated_params_b(spec: ModelSpec) -> float:
-    """Rough parameter count from the shape (embeddings, attention, gated MLP, norms)."""
-    arch = spec.architecture
-    hidden, head_dim = arch.hidden_size, arch.effective_head_dim
-    q_width, kv_width = arch.num_attention_heads * head_dim, arch.num_key_value_heads * head_dim
-    attention = 2 * hidden * q_width + 2 * hidden * kv_width
-    layer = attention + 3 * hidden * arch.intermediate_size + 2 * hidden
-    embeddings = arch.vocab_size * hidden * (1 if arch.tie_word_embeddings else 2)
-    return (arch.num_hidden_layers * layer + embeddings) / 1e9
+    """The parameter count computed from the shape, in billions."""
+    return count_parameters(spec.architecture).total / 1e9
 
 
 def test_registry_dir_is_the_repo_folder() -> None:
@@ -148,9 +170,10 @@ def test_hf_ids_unique_among_checkpoints(specs: dict[str, ModelSpec]) -> None:
 def test_templates_and_kinds_are_known(specs: dict[str, ModelSpec]) -> None:
     for spec in specs.values():
         assert spec.template in REGISTRY_TEMPLATES, spec.name
-        if spec.family == "deepseek-r1-distill-qwen" or (spec.family == "qwen3" and not spec.name.endswith("-base")):
+        reasoning = spec.family in ("qwen3", "qwen3-moe") and not spec.name.endswith("-base")
+        if spec.family == "deepseek-r1-distill-qwen" or reasoning:
             expected = "reasoning"
-        elif "instruct" in spec.name or spec.family == "glm4":
+        elif "instruct" in spec.name or spec.name.endswith("-chat") or spec.family in ("glm4", "deepseek-v3"):
             expected = "instruct"
         else:
             expected = "base"
@@ -167,6 +190,10 @@ def test_family_templates(specs: dict[str, ModelSpec]) -> None:
         "glm4": "glm4",
         "mistral": "mistral",
         "smollm2": "chatml",
+        "qwen3-moe": "qwen3",
+        "qwen2-moe": "chatml",
+        "mixtral": "mistral",
+        "deepseek-v3": "deepseek_r1",
     }
     for spec in specs.values():
         assert spec.template == expected[spec.family], spec.name
@@ -177,6 +204,11 @@ def test_lora_targets_match_module_names(specs: dict[str, ModelSpec]) -> None:
     for spec in specs.values():
         if spec.family == "glm4":
             assert spec.lora_targets == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_up_proj", "down_proj"]
+        elif spec.architecture.is_mla:
+            assert spec.lora_targets == ["q_a_proj", "q_b_proj", "kv_a_proj_with_mqa", "kv_b_proj", "o_proj"]
+        elif spec.architecture.is_moe:
+            # transformers 5 keeps the experts as fused 3-D parameters, not Linear modules: attention only.
+            assert spec.lora_targets == split_mlp[:4], spec.name
         else:
             assert spec.lora_targets == split_mlp, spec.name
 
@@ -187,7 +219,10 @@ def test_architectures_are_internally_consistent(specs: dict[str, ModelSpec]) ->
         if arch.head_dim is None:
             assert arch.hidden_size % arch.num_attention_heads == 0, spec.name
         assert arch.num_attention_heads % arch.num_key_value_heads == 0, spec.name
-        assert arch.effective_head_dim in (64, 128), spec.name
+        if arch.is_mla:
+            assert (arch.qk_nope_head_dim, arch.qk_rope_head_dim, arch.v_head_dim) == (128, 64, 128), spec.name
+        else:
+            assert arch.effective_head_dim in (64, 128), spec.name
         assert arch.max_position_embeddings >= 8192, spec.name
         assert arch.rope_theta >= 10000, spec.name
         assert arch.rms_norm_eps is not None and 0 < arch.rms_norm_eps <= 1e-5, spec.name
@@ -442,6 +477,7 @@ def test_read_local_architecture_rope_parameters_and_experts(tmp_path: Path) -> 
         **QWEN25_7B_INSTRUCT_CONFIG,
         "model_type": "qwen3_moe",
         "num_experts": 128,
+        "num_experts_per_tok": 8,
         "rope_theta": None,
         "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0},
     }
@@ -553,3 +589,135 @@ def test_registry_imports_no_torch() -> None:
     code = "import sys, factory_cli.registry.models as m; m.load_model_registry(); print('torch' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO_ROOT)
     assert done.stdout.strip() == "False"
+
+
+# ------------------------------------------------------------------------------------------ mixture of experts
+
+
+def test_every_moe_entry_is_moe_and_dense_ones_are_not(specs: dict[str, ModelSpec]) -> None:
+    moe = {name for name, spec in specs.items() if spec.architecture.is_moe}
+    assert moe == {name for name in REQUIRED_MODELS if name in specs and specs[name].family in (
+        "qwen3-moe", "qwen2-moe", "mixtral", "deepseek-v3")}  # fmt: skip
+    for name in moe:
+        arch = specs[name].architecture
+        # Other backends test `num_experts is not None` for MoE.
+        assert arch.num_experts is not None and arch.num_experts_per_tok is not None, name
+        assert arch.expert_intermediate_size is not None and any(arch.moe_layers), name
+    for name, spec in specs.items():
+        if name not in moe:
+            assert spec.architecture.expert_intermediate_size is None and not any(spec.architecture.moe_layers)
+
+
+@pytest.mark.parametrize(("name", "published"), sorted(PUBLISHED_MOE_SIZES.items()))
+def test_moe_parameter_counts_match_the_published_sizes(
+    specs: dict[str, ModelSpec], name: str, published: tuple[float, float]
+) -> None:
+    count = count_parameters(specs[name].architecture)
+    total, active = count.total / 1e9, count.active / 1e9
+    print(f"{name}: {total:.2f}B total, {active:.2f}B active (published {published[0]}B / {published[1]}B)")
+    assert abs(total - published[0]) / published[0] < PUBLISHED_TOLERANCE
+    # The rounding of small published active counts (2.7B, 3.3B) is coarser than 2%.
+    assert abs(active - published[1]) / published[1] < max(PUBLISHED_TOLERANCE, 0.05 / published[1])
+
+
+def test_moe_layer_patterns(specs: dict[str, ModelSpec]) -> None:
+    deepseek = specs["deepseek-v3"].architecture
+    assert deepseek.moe_layers == (False,) * 3 + (True,) * 58
+    assert deepseek.shared_expert_size == 2048 and deepseek.is_mla
+    qwen2 = specs["qwen1.5-moe-a2.7b"].architecture
+    assert all(qwen2.moe_layers) and qwen2.shared_expert_size == 5632 and qwen2.norm_topk_prob is False
+    mixtral = specs["mixtral-8x7b"].architecture
+    assert mixtral.expert_intermediate_size == mixtral.intermediate_size == 14336
+    assert specs["qwen3-30b-a3b"].architecture.shared_expert_size is None
+
+
+def test_moe_fields_need_experts() -> None:
+    base: dict[str, Any] = {
+        "model_type": "qwen3_moe", "num_hidden_layers": 4, "hidden_size": 64, "intermediate_size": 128,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 100, "max_position_embeddings": 256,
+        "rope_theta": 1e6, "tie_word_embeddings": False,
+    }  # fmt: skip
+    with pytest.raises(ValueError, match="without num_experts"):
+        Architecture(**base, moe_intermediate_size=32)
+    with pytest.raises(ValueError, match="num_experts_per_tok"):
+        Architecture(**base, num_experts=4)
+    with pytest.raises(ValueError, match="exceeds"):
+        Architecture(**base, num_experts=4, num_experts_per_tok=5)
+    with pytest.raises(ValueError, match="no layer"):
+        Architecture(**base, num_experts=4, num_experts_per_tok=2, first_k_dense_replace=4)
+    sparse = Architecture(**base, num_experts=4, num_experts_per_tok=2, decoder_sparse_step=2, mlp_only_layers=(3,))
+    assert sparse.moe_layers == (False, True, False, False)
+
+
+QWEN3_30B_A3B_CONFIG = {
+    "architectures": ["Qwen3MoeForCausalLM"], "model_type": "qwen3_moe", "decoder_sparse_step": 1, "head_dim": 128,
+    "hidden_size": 2048, "intermediate_size": 6144, "max_position_embeddings": 40960, "mlp_only_layers": [],
+    "moe_intermediate_size": 768, "norm_topk_prob": True, "num_attention_heads": 32, "num_experts": 128,
+    "num_experts_per_tok": 8, "num_hidden_layers": 48, "num_key_value_heads": 4, "output_router_logits": False,
+    "rms_norm_eps": 1e-06, "rope_scaling": None, "rope_theta": 1000000.0, "router_aux_loss_coef": 0.001,
+    "sliding_window": None, "tie_word_embeddings": False, "vocab_size": 151936,
+}  # fmt: skip
+MIXTRAL_CONFIG = {
+    "architectures": ["MixtralForCausalLM"], "model_type": "mixtral", "hidden_size": 4096,
+    "intermediate_size": 14336, "max_position_embeddings": 32768, "num_attention_heads": 32,
+    "num_experts_per_tok": 2, "num_hidden_layers": 32, "num_key_value_heads": 8, "num_local_experts": 8,
+    "rms_norm_eps": 1e-05, "rope_theta": 1000000.0, "router_aux_loss_coef": 0.02, "sliding_window": None,
+    "tie_word_embeddings": False, "vocab_size": 32000,
+}  # fmt: skip
+
+
+def test_read_local_moe_architecture_matches_the_registry(tmp_path: Path) -> None:
+    qwen = read_local_architecture(_write_config(tmp_path / "qwen", QWEN3_30B_A3B_CONFIG))
+    assert qwen == find_model("qwen3-30b-a3b").architecture  # type: ignore[union-attr]
+    mixtral = read_local_architecture(_write_config(tmp_path / "mixtral", MIXTRAL_CONFIG))
+    assert mixtral is not None and mixtral.is_moe
+    assert (mixtral.num_experts, mixtral.num_experts_per_tok, mixtral.expert_intermediate_size) == (8, 2, 14336)
+    assert mixtral == find_model("mixtral-8x7b").architecture  # type: ignore[union-attr]
+    assert mixtral.renormalizes_top_k and not find_model("qwen2-57b-a14b").architecture.renormalizes_top_k  # type: ignore[union-attr]
+    # A dense checkpoint whose config class writes MoE defaults (num_experts 0) stays dense.
+    dense = read_local_architecture(_write_config(tmp_path / "dense", {**QWEN25_7B_INSTRUCT_CONFIG, "num_experts": 0,
+                                                                         "moe_intermediate_size": 1408}))  # fmt: skip
+    assert dense is not None and not dense.is_moe and dense.moe_intermediate_size is None
+
+
+def test_factory_list_models_shows_total_and_active_parameters() -> None:
+    from tests.unit.test_cli import run_cli
+
+    code, out, _ = run_cli(["list", "models"])
+    assert code == 0
+    rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[1:-1]] for line in out.splitlines()
+            if line.startswith("│")}  # fmt: skip
+    assert rows["qwen3-30b-a3b"][3:6] == ["30.5B", "3.35B", "8/128"]
+    assert rows["deepseek-v3"][3:6] == ["671B", "37.6B", "8/256"]
+    assert rows["mixtral-8x7b-instruct"][3:6] == ["46.7B", "12.9B", "2/8"]
+    assert rows["qwen3-8b"][3:6] == ["8.19B", "8.19B", "-"]
+    assert rows["smollm2-135m"][3:6] == ["135M", "135M", "-"]
+
+
+def test_read_local_moe_architecture_from_transformers_configs(tmp_path: Path) -> None:
+    """The config.json transformers itself writes for tiny Qwen3-MoE / Mixtral / DeepSeek-V3 models reads as MoE."""
+    import transformers
+
+    tiny = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4,
+            "num_key_value_heads": 2, "vocab_size": 320}  # fmt: skip
+    configs = {
+        "qwen3": transformers.Qwen3MoeConfig(**tiny, num_experts=8, num_experts_per_tok=2, moe_intermediate_size=32,
+                                             mlp_only_layers=[0]),
+        "mixtral": transformers.MixtralConfig(**tiny, num_local_experts=4, num_experts_per_tok=2),
+        "deepseek": transformers.DeepseekV3Config(**tiny, n_routed_experts=8, num_experts_per_tok=2,
+                                                  moe_intermediate_size=32, first_k_dense_replace=1, n_group=2,
+                                                  topk_group=1, q_lora_rank=32, kv_lora_rank=16),
+    }  # fmt: skip
+    for name, config in configs.items():
+        config.save_pretrained(tmp_path / name)
+        arch = read_local_architecture(tmp_path / name)
+        assert arch is not None and arch.is_moe, name
+        assert count_parameters(arch).active < count_parameters(arch).total, name
+    qwen = read_local_architecture(tmp_path / "qwen3")
+    assert qwen is not None and qwen.moe_layers == (False, True, True, True)
+    deepseek = read_local_architecture(tmp_path / "deepseek")
+    assert deepseek is not None and deepseek.is_mla and deepseek.moe_layers == (False, True, True, True)
+    assert deepseek.shared_expert_size == 32 and deepseek.n_group == 2  # n_shared_experts 1 x 32
+    gpt_oss = {**QWEN25_7B_INSTRUCT_CONFIG, "model_type": "gpt_oss", "num_local_experts": 32, "experts_per_token": 4}
+    arch = read_local_architecture(_write_config(tmp_path / "gpt-oss", gpt_oss))
+    assert arch is not None and (arch.num_experts, arch.num_experts_per_tok) == (32, 4)

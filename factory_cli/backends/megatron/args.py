@@ -21,11 +21,26 @@ HOME_VARS = {MEGATRON_LM: "MEGATRON_LM_HOME", MINDSPEED_LLM: "MINDSPEED_LLM_HOME
 BRIDGE_HOME_VAR = "MEGATRON_BRIDGE_HOME"
 
 # HF model_type -> what the decoder needs beyond the llama layout (RMSNorm, SwiGLU, RoPE, no linear bias).
-SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
-QKV_BIAS_TYPES = frozenset({"qwen2"})
-QK_NORM_TYPES = frozenset({"qwen3"})
-# MindSpeed-LLM builds Qwen3's q/k layernorm with its own layer spec.
-MINDSPEED_SPECS = {"qwen3": ["--spec", "mindspeed_llm.tasks.models.spec.qwen3_spec", "layer_spec"]}
+SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "mixtral", "qwen2_moe", "qwen3_moe")
+QKV_BIAS_TYPES = frozenset({"qwen2", "qwen2_moe"})
+QK_NORM_TYPES = frozenset({"qwen3", "qwen3_moe"})
+# Why a model type the registry knows is not planned.
+UNPLANNED_MODEL_TYPES = {
+    "deepseek_v3": "DeepSeek-V3's multi-head latent attention and grouped sigmoid router (with expert bias instead "
+    "of an auxiliary loss) need flags the megatron backend does not write yet",
+    "glm": "GLM-4's layout (fused gate_up, post-norms) is not described by these flags",
+    "glm4": "GLM-4's layout (fused gate_up, post-norms) is not described by these flags",
+}
+# MindSpeed-LLM builds Qwen3's q/k layernorm with its own layer spec (examples/mcore/qwen3 and qwen3_moe scripts).
+QWEN3_SPEC = ["--spec", "mindspeed_llm.tasks.models.spec.qwen3_spec", "layer_spec"]
+MINDSPEED_SPECS = {"qwen3": QWEN3_SPEC, "qwen3_moe": QWEN3_SPEC}
+# Qwen2-MoE's shared expert is scaled by a sigmoid gate (Megatron-LM --moe-shared-expert-gate).
+SHARED_EXPERT_GATE_TYPES = frozenset({"qwen2_moe"})
+# model.moe.aux_loss_coef when neither the job nor the model's config.json gives one (config/schema.py MoESection).
+DEFAULT_AUX_LOSS_COEF = 0.001
+# Token dispatchers: Megatron-LM's all-to-all over the expert-parallel group; MindSpeed-LLM's examples
+# (examples/mcore/qwen3_moe/tune_qwen3_30b_a3b_4K_full_ptd.sh) use its sequence-level all-to-all.
+TOKEN_DISPATCHERS = {"megatron-lm": "alltoall", "mindspeed-llm": "alltoall_seq"}
 # Llama-3.1 / 3.3 rope scaling (Llama-3.2 uses factor 32); the HF config's rope_scaling block.
 LLAMA3_ROPE = {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
 
@@ -47,17 +62,18 @@ ALL_LORA_MODULES = ["linear_qkv", "linear_proj", "linear_fc1", "linear_fc2"]
 def architecture_args(
     arch: Architecture, max_length: int, engine: str = MEGATRON_LM, rope_scaling_factor: float | None = None
 ) -> list[str]:
-    """Decoder shape, attention, position embedding, norm, MLP and vocabulary flags for a HF decoder.
+    """Decoder shape, attention, position embedding, norm, MLP and vocabulary flags for a HF decoder (the MoE
+    flags are moe_args').
 
-    Raises ValueError for model types whose layout these flags do not describe (and for mixture-of-experts).
+    Raises ValueError for model types whose layout these flags do not describe.
     """
     if arch.model_type not in SUPPORTED_MODEL_TYPES:
+        reason = UNPLANNED_MODEL_TYPES.get(arch.model_type, "")
         raise ValueError(
-            f"model_type `{arch.model_type}` is not supported by the megatron backend "
-            f"(supported: {', '.join(SUPPORTED_MODEL_TYPES)})"
+            f"model_type `{arch.model_type}` is not supported by the megatron backend"
+            + (f": {reason}" if reason else "")
+            + f" (supported: {', '.join(SUPPORTED_MODEL_TYPES)})"
         )
-    if arch.num_experts is not None:
-        raise ValueError("mixture-of-experts models are not planned by the megatron backend yet")
     args = [
         "--num-layers", str(arch.num_hidden_layers),
         "--hidden-size", str(arch.hidden_size),
@@ -89,6 +105,83 @@ def architecture_args(
     args += ["--make-vocab-size-divisible-by", "1", "--padded-vocab-size", str(arch.vocab_size)]
     # HF decoders train without dropout; Megatron's defaults are 0.1.
     args += ["--attention-dropout", "0.0", "--hidden-dropout", "0.0", "--attention-softmax-in-fp32"]
+    return args
+
+
+def aux_loss_coef(arch: Architecture, job_coef: float | None) -> float:
+    """The router's load-balancing weight: the job's model.moe.aux_loss_coef, else the model's, else the default."""
+    if job_coef is not None:
+        return job_coef
+    return arch.router_aux_loss_coef if arch.router_aux_loss_coef is not None else DEFAULT_AUX_LOSS_COEF
+
+
+def moe_layer_pattern(arch: Architecture) -> str | None:
+    """--moe-layer-freq as Megatron's list expression (1 = MoE layer) when not every layer is MoE, else None.
+
+    Megatron-LM's moe_freq_type evaluates it (e.g. "([0]*3+[1]*58)"); runs of equal layers are written once.
+    """
+    layers = arch.moe_layers
+    if all(layers):
+        return None
+    runs: list[list[int]] = []
+    for flag in (int(x) for x in layers):
+        if runs and runs[-1][0] == flag:
+            runs[-1][1] += 1
+        else:
+            runs.append([flag, 1])
+    return "(" + "+".join(f"[{flag}]*{count}" for flag, count in runs) + ")"
+
+
+def moe_args(arch: Architecture, engine: str, job_coef: float | None) -> list[str]:
+    """Experts, router, expert FFN, shared experts, dense/MoE layer pattern, grouped GEMM, dispatcher and the
+    load-balancing loss of a mixture-of-experts decoder; nothing for a dense one.
+
+    The router matches transformers': a softmax over every expert, the top k kept, renormalized to sum to 1 when
+    the model does (Megatron's default: top k of the logits, then a softmax over them, which is the same) or kept
+    as they are (--moe-router-pre-softmax: softmax first, no renormalization; Qwen2-MoE's norm_topk_prob false).
+    MindSpeed-LLM's Qwen2-MoE scripts name that routing `--moe-router-load-balancing-type softmax_topk`, a choice
+    26.1.0's parser does not list (tests/unit/megatron_flags/mindspeed_llm_26.1.0.json); megatron-core's
+    --moe-router-pre-softmax with aux_loss is used there too. Dropless (no capacity factor), as transformers routes
+    every token.
+    """
+    if arch.num_experts is None:
+        return []
+    assert arch.num_experts_per_tok is not None and arch.expert_intermediate_size is not None
+    args = [
+        "--num-experts", str(arch.num_experts),
+        "--moe-router-topk", str(arch.num_experts_per_tok),
+        "--moe-ffn-hidden-size", str(arch.expert_intermediate_size),
+    ]  # fmt: skip
+    if engine == MINDSPEED_LLM:
+        # MindSpeed-LLM's own MoE layers read --moe-intermediate-size (its qwen3_moe scripts pass both).
+        args += ["--moe-intermediate-size", str(arch.expert_intermediate_size)]
+    shared = arch.shared_expert_size
+    if shared is not None and engine == MINDSPEED_LLM and shared % arch.expert_intermediate_size == 0:
+        # MindSpeed-LLM counts shared experts in expert widths (examples/mcore/qwen2_moe scripts: Qwen2-57B-A14B's
+        # 20480-wide shared expert is --n-shared-experts 8 of 2560) and gates them with its --shared-expert-gate.
+        args += ["--n-shared-experts", str(shared // arch.expert_intermediate_size)]
+        if arch.model_type in SHARED_EXPERT_GATE_TYPES:
+            args.append("--shared-expert-gate")
+    elif shared is not None:
+        args += ["--moe-shared-expert-intermediate-size", str(shared)]
+        if arch.model_type in SHARED_EXPERT_GATE_TYPES:
+            args.append("--shared-expert-gate" if engine == MINDSPEED_LLM else "--moe-shared-expert-gate")
+    pattern = moe_layer_pattern(arch)
+    if pattern is not None:
+        args += ["--moe-layer-freq", pattern]
+    if arch.renormalizes_top_k:
+        if engine == MINDSPEED_LLM:
+            args.append("--norm-topk-prob")
+    else:
+        args.append("--moe-router-pre-softmax")
+    args += [
+        # The router in fp32, as transformers takes its softmax in float32 (and as Megatron advises for MoE).
+        "--moe-router-dtype", "fp32",
+        "--moe-router-load-balancing-type", "aux_loss",
+        "--moe-aux-loss-coeff", num(aux_loss_coef(arch, job_coef)),
+        "--moe-token-dispatcher-type", TOKEN_DISPATCHERS[engine],
+        "--moe-grouped-gemm",
+    ]  # fmt: skip
     return args
 
 

@@ -86,26 +86,28 @@ class MegatronBackend:
         write_jsonl(Path(plan.engine_config["train_file"]), (megatron_input_row(job.stage, r, engine) for r in rows))
         ui.info(f"data: {len(rows)} training rows written to {plan.engine_config['train_file']}")
         Path(plan.engine_config["data_dir"]).mkdir(parents=True, exist_ok=True)
-        if plan.engine_config.get("engine_tokenizer"):
-            from factory_cli.backends.megatron.tokenizer_copy import write_engine_tokenizer
-
-            hf_model, target = plan.engine_config["hf_model"], plan.engine_config["engine_tokenizer"]
-            pad = write_engine_tokenizer(Path(hf_model), Path(target))
-            if pad is not None:
-                ui.info(f"tokenizer: its pad is its EOS; Megatron-LM pads with {pad} so EOS stays a target")
         device: DeviceKind = plan.device  # type: ignore[assignment]
 
-        def replan(samples: int) -> Plan:
+        def replan(samples: int | None) -> Plan:
             base = plan.base_dirs
-            fresh = plan_megatron(job, device, model_facts(job), train_samples=samples)
+            fresh = plan_megatron(job, device, model_facts(job), samples, [Path(d) for d in base])
             fresh.base_dirs = base
             run.write_plan(fresh.to_dict())
-            ui.info(f"train iterations: {fresh.engine_config['train_iters']}")
+            if fresh.engine_config["train_iters"] is not None:
+                ui.info(f"train iterations: {fresh.engine_config['train_iters']}")
             return fresh
 
         packed = plan.engine_config.get("packed_index") if job.train.max_steps is None else None
-        if plan.engine_config["train_iters"] is None and not packed:
-            plan = replan(len(rows))
+        # A relative model.tokenizer is found in the job file's folder, which the plan knows once run has it.
+        if (plan.engine_config["train_iters"] is None and not packed) or job.model.tokenizer:
+            plan = replan(None if packed else len(rows))
+        if plan.engine_config.get("engine_tokenizer"):
+            from factory_cli.backends.megatron.tokenizer_copy import write_engine_tokenizer
+
+            source = plan.engine_config["tokenizer"]
+            pad = write_engine_tokenizer(Path(source), Path(plan.engine_config["engine_tokenizer"]))
+            if pad is not None:
+                ui.info(f"tokenizer: its pad is its EOS; Megatron-LM pads with {pad} so EOS stays a target")
         done: set[str] = set()
         while True:
             step = next((s for s in plan.steps if s.name not in done), None)

@@ -1,5 +1,6 @@
 """Megatron-only checks: world = DP x TP x PP x CP; TP divides heads and vocabulary (and the sequence under
-sequence parallel); PP divides layers. No torch."""
+sequence parallel); PP divides layers; EP divides the experts and DP x CP, and MoE with TP > 1 runs sequence
+parallel. No torch."""
 
 from __future__ import annotations
 
@@ -28,8 +29,18 @@ def check_megatron(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
         )
         return
     dp = world // model_parallel
-    if p.ep > 1 and dp % p.ep:
-        yield error("parallel.ep", f"ep {p.ep} does not divide data-parallel size {dp}", "experts fold inside DP")
+    if p.ep > 1 and (dp * p.cp) % p.ep:
+        # megatron-core 0.16 parallel_state.initialize_model_parallel: the expert layout is expert-TP (= TP, the
+        # default factory keeps) x EP x PP and must divide the world, so EP must divide DP x CP.
+        options = [e for e in range(1, dp * p.cp + 1) if (dp * p.cp) % e == 0]
+        yield error(
+            "parallel.ep",
+            f"ep {p.ep} does not divide data-parallel x context-parallel size {dp} x {p.cp} = {dp * p.cp} "
+            "(Megatron places the expert-parallel group inside it)",
+            f"use an ep among {options}, or more ranks",
+        )
+    if p.ep > 1 and job.train.precision == "fp16":
+        yield error("parallel.ep", "Megatron does not run expert parallelism in fp16", "set train.precision: bf16")
     if p.sequence_parallel and p.tp == 1:
         yield error("parallel.sequence_parallel", "sequence parallel needs tp > 1", "set parallel.tp >= 2 or turn off")
     if p.vpp is not None and p.pp == 1:
@@ -49,6 +60,16 @@ def check_megatron(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
         )
     arch = job_architecture(job, ctx)
     if arch is None:
+        return
+    from factory_cli.backends.megatron.args import SUPPORTED_MODEL_TYPES, UNPLANNED_MODEL_TYPES
+
+    if arch.model_type not in SUPPORTED_MODEL_TYPES:
+        reason = UNPLANNED_MODEL_TYPES.get(arch.model_type, "its layout is not described by the planned flags")
+        yield error(
+            "model.name_or_path",
+            f"the megatron backend does not plan model_type `{arch.model_type}`: {reason}",
+            f"use backend: deepspeed, or a model of type {', '.join(SUPPORTED_MODEL_TYPES)}",
+        )
         return
     yield from divides("parallel.tp", "tp", p.tp, arch.num_attention_heads, "attention heads")
     yield from divides("parallel.tp", "tp", p.tp, arch.num_key_value_heads, "kv heads")
@@ -72,6 +93,26 @@ def check_megatron(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
         )
     if arch.num_experts is None and p.ep > 1:
         yield error("parallel.ep", "expert parallelism needs a mixture-of-experts model", "set parallel.ep: 1")
+    if arch.num_experts is not None:
+        yield from check_moe(job, arch.num_experts, dp * p.cp)
+
+
+def check_moe(job: MegatronJob, experts: int, dp_cp: int) -> Iterator[Issue]:
+    """What Megatron-LM's arguments validation asserts for a mixture of experts (megatron/training/arguments.py)."""
+    p = job.parallel
+    if experts % p.ep:
+        options = [e for e in range(1, experts + 1) if experts % e == 0 and dp_cp % e == 0]
+        yield error(
+            "parallel.ep",
+            f"ep {p.ep} does not divide the model's {experts} experts",
+            f"ep sizes that divide the experts and DP x CP ({dp_cp}): {options}",
+        )
+    if p.tp > 1 and not p.sequence_parallel:
+        yield error(
+            "parallel.sequence_parallel",
+            f"Megatron requires sequence parallel for a mixture of experts with tp {p.tp} > 1",
+            "set parallel.sequence_parallel: true",
+        )
 
 
 def check_stack(job: MegatronJob, environ: Mapping[str, str]) -> Iterator[Issue]:

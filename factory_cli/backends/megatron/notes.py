@@ -13,6 +13,7 @@ from factory_cli.backends.megatron.args import (
     HOME_VARS,
     MEGATRON_LM,
     MINDSPEED_LLM,
+    aux_loss_coef,
     wsd_decay_iters,
 )
 from factory_cli.config.defaults import data_parallel_size
@@ -21,6 +22,7 @@ from factory_cli.devices import ASCEND_SET_ENV_CANDIDATES, DeviceKind, dist_back
 
 if TYPE_CHECKING:
     from factory_cli.backends.megatron.plan import MegatronPaths
+    from factory_cli.registry.models import Architecture
 
 WSD_NOTE = "--lr-wsd-decay-style cosine, --lr-wsd-decay-iters"
 # Megatron-LM SFT as the engine runs it: megatron/training/datasets/sft_dataset.py and
@@ -38,7 +40,13 @@ PAD_NOTE = (
 
 
 def plan_notes(
-    job: MegatronJob, engine: str, device: DeviceKind, paths: MegatronPaths, iters: int | None, samples: int | None
+    job: MegatronJob,
+    engine: str,
+    device: DeviceKind,
+    paths: MegatronPaths,
+    iters: int | None,
+    samples: int | None,
+    arch: Architecture | None = None,
 ) -> list[str]:
     """Engine, devices, batch arithmetic, conversion, data, schedule, resume and export notes, then the ignored."""
     p, t = job.parallel, job.train
@@ -50,6 +58,10 @@ def plan_notes(
         f"{t.global_batch_size} = micro {t.micro_batch_size} x DP {data_parallel_size(job)} x accumulation "
         f"{t.gradient_accumulation_steps}",
     ]
+    if arch is not None and arch.is_moe:
+        notes += moe_notes(job, arch)
+    if job.model.tokenizer:
+        notes.append(f"tokenizer: model.tokenizer ({paths.tokenizer_source}) for preprocessing and training")
     visible = visible_devices_var(device)
     if visible:
         notes.append(f"devices are selected with {visible}")
@@ -111,6 +123,38 @@ def plan_notes(
             )
     notes += _ignored(job, engine)
     return notes
+
+
+def moe_notes(job: MegatronJob, arch: Architecture) -> list[str]:
+    """What EP does to the expert weights per rank (the memory arithmetic), and how the router loss is weighted."""
+    from factory_cli.registry.parameters import count_parameters
+
+    p = job.parallel
+    assert arch.num_experts is not None
+    count = count_parameters(arch)
+    dense = count.total - count.experts
+    experts_per_rank = count.experts / (p.ep * p.tp * p.pp)
+    dense_per_rank = dense / (p.tp * p.pp)
+    coef = aux_loss_coef(arch, job.model.moe.aux_loss_coef)
+    source = (
+        "model.moe.aux_loss_coef"
+        if job.model.moe.aux_loss_coef is not None
+        else "the model's router_aux_loss_coef"
+        if arch.router_aux_loss_coef is not None
+        else "the default"
+    )
+    return [
+        f"MoE: {arch.num_experts} experts, {arch.num_experts_per_tok} per token; {count.total / 1e9:.3g}B parameters, "
+        f"{count.active / 1e9:.3g}B active; grouped GEMM, all-to-all token dispatch, dropless",
+        f"EP {p.ep}: {arch.num_experts} / {p.ep} = {arch.num_experts // p.ep} experts per rank; routed-expert weights "
+        f"{count.experts / 1e9:.3g}B / (EP {p.ep} x TP {p.tp} x PP {p.pp}) = {experts_per_rank / 1e9:.3g}B per rank "
+        f"({experts_per_rank * 2 / 1e9:.3g} GB in bf16), the other {dense / 1e9:.3g}B / (TP {p.tp} x PP {p.pp}) = "
+        f"{dense_per_rank / 1e9:.3g}B; each rank also holds fp32 gradients (4 bytes a weight), and the distributed "
+        "optimizer shards the Adam state (12 bytes a weight) of the expert weights over world / (EP x TP x PP) "
+        "ranks, of the others over DP",
+        f"router load-balancing loss: aux_loss, coefficient {coef:g} ({source}); Megatron adds it per MoE layer, "
+        "transformers once over all layers' router logits",
+    ]
 
 
 def _ignored(job: MegatronJob, engine: str) -> list[str]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from factory_cli.backends.megatron.args import (
     layers_per_virtual_stage,
     lora_args,
     lora_target_modules,
+    moe_args,
     optimizer_args,
     parallel_args,
     recompute_args,
@@ -47,13 +49,26 @@ from factory_cli.config.errors import UsageError
 from factory_cli.config.schema import MegatronJob
 from factory_cli.data.formats import OPENAI_TAGS
 from factory_cli.devices import ASCEND_ATB_SET_ENV_CANDIDATES, ASCEND_SET_ENV_CANDIDATES, DeviceKind, launch_env
+from factory_cli.modeling.sources import tokenizer_reference
 from factory_cli.registry.models import Architecture
 
 ENGINE_METHODS = {MEGATRON_LM: ("full",), MINDSPEED_LLM: ("full", "lora")}
 ENGINE_STAGES = {MEGATRON_LM: ("pt", "sft"), MINDSPEED_LLM: ("pt", "sft", "dpo")}
 
 # HF model_type -> convert_ckpt_v2.py --model-type-hf (Llama-3 and Mistral share the llama2 layout).
-MINDSPEED_MODEL_TYPES = {"llama": "llama2", "mistral": "llama2", "qwen2": "qwen25", "qwen3": "qwen3"}
+# MoE: Qwen3-MoE and Qwen2-MoE convert with grouped-GEMM expert weights (--moe-grouped-gemm, as trained); its
+# convert_ckpt_v2.py has no Mixtral.
+MINDSPEED_MODEL_TYPES = {
+    "llama": "llama2",
+    "mistral": "llama2",
+    "qwen2": "qwen25",
+    "qwen3": "qwen3",
+    "qwen2_moe": "qwen2-moe",
+    "qwen3_moe": "qwen3-moe",
+}
+# HF model types Megatron Bridge converts (its models/ bridges: llama, mistral, qwen2, qwen3, qwen3_moe, mixtral);
+# it has no Qwen2-MoE bridge.
+BRIDGE_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3", "qwen3_moe", "mixtral"})
 # Our chat template names -> MindSpeed-LLM --prompt-type (configs/finetune/templates.json).
 PROMPT_TYPES = {"chatml": "chatml", "qwen3": "qwen3", "llama3": "llama3", "mistral": "mistral", "glm4": "glm4"}
 # Qwen2.5 chats in ChatML; MindSpeed-LLM's Qwen2.5 scripts use its `qwen` template (ChatML + Qwen's system).
@@ -81,11 +96,15 @@ class MegatronPaths(RunPaths):
     """Every path a megatron run reads or writes, under the run directory."""
 
     base: str = ""
+    tokenizer_source: str = ""
 
     @classmethod
-    def of(cls, job: MegatronJob) -> MegatronPaths:
+    def of(cls, job: MegatronJob, base_dirs: Sequence[Path] = ()) -> MegatronPaths:
+        """The run's paths; the tokenizer is model.tokenizer (resolved against `base_dirs`), else the model's."""
         run_dir = cls.run_dir_of(job)
-        return cls(run_dir=run_dir, base=job.megatron.load or str(run_dir / "megatron_base"))
+        base = job.megatron.load or str(run_dir / "megatron_base")
+        own = tokenizer_reference(job.model, base_dirs)
+        return cls(run_dir=run_dir, base=base, tokenizer_source=own or str(run_dir / "hf_model"))
 
     @property
     def train_file(self) -> str:
@@ -260,7 +279,7 @@ def torchrun_argv(job: MegatronJob, script: str, args: list[str]) -> list[str]:
 
 
 def convert_argv(
-    job: MegatronJob, engine: str, model_type_hf: str | None, paths: MegatronPaths, num_layers: int
+    job: MegatronJob, engine: str, model_type_hf: str | None, paths: MegatronPaths, num_layers: int, moe: bool = False
 ) -> list[str]:
     """HF -> Megatron: MindSpeed-LLM's convert_ckpt_v2.py at the target TP/PP, or Megatron Bridge's import."""
     if engine == MINDSPEED_LLM:
@@ -274,6 +293,8 @@ def convert_argv(
         ]  # fmt: skip
         if p.ep > 1:
             argv += ["--target-expert-parallel-size", str(p.ep)]
+        if moe:
+            argv.append("--moe-grouped-gemm")
         if p.vpp is not None:
             argv += ["--num-layers-per-virtual-pipeline-stage", str(layers_per_virtual_stage(p, num_layers))]
         assert model_type_hf is not None
@@ -302,14 +323,14 @@ def preprocess_argv(job: MegatronJob, engine: str, paths: MegatronPaths, prompt:
             *INDEXED_WRITER,
             "--input", paths.train_file,
             "--output-prefix", paths.prefix,
-            "--tokenizer", paths.hf_model,
+            "--tokenizer", paths.tokenizer_source,
             "--append-eod",
         ]  # fmt: skip
     common = ["--input", paths.train_file, "--output-prefix", paths.prefix, "--workers", str(PREPROCESS_WORKERS)]
     argv = [
         *GUARD, home(HOME_VARS[engine], "preprocess_data.py"), *common,
         "--tokenizer-type", "PretrainedFromHF",
-        "--tokenizer-name-or-path", paths.hf_model,
+        "--tokenizer-name-or-path", paths.tokenizer_source,
         "--log-interval", "1000",
     ]  # fmt: skip
     if job.stage == "pt":
@@ -420,6 +441,7 @@ def train_args(
     assert arch is not None
     try:
         shape = architecture_args(arch, job.data.max_length, engine, model.rope_scaling_factor)
+        shape += moe_args(arch, engine, job.model.moe.aux_loss_coef)
         parallel = parallel_args(job.parallel, arch.num_hidden_layers)
     except ValueError as exc:
         raise UsageError(str(exc), "use backend: deepspeed for this model") from None
@@ -428,7 +450,7 @@ def train_args(
         args += lora_args(job.method.lora)
     args += shape
     sft_on_megatron_lm = job.stage == "sft" and engine == MEGATRON_LM
-    tokenizer = paths.engine_tokenizer if sft_on_megatron_lm else paths.hf_model
+    tokenizer = paths.engine_tokenizer if sft_on_megatron_lm else paths.tokenizer_source
     args += tokenizer_args(engine, tokenizer, sft=job.stage == "sft")
     args += parallel
     args += optimizer_args(job.train, iters)
@@ -442,12 +464,14 @@ def train_args(
     return args + list(job.megatron.extra_args)
 
 
-def export_argv(job: MegatronJob, engine: str, model_type_hf: str | None, paths: MegatronPaths) -> list[str]:
+def export_argv(
+    job: MegatronJob, engine: str, model_type_hf: str | None, paths: MegatronPaths, moe: bool = False
+) -> list[str]:
     """Megatron -> HF into <run>/final: convert_ckpt_v2.py (LoRA merged onto the base), or Megatron Bridge."""
     if engine == MINDSPEED_LLM:
         assert model_type_hf is not None
         argv = [*GUARD, home(HOME_VARS[engine], "convert_ckpt_v2.py"), "--load-model-type", "mg"]
-        argv += ["--save-model-type", "hf"]
+        argv += ["--save-model-type", "hf"] + (["--moe-grouped-gemm"] if moe else [])
         if job.method.type == "lora":
             lora = job.method.lora
             argv += ["--load-dir", paths.base, "--lora-load", paths.checkpoints]
@@ -466,7 +490,9 @@ def export_argv(job: MegatronJob, engine: str, model_type_hf: str | None, paths:
     ]  # fmt: skip
 
 
-def roundtrip_argvs(engine: str, model_type_hf: str, paths: MegatronPaths) -> list[tuple[str, list[str]]]:
+def roundtrip_argvs(
+    engine: str, model_type_hf: str, paths: MegatronPaths, moe: bool = False
+) -> list[tuple[str, list[str]]]:
     """MindSpeed-LLM: convert the fresh Megatron checkpoint back to HF, then compare it with the original
     (roundtrip.py; 26.1.0's converter can exit 0 with wrong weights)."""
     back = [
@@ -477,6 +503,7 @@ def roundtrip_argvs(engine: str, model_type_hf: str, paths: MegatronPaths) -> li
         "--save-dir", paths.roundtrip,
         "--hf-cfg-dir", paths.hf_model,
         "--model-type-hf", model_type_hf,
+        *(["--moe-grouped-gemm"] if moe else []),
     ]  # fmt: skip
     verify = [
         PYTHON, "-m", "factory_cli.backends.megatron.roundtrip",
@@ -487,12 +514,19 @@ def roundtrip_argvs(engine: str, model_type_hf: str, paths: MegatronPaths) -> li
     return [("roundtrip", back), ("verify", verify)]
 
 
-def plan_megatron(job: MegatronJob, device: DeviceKind, model: ModelFacts, train_samples: int | None = None) -> Plan:
+def plan_megatron(
+    job: MegatronJob,
+    device: DeviceKind,
+    model: ModelFacts,
+    train_samples: int | None = None,
+    base_dirs: Sequence[Path] = (),
+) -> Plan:
     """The whole plan for a job whose defaults (device ones included) are resolved.
 
     `train_samples` is the number of training rows, counted by the caller once the data is read: without
     train.max_steps the length is --train-iters = ceil(epochs x train_samples / global batch). When it is
     None (a dry run) the train step has no --train-iters yet and a note says so; `run` plans again with it.
+    `base_dirs` are where a relative model.tokenizer is looked up (the job file's folder, known at run time).
     """
     engine = choose_engine(job, device)
     check_engine_support(job, engine)
@@ -502,7 +536,7 @@ def plan_megatron(job: MegatronJob, device: DeviceKind, model: ModelFacts, train
             "use a registry model (factory list models) or a local directory with config.json",
         )
     arch = model.architecture
-    paths = MegatronPaths.of(job)
+    paths = MegatronPaths.of(job, base_dirs)
     needs_model_type = engine == MINDSPEED_LLM and (job.megatron.load is None or job.megatron.save_hf)
     model_type_hf = MINDSPEED_MODEL_TYPES.get(arch.model_type) if engine == MINDSPEED_LLM else None
     if needs_model_type and model_type_hf is None:
@@ -510,17 +544,24 @@ def plan_megatron(job: MegatronJob, device: DeviceKind, model: ModelFacts, train
             f"MindSpeed-LLM's convert_ckpt_v2.py has no --model-type-hf for `{arch.model_type}`",
             "convert the checkpoint yourself, give it as megatron.load and set megatron.save_hf: false",
         )
+    converts = job.megatron.load is None or job.megatron.save_hf
+    if engine == MEGATRON_LM and converts and arch.model_type not in BRIDGE_MODEL_TYPES:
+        raise UsageError(
+            f"Megatron Bridge, which converts HF checkpoints for Megatron-LM, has no converter for `{arch.model_type}`",
+            "convert the checkpoint yourself, give it as megatron.load and set megatron.save_hf: false "
+            "(MindSpeed-LLM on Ascend converts it)",
+        )
     prompt = prompt_type(model, job.model.template) if engine == MINDSPEED_LLM and job.stage != "pt" else None
     iters = train_iters(job.train, train_samples)
     env = {**launch_env(device, job.parallel.nproc_per_node), "CUDA_DEVICE_MAX_CONNECTIONS": "1", **job.env}
 
     steps: list[Step] = []
     if job.megatron.load is None:
-        convert = convert_argv(job, engine, model_type_hf, paths, arch.num_hidden_layers)
+        convert = convert_argv(job, engine, model_type_hf, paths, arch.num_hidden_layers, arch.is_moe)
         steps.append(Step(name="convert", argv=on_device(convert, device), env=env))
         if engine == MINDSPEED_LLM:
             assert model_type_hf is not None
-            for name, argv in roundtrip_argvs(engine, model_type_hf, paths):
+            for name, argv in roundtrip_argvs(engine, model_type_hf, paths, arch.is_moe):
                 steps.append(Step(name=name, argv=on_device(argv, device), env=env))
     preprocess = preprocess_argv(job, engine, paths, prompt)
     if preprocess is not None:
@@ -530,7 +571,7 @@ def plan_megatron(job: MegatronJob, device: DeviceKind, model: ModelFacts, train
     launch = torchrun_argv(job, home(HOME_VARS[engine], script), args)
     steps.append(Step(name="train", argv=on_device(launch, device), env=env))
     if job.megatron.save_hf:
-        export = export_argv(job, engine, model_type_hf, paths)
+        export = export_argv(job, engine, model_type_hf, paths, arch.is_moe)
         steps.append(Step(name="export", argv=on_device(export, device), env=env))
         check = [
             PYTHON, "-m", "factory_cli.backends.megatron.roundtrip", "--shapes-only",
@@ -555,6 +596,7 @@ def plan_megatron(job: MegatronJob, device: DeviceKind, model: ModelFacts, train
             "train_iters": iters,
             "train_samples": train_samples,
             "hf_model": paths.hf_model,
+            "tokenizer": paths.tokenizer_source,
             "model_source": model.source,
             "megatron_checkpoint": paths.base,
             "train_file": paths.train_file,
@@ -569,5 +611,5 @@ def plan_megatron(job: MegatronJob, device: DeviceKind, model: ModelFacts, train
             "prompt_type": prompt,
             "data_parallel_size": data_parallel_size(job),
         },
-        notes=plan_notes(job, engine, device, paths, iters, train_samples),
+        notes=plan_notes(job, engine, device, paths, iters, train_samples, arch),
     )
