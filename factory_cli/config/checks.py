@@ -425,10 +425,16 @@ def _check_local_dataset(
     from factory_cli.data.readers import ReadError, list_data_files, scan_file
 
     total: int | None = 0
+    pairs = _preference_mark(job, format_spec)
+    scanned = marked = 0
+    first_pair = ""
     try:
         for file in list_data_files(source):
-            scan = scan_file(file, ROWS_CONVERTED, FULL_CHECK_BYTES)
+            scan = scan_file(file, ROWS_CONVERTED, FULL_CHECK_BYTES, pairs)
             total = total + scan.rows if total is not None and scan.rows_counted else None
+            scanned, marked = scanned + scan.rows, marked + scan.marked
+            if scan.first_marked is not None and not first_pair:
+                first_pair = f"row {scan.first_marked} of {file.name}"
             if not scan.complete:
                 checked = (
                     "none of it (one JSON document)"
@@ -466,7 +472,32 @@ def _check_local_dataset(
         where = f"{name}:{exc.line}: " if exc.line else f"{name}: "
         yield error(path, f"{where}{exc.detail}", exc.hint or "supported files: .json .jsonl .csv .parquet")
         return None
+    if 0 < marked < scanned:
+        yield error(
+            path,
+            f"{marked} of the {scanned} rows read are preference pairs (chosen/rejected; the first: {first_pair}) "
+            "mixed in with sft rows: stage sft would train on their chosen answers and ignore the rejected ones",
+            "remove them (a dpo job trains on pairs); to train sft on the chosen answers of preference data on "
+            "purpose, give those rows as a dataset of their own with format: preference",
+        )
+        return None
+    if marked and format_spec.format == "auto":
+        yield warning(
+            path,
+            "every row is a preference pair (chosen/rejected): stage sft trains on the chosen answers only",
+            "set format: preference on this dataset to say that is meant, or use stage: dpo to learn from the pairs",
+        )
     return total
+
+
+def _preference_mark(job: JobBase, format_spec: FormatSpec) -> Callable[[dict[str, Any]], bool] | None:
+    """For an sft dataset not declared as preference data: whether a row holds a chosen/rejected pair (the same
+    test data/formats.py `_pair` uses to learn the chosen answer), so pairs mixed into sft rows can be counted."""
+    if job.stage != "sft" or format_spec.ranking or format_spec.format == "preference":
+        return None
+    chosen = format_spec.columns.get("chosen") or "chosen"
+    rejected = format_spec.columns.get("rejected") or "rejected"
+    return lambda row: row.get(chosen) is not None and row.get(rejected) is not None
 
 
 def _size(count: int) -> str:

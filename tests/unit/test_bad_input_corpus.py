@@ -238,3 +238,29 @@ def test_a_failing_batch_reward_names_the_batch() -> None:
 
     with pytest.raises(RewardCallError, match=r"reward `batch` raised KeyError: 'answer' on a batch of 2 rows"):
         LoadedReward("batch", "trl", batch).score(["a", "b"], [None, None], {"x": [1, 2]})
+
+
+def test_preference_pairs_past_the_converted_rows_are_counted_by_the_scan(tmp_path: Path) -> None:
+    file = tmp_path / "rows.jsonl"
+    pair = '{"prompt": "Say hi.", "chosen": "Hi!", "rejected": "No."}\n'
+    file.write_text(ROW * 1500 + "\n" + ROW * 600 + pair + ROW * 10 + pair)
+    mark = checks._preference_mark(_sft_job(tmp_path), FormatSpec(format="auto"))
+    assert mark is not None
+    scan = scan_file(file, keep=5, max_bytes=1 << 30, mark=mark)
+    assert (scan.rows, scan.marked, scan.first_marked) == (2112, 2, 2102)
+    assert checks._preference_mark(_sft_job(tmp_path), FormatSpec(format="preference")) is None
+
+
+def test_an_sft_dataset_of_pairs_only_is_a_warning_unless_declared(tmp_path: Path) -> None:
+    file = tmp_path / "pairs.jsonl"
+    file.write_text('{"prompt": "Say hi.", "chosen": "Hi!", "rejected": "No."}\n' * 3)
+    job = load_and_validate(_job(tmp_path, str(file)))
+    assert [w.message for w in job.warnings if w.path == "data.train[0]"] == [
+        "every row is a preference pair (chosen/rejected): stage sft trains on the chosen answers only"
+    ]
+    declared = load_and_validate(_job(tmp_path, f"{{path: {file}, format: preference}}"))
+    assert not [w for w in declared.warnings if w.path == "data.train[0]"]
+
+
+def _sft_job(tmp_path: Path) -> Any:
+    return load_and_validate(_job(tmp_path, str(BROKEN_DIR / "data" / "alpaca_rows.jsonl"))).job
