@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 ROWS_CHECKED = 5  # a bad row among the first of a file is an error: the format or column mapping is wrong
 ROWS_CONVERTED = 10_000  # rows of each file converted in check (~55 us each), the bad ones counted as a warning
+ROWS_TOKENIZED = 2_000  # rows of each dataset whose prompt length check measures (data/prompt_lengths.py)
 FULL_CHECK_BYTES = 2 * 1024**3  # each data file is parsed up to this size: ~20 s (throughput in scan_file)
 
 
@@ -394,6 +395,7 @@ def _scan_data(job: JobBase, ctx: CheckContext) -> Generator[Issue, None, tuple[
         )
         return None, None
     counts: dict[str, int | None] = {"train": 0, "eval": 0}
+    tokenizer = _tokenizer_json(job, ctx)
     for split in ("train", "eval"):
         for index, spec in enumerate(getattr(job.data, split)):
             path = f"data.{split}[{index}]"
@@ -408,7 +410,7 @@ def _scan_data(job: JobBase, ctx: CheckContext) -> Generator[Issue, None, tuple[
             if resolved.file is None:
                 counts[split] = None
                 continue
-            rows = yield from _check_local_dataset(job, path, resolved.file, resolved.format_spec)
+            rows = yield from _check_local_dataset(job, path, resolved.file, resolved.format_spec, tokenizer)
             if rows is not None and spec.max_samples is not None:
                 rows = min(rows, spec.max_samples)
             total = counts[split]
@@ -417,7 +419,7 @@ def _scan_data(job: JobBase, ctx: CheckContext) -> Generator[Issue, None, tuple[
 
 
 def _check_local_dataset(
-    job: JobBase, path: str, source: Path, format_spec: FormatSpec
+    job: JobBase, path: str, source: Path, format_spec: FormatSpec, tokenizer: Path | None
 ) -> Generator[Issue, None, int | None]:
     """Scan every file of one local dataset; return its row count (None when a file is malformed, empty, or too
     large to count)."""
@@ -428,6 +430,7 @@ def _check_local_dataset(
     pairs = _preference_mark(job, format_spec)
     scanned = marked = 0
     first_pair = ""
+    converted: list[tuple[str, dict[str, Any]]] = []  # (where, canonical row) of the rows that convert
     try:
         for file in list_data_files(source):
             scan = scan_file(file, ROWS_CONVERTED, FULL_CHECK_BYTES, pairs)
@@ -452,7 +455,7 @@ def _check_local_dataset(
             dropped: list[str] = []
             for position, (row_number, row) in enumerate(scan.first):
                 try:
-                    convert_row(row, format_spec, job.stage)
+                    converted.append((f"row {row_number} of {file.name}", convert_row(row, format_spec, job.stage)))
                 except RowError as exc:
                     field = f" field `{exc.field}`:" if exc.field else ""
                     reason = f"row {row_number} of {file.name}:{field} {exc.message}"
@@ -487,7 +490,66 @@ def _check_local_dataset(
             "every row is a preference pair (chosen/rejected): stage sft trains on the chosen answers only",
             "set format: preference on this dataset to say that is meant, or use stage: dpo to learn from the pairs",
         )
+    if tokenizer is not None and converted:
+        whole = total is not None and len(converted) == total <= ROWS_TOKENIZED
+        left = yield from _check_prompt_lengths(job, path, tokenizer, converted[:ROWS_TOKENIZED], whole)
+        if not left:
+            return None
     return total
+
+
+def _tokenizer_json(job: JobBase, ctx: CheckContext) -> Path | None:
+    """The job's tokenizer.json when it is on this machine (model.tokenizer, else the model's folder or cache)."""
+    from factory_cli.data.prompt_lengths import find_tokenizer_json
+    from factory_cli.data.sources import find_local_path
+    from factory_cli.modeling.locate import locate_model
+
+    if job.model.tokenizer:
+        return find_tokenizer_json(find_local_path(job.model.tokenizer, ctx.base_dirs))
+    try:
+        return find_tokenizer_json(locate_model(job.model, ctx.base_dirs).path)
+    except UsageError:  # a model that names nothing: check_model reports it
+        return None
+
+
+def _check_prompt_lengths(
+    job: JobBase, path: str, tokenizer: Path, rows: list[tuple[str, dict[str, Any]]], whole: bool
+) -> Generator[Issue, None, bool]:
+    """Count the rows training would drop because their prompt alone fills the length limit (data/prompt_lengths.py);
+    an error when none would be left of the whole dataset. Returns False after that error."""
+    from factory_cli.data.prompt_lengths import count_long_prompts
+
+    # The deepspeed backend's data pipeline and TRL drop these rows; megatron and verl read the data themselves.
+    if job.backend != "deepspeed" or job.stage == "pt" or (job.stage == "sft" and job.data.train_on_prompt):
+        return True
+    grpo = job.grpo if job.stage == "grpo" else None
+    limit = grpo.max_prompt_length if grpo is not None else job.data.max_length
+    setting = "grpo.max_prompt_length" if grpo is not None else "data.max_length"
+    try:
+        found = count_long_prompts(tokenizer, [row for _, row in rows], job.stage, limit, strict=grpo is not None)
+    except Exception:  # a tokenizer.json the Rust library cannot read: the model check and training say more
+        return True
+    if not found.dropped:
+        return True
+    assert found.first is not None
+    fills = "is longer than" if grpo is not None else "fills"
+    fix = f"raise {setting} (now {limit}), or shorten the prompts"
+    if found.dropped == found.checked == len(rows) and whole:
+        yield error(
+            path,
+            f"no row would be left to train on: the prompt of each of its {found.checked} rows {fills} "
+            f"{setting}: {limit} tokens, and training drops such rows",
+            fix,
+        )
+        return False
+    of = f"its {found.checked} rows" if whole and found.checked == len(rows) else f"the first {found.checked} rows"
+    yield warning(
+        path,
+        f"{found.dropped} of {of} would be dropped at train time: the prompt alone {fills} {setting}: {limit} "
+        f"tokens (first: {rows[found.first][0]})",
+        f"{fix}; training counts and skips them",
+    )
+    return True
 
 
 def _preference_mark(job: JobBase, format_spec: FormatSpec) -> Callable[[dict[str, Any]], bool] | None:

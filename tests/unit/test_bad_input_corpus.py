@@ -4,6 +4,7 @@ with one message naming the file, key or row."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -264,3 +265,70 @@ def test_an_sft_dataset_of_pairs_only_is_a_warning_unless_declared(tmp_path: Pat
 
 def _sft_job(tmp_path: Path) -> Any:
     return load_and_validate(_job(tmp_path, str(BROKEN_DIR / "data" / "alpaca_rows.jsonl"))).job
+
+
+def _model_with_tokenizer(tmp_path: Path) -> Path:
+    """A local model folder that check accepts, with a real tokenizer.json (one token per word)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from tests.hub_stand_in import EMPTY_SAFETENSORS
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    tokenizer = Tokenizer(models.WordLevel({"[UNK]": 0, "word": 1}, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.save(str(folder / "tokenizer.json"))
+    (folder / "config.json").write_text('{"model_type": "llama", "max_position_embeddings": 4096}')
+    (folder / "model.safetensors").write_text(EMPTY_SAFETENSORS)
+    return folder
+
+
+def _long_prompt_job(tmp_path: Path, stage: str, rows: list[str], data_extra: str = "", extra: str = "") -> Path:
+    tmp_path.mkdir(exist_ok=True)
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(rows))
+    job = tmp_path / "job.yaml"
+    job.write_text(
+        f"backend: deepspeed\nstage: {stage}\ndevice: cpu\nmodel:\n  name_or_path: {_model_with_tokenizer(tmp_path)}\n"
+        f"data:\n  train: [{data}]\n  max_length: 64\n{data_extra}output:\n  dir: {tmp_path / 'run'}\n{extra}",
+        encoding="utf-8",
+    )
+    return job
+
+
+LONG = "word " * 80  # 80 tokens, more than max_length 64
+SFT_LONG = json.dumps({"instruction": LONG, "output": "5"}) + "\n"
+SFT_SHORT = json.dumps({"instruction": "word word", "output": "5"}) + "\n"
+
+
+def test_sft_whose_prompts_all_fill_max_length_is_refused(tmp_path: Path) -> None:
+    assert _errors(_long_prompt_job(tmp_path, "sft", [SFT_LONG] * 3)) == [
+        "data.train[0]: no row would be left to train on: the prompt of each of its 3 rows fills data.max_length: "
+        "64 tokens, and training drops such rows"
+    ]
+
+
+def test_sft_rows_whose_prompt_fills_max_length_are_counted(tmp_path: Path) -> None:
+    job = load_and_validate(_long_prompt_job(tmp_path, "sft", [SFT_SHORT, SFT_LONG, SFT_SHORT, SFT_LONG]))
+    assert [w.message for w in job.warnings if w.path == "data.train[0]"] == [
+        "2 of its 4 rows would be dropped at train time: the prompt alone fills data.max_length: 64 tokens "
+        "(first: row 2 of rows.jsonl)"
+    ]
+    on_prompt = _long_prompt_job(tmp_path / "p", "sft", [SFT_LONG], "  train_on_prompt: true\n")
+    assert not [w for w in load_and_validate(on_prompt).warnings if w.path == "data.train[0]"]
+
+
+def test_dpo_and_grpo_prompts_beyond_their_limit(tmp_path: Path) -> None:
+    pair = json.dumps({"prompt": LONG, "chosen": "yes", "rejected": "no"}) + "\n"
+    (error,) = _errors(_long_prompt_job(tmp_path / "dpo", "dpo", [pair] * 2))
+    assert error.startswith("data.train[0]: no row would be left to train on: the prompt of each of its 2 rows fills")
+    grpo = "grpo:\n  rewards: [math_answer]\n  max_prompt_length: 80\n"
+    rows = [
+        json.dumps({"prompt": LONG, "answer": "5"}) + "\n",
+        json.dumps({"prompt": LONG + "word", "answer": "5"}) + "\n",
+    ]
+    job = load_and_validate(_long_prompt_job(tmp_path / "grpo", "grpo", rows, extra=grpo))
+    assert [w.message for w in job.warnings if w.path == "data.train[0]"] == [
+        "1 of its 2 rows would be dropped at train time: the prompt alone is longer than grpo.max_prompt_length: "
+        "80 tokens (first: row 2 of rows.jsonl)"
+    ]
