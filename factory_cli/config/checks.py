@@ -410,6 +410,15 @@ def _scan_data(job: JobBase, ctx: CheckContext) -> Generator[Issue, None, tuple[
             if resolved.file is None:
                 counts[split] = None
                 continue
+            if not resolved.file.exists() and job.data.dataset_dir:  # a path of the job's own is checked on resolving
+                info = find_local_path(job.data.dataset_dir, ctx.base_dirs) or Path(job.data.dataset_dir)
+                yield error(
+                    path,
+                    f"dataset `{resolved.entry.name}` is {resolved.file}, which does not exist",
+                    f"fix its file_name in {info / 'dataset_info.json'}, or put the file there",
+                )
+                counts[split] = None
+                continue
             rows = yield from _check_local_dataset(job, path, resolved.file, resolved.format_spec, tokenizer)
             if rows is not None and spec.max_samples is not None:
                 rows = min(rows, spec.max_samples)

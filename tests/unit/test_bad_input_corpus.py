@@ -332,3 +332,9 @@ def test_dpo_and_grpo_prompts_beyond_their_limit(tmp_path: Path) -> None:
         "1 of its 2 rows would be dropped at train time: the prompt alone is longer than grpo.max_prompt_length: "
         "80 tokens (first: row 2 of rows.jsonl)"
     ]
+
+
+def test_a_dataset_info_entry_whose_file_is_missing_names_the_path() -> None:
+    (error,) = _errors(BROKEN_DIR / "data_info_missing_file.yaml")
+    missing = BROKEN_DIR / "data" / "info_missing_file" / "rows_v2.jsonl"
+    assert error == f"data.train[0]: dataset `mydata` is {missing}, which does not exist"
