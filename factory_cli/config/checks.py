@@ -312,7 +312,7 @@ def _check_rewards(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
         try:
             loaded = load_reward(reward.name, reward.function, reward.weight, reward.kwargs, ctx.base_dirs)
             rows = _first_rows(job, ctx) if rows is None else rows
-            probe_reward(loaded, rows)
+            probe_reward(loaded, rows, trl_calls=job.backend == "deepspeed")  # TRL's GRPOTrainer calls it
         except RewardLoadError as exc:
             yield error(path, exc.message, exc.hint)
         except UsageError as exc:  # RewardCallError: the call failed

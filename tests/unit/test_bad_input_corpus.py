@@ -338,3 +338,26 @@ def test_a_dataset_info_entry_whose_file_is_missing_names_the_path() -> None:
     (error,) = _errors(BROKEN_DIR / "data_info_missing_file.yaml")
     missing = BROKEN_DIR / "data" / "info_missing_file" / "rows_v2.jsonl"
     assert error == f"data.train[0]: dataset `mydata` is {missing}, which does not exist"
+
+
+def test_a_trl_reward_is_probed_with_completions_as_trl_gives_them(tmp_path: Path) -> None:
+    """GRPOTrainer hands a TRL-signature reward conversational completions ([{role, content}]); check's call must
+    too, or it refuses a reward that works and passes one that fails at train time."""
+    rewards = tmp_path / "my_rewards.py"
+    rewards.write_text(
+        "def first_content(completions, **kwargs):\n"
+        "    return [float(c[0]['content'] == '5') for c in completions]\n"
+        "def as_text(completions, **kwargs):\n"
+        "    return [float(c.strip() == '5') for c in completions]\n"
+    )
+    data = tmp_path / "rows.jsonl"
+    data.write_text('{"prompt": "2+3?", "answer": "5"}\n' * 3)
+
+    def grpo_job(function: str) -> Path:
+        job = _job(tmp_path, str(data), f"grpo:\n  rewards: [{{function: {rewards}:{function}}}]\n")
+        job.write_text(job.read_text().replace("stage: sft", "stage: grpo"))
+        return job
+
+    assert load_and_validate(grpo_job("first_content")).job.stage == "grpo"
+    (error,) = _errors(grpo_job("as_text"))
+    assert error.startswith("grpo.rewards[0]: reward `as_text` raised AttributeError: 'list' object has no attribute")
