@@ -22,6 +22,7 @@ from factory_cli.data.formats import FormatSpec, RowError, convert_row
 from factory_cli.data.readers import ReadError, list_data_files, scan_file
 from factory_cli.rewards.loader import LoadedReward, RewardCallError
 from factory_cli.rewards.probe import probe_reward
+from tests.unit.word_model import word_model
 
 BROKEN_DIR = Path(__file__).resolve().parent / "broken_jobs"
 ROW = '{"instruction": "Add 2 and 3.", "input": "", "output": "5"}\n'
@@ -267,29 +268,13 @@ def _sft_job(tmp_path: Path) -> Any:
     return load_and_validate(_job(tmp_path, str(BROKEN_DIR / "data" / "alpaca_rows.jsonl"))).job
 
 
-def _model_with_tokenizer(tmp_path: Path) -> Path:
-    """A local model folder that check accepts, with a real tokenizer.json (one token per word)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-
-    from tests.hub_stand_in import EMPTY_SAFETENSORS
-
-    folder = tmp_path / "model"
-    folder.mkdir()
-    tokenizer = Tokenizer(models.WordLevel({"[UNK]": 0, "word": 1}, unk_token="[UNK]"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer.save(str(folder / "tokenizer.json"))
-    (folder / "config.json").write_text('{"model_type": "llama", "max_position_embeddings": 4096}')
-    (folder / "model.safetensors").write_text(EMPTY_SAFETENSORS)
-    return folder
-
-
 def _long_prompt_job(tmp_path: Path, stage: str, rows: list[str], data_extra: str = "", extra: str = "") -> Path:
     tmp_path.mkdir(exist_ok=True)
     data = tmp_path / "rows.jsonl"
     data.write_text("".join(rows))
     job = tmp_path / "job.yaml"
     job.write_text(
-        f"backend: deepspeed\nstage: {stage}\ndevice: cpu\nmodel:\n  name_or_path: {_model_with_tokenizer(tmp_path)}\n"
+        f"backend: deepspeed\nstage: {stage}\ndevice: cpu\nmodel:\n  name_or_path: {word_model(tmp_path / 'model')}\n"
         f"data:\n  train: [{data}]\n  max_length: 64\n{data_extra}output:\n  dir: {tmp_path / 'run'}\n{extra}",
         encoding="utf-8",
     )
