@@ -216,8 +216,8 @@ def test_a_json_document_beyond_the_full_check_size_is_not_loaded_and_says_so(
 
 
 def test_parquet_rows_come_from_its_metadata(tmp_path: Path) -> None:
-    pq = pytest.importorskip("pyarrow.parquet")
     import pyarrow as pa
+    import pyarrow.parquet as pq
 
     file = tmp_path / "rows.parquet"
     pq.write_table(pa.table({"instruction": ["a"] * 7, "output": ["b"] * 7}), file)
