@@ -437,14 +437,14 @@ def _check_local_dataset(
 
     total: int | None = 0
     pairs = _preference_mark(job, format_spec)
-    scanned = marked = 0
+    scanned = marked = kept = 0  # rows parsed, of them preference pairs, of them kept to convert
     first_pair = ""
     converted: list[tuple[str, dict[str, Any]]] = []  # (where, canonical row) of the rows that convert
     try:
         for file in list_data_files(source):
             scan = scan_file(file, ROWS_CONVERTED, FULL_CHECK_BYTES, pairs)
             total = total + scan.rows if total is not None and scan.rows_counted else None
-            scanned, marked = scanned + scan.rows, marked + scan.marked
+            scanned, marked, kept = scanned + scan.rows, marked + scan.marked, kept + len(scan.first)
             if scan.first_marked is not None and not first_pair:
                 first_pair = f"row {scan.first_marked} of {file.name}"
             if not scan.complete:
@@ -500,8 +500,9 @@ def _check_local_dataset(
             "set format: preference on this dataset to say that is meant, or use stage: dpo to learn from the pairs",
         )
     if tokenizer is not None and converted:
-        whole = total is not None and len(converted) == total <= ROWS_TOKENIZED
-        left = yield from _check_prompt_lengths(job, path, tokenizer, converted[:ROWS_TOKENIZED], whole)
+        # the whole dataset when every row was converted (the ones that failed are dropped too) and measured
+        whole = total is not None and kept == total and len(converted) <= ROWS_TOKENIZED
+        left = yield from _check_prompt_lengths(job, path, tokenizer, converted[:ROWS_TOKENIZED], whole, kept)
         if not left:
             return None
     return total
@@ -522,10 +523,11 @@ def _tokenizer_json(job: JobBase, ctx: CheckContext) -> Path | None:
 
 
 def _check_prompt_lengths(
-    job: JobBase, path: str, tokenizer: Path, rows: list[tuple[str, dict[str, Any]]], whole: bool
+    job: JobBase, path: str, tokenizer: Path, rows: list[tuple[str, dict[str, Any]]], whole: bool, read: int
 ) -> Generator[Issue, None, bool]:
     """Count the rows training would drop because their prompt alone fills the length limit (data/prompt_lengths.py);
-    an error when none would be left of the whole dataset. Returns False after that error."""
+    an error when none would be left of the whole dataset (`whole`: `rows` are all that convert of its `read`
+    rows). Returns False after that error."""
     from factory_cli.data.prompt_lengths import count_long_prompts
 
     # The deepspeed backend's data pipeline and TRL drop these rows; megatron and verl read the data themselves.
@@ -543,15 +545,17 @@ def _check_prompt_lengths(
     assert found.first is not None
     fills = "is longer than" if grpo is not None else "fills"
     fix = f"raise {setting} (now {limit}), or shorten the prompts"
+    valid = " valid" if read > len(rows) else ""
     if found.dropped == found.checked == len(rows) and whole:
         yield error(
             path,
-            f"no row would be left to train on: the prompt of each of its {found.checked} rows {fills} "
+            f"no row would be left to train on: the prompt of each of its {found.checked}{valid} rows {fills} "
             f"{setting}: {limit} tokens, and training drops such rows",
             fix,
         )
         return False
-    of = f"its {found.checked} rows" if whole and found.checked == len(rows) else f"the first {found.checked} rows"
+    whole_count = whole and found.checked == len(rows)
+    of = f"its {found.checked}{valid} rows" if whole_count else f"the first {found.checked}{valid} rows"
     yield warning(
         path,
         f"{found.dropped} of {of} would be dropped at train time: the prompt alone {fills} {setting}: {limit} "

@@ -346,3 +346,9 @@ def test_a_trl_reward_is_probed_with_completions_as_trl_gives_them(tmp_path: Pat
     assert load_and_validate(grpo_job("first_content")).job.stage == "grpo"
     (error,) = _errors(grpo_job("as_text"))
     assert error.startswith("grpo.rewards[0]: reward `as_text` raised AttributeError: 'list' object has no attribute")
+
+
+def test_no_row_left_counts_the_invalid_rows_as_dropped_too(tmp_path: Path) -> None:
+    invalid = json.dumps({"instruction": "word"}) + "\n"  # no output: dropped as invalid at train time
+    (error,) = _errors(_long_prompt_job(tmp_path, "sft", [SFT_LONG] * 6 + [invalid]))
+    assert error.startswith("data.train[0]: no row would be left to train on: the prompt of each of its 6 valid rows")
