@@ -439,7 +439,8 @@ def _check_local_dataset(
     pairs = _preference_mark(job, format_spec)
     scanned = marked = kept = 0  # rows parsed, of them preference pairs, of them kept to convert
     first_pair = ""
-    converted: list[tuple[str, dict[str, Any]]] = []  # (where, canonical row) of the rows that convert
+    converted: list[tuple[str, dict[str, Any]]] = []  # (where, canonical row): the first that convert, to measure
+    invalid = 0  # rows kept to convert that do not
     try:
         for file in list_data_files(source):
             scan = scan_file(file, ROWS_CONVERTED, FULL_CHECK_BYTES, pairs)
@@ -464,8 +465,11 @@ def _check_local_dataset(
             dropped: list[str] = []
             for position, (row_number, row) in enumerate(scan.first):
                 try:
-                    converted.append((f"row {row_number} of {file.name}", convert_row(row, format_spec, job.stage)))
+                    canonical = convert_row(row, format_spec, job.stage)
+                    if len(converted) <= ROWS_TOKENIZED:
+                        converted.append((f"row {row_number} of {file.name}", canonical))
                 except RowError as exc:
+                    invalid += 1
                     field = f" field `{exc.field}`:" if exc.field else ""
                     reason = f"row {row_number} of {file.name}:{field} {exc.message}"
                     if position < ROWS_CHECKED:  # one of the first rows: the format or column mapping is wrong
@@ -502,7 +506,7 @@ def _check_local_dataset(
     if tokenizer is not None and converted:
         # the whole dataset when every row was converted (the ones that failed are dropped too) and measured
         whole = total is not None and kept == total and len(converted) <= ROWS_TOKENIZED
-        left = yield from _check_prompt_lengths(job, path, tokenizer, converted[:ROWS_TOKENIZED], whole, kept)
+        left = yield from _check_prompt_lengths(job, path, tokenizer, converted[:ROWS_TOKENIZED], whole, invalid)
         if not left:
             return None
     return total
@@ -523,11 +527,11 @@ def _tokenizer_json(job: JobBase, ctx: CheckContext) -> Path | None:
 
 
 def _check_prompt_lengths(
-    job: JobBase, path: str, tokenizer: Path, rows: list[tuple[str, dict[str, Any]]], whole: bool, read: int
+    job: JobBase, path: str, tokenizer: Path, rows: list[tuple[str, dict[str, Any]]], whole: bool, invalid: int
 ) -> Generator[Issue, None, bool]:
     """Count the rows training would drop because their prompt alone fills the length limit (data/prompt_lengths.py);
-    an error when none would be left of the whole dataset (`whole`: `rows` are all that convert of its `read`
-    rows). Returns False after that error."""
+    an error when none would be left of the whole dataset (`whole`: `rows` are every row of it that converts; the
+    `invalid` others are dropped too). Returns False after that error."""
     from factory_cli.data.prompt_lengths import count_long_prompts
 
     # The deepspeed backend's data pipeline and TRL drop these rows; megatron and verl read the data themselves.
@@ -545,7 +549,7 @@ def _check_prompt_lengths(
     assert found.first is not None
     fills = "is longer than" if grpo is not None else "fills"
     fix = f"raise {setting} (now {limit}), or shorten the prompts"
-    valid = " valid" if read > len(rows) else ""
+    valid = " valid" if invalid else ""
     if found.dropped == found.checked == len(rows) and whole:
         yield error(
             path,
