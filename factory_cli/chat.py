@@ -77,9 +77,11 @@ def chat_template(loaded: Any) -> str:
 
 
 def chat(
-    loaded: Any, turns: Iterable[str], options: ChatOptions, out: TextIO = sys.stdout, template: str | None = None
+    loaded: Any, turns: Iterable[str], options: ChatOptions, out: TextIO | None = None, template: str | None = None
 ) -> list[dict[str, str]]:
-    """The conversation loop (with `template`, else `chat_template(loaded)`); returns the final message history."""
+    """The conversation loop (with `template`, else `chat_template(loaded)`); returns the final message history.
+    `out` defaults to the sys.stdout of the call, not of the import (a caller may have replaced it since)."""
+    out = out if out is not None else sys.stdout
     template = template or chat_template(loaded)
     base = [{"role": "system", "content": options.system}] if options.system else []
     messages = list(base)

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 ROWS_CHECKED = 5  # a bad row among the first of a file is an error: the format or column mapping is wrong
 ROWS_CONVERTED = 10_000  # rows of each file converted in check (~55 us each), the bad ones counted as a warning
+ROWS_TOKENIZED = 2_000  # rows of each dataset whose prompt length check measures (data/prompt_lengths.py)
 FULL_CHECK_BYTES = 2 * 1024**3  # each data file is parsed up to this size: ~20 s (throughput in scan_file)
 
 
@@ -311,7 +312,7 @@ def _check_rewards(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
         try:
             loaded = load_reward(reward.name, reward.function, reward.weight, reward.kwargs, ctx.base_dirs)
             rows = _first_rows(job, ctx) if rows is None else rows
-            probe_reward(loaded, rows)
+            probe_reward(loaded, rows, trl_calls=job.backend == "deepspeed")  # TRL's GRPOTrainer calls it
         except RewardLoadError as exc:
             yield error(path, exc.message, exc.hint)
         except UsageError as exc:  # RewardCallError: the call failed
@@ -394,6 +395,7 @@ def _scan_data(job: JobBase, ctx: CheckContext) -> Generator[Issue, None, tuple[
         )
         return None, None
     counts: dict[str, int | None] = {"train": 0, "eval": 0}
+    tokenizer = _tokenizer_json(job, ctx)
     for split in ("train", "eval"):
         for index, spec in enumerate(getattr(job.data, split)):
             path = f"data.{split}[{index}]"
@@ -408,7 +410,16 @@ def _scan_data(job: JobBase, ctx: CheckContext) -> Generator[Issue, None, tuple[
             if resolved.file is None:
                 counts[split] = None
                 continue
-            rows = yield from _check_local_dataset(job, path, resolved.file, resolved.format_spec)
+            if not resolved.file.exists() and job.data.dataset_dir:  # a path of the job's own is checked on resolving
+                info = find_local_path(job.data.dataset_dir, ctx.base_dirs) or Path(job.data.dataset_dir)
+                yield error(
+                    path,
+                    f"dataset `{resolved.entry.name}` is {resolved.file}, which does not exist",
+                    f"fix its file_name in {info / 'dataset_info.json'}, or put the file there",
+                )
+                counts[split] = None
+                continue
+            rows = yield from _check_local_dataset(job, path, resolved.file, resolved.format_spec, tokenizer)
             if rows is not None and spec.max_samples is not None:
                 rows = min(rows, spec.max_samples)
             total = counts[split]
@@ -417,7 +428,7 @@ def _scan_data(job: JobBase, ctx: CheckContext) -> Generator[Issue, None, tuple[
 
 
 def _check_local_dataset(
-    job: JobBase, path: str, source: Path, format_spec: FormatSpec
+    job: JobBase, path: str, source: Path, format_spec: FormatSpec, tokenizer: Path | None
 ) -> Generator[Issue, None, int | None]:
     """Scan every file of one local dataset; return its row count (None when a file is malformed, empty, or too
     large to count)."""
@@ -425,10 +436,18 @@ def _check_local_dataset(
     from factory_cli.data.readers import ReadError, list_data_files, scan_file
 
     total: int | None = 0
+    pairs = _preference_mark(job, format_spec)
+    scanned = marked = kept = 0  # rows parsed, of them preference pairs, of them kept to convert
+    first_pair = ""
+    converted: list[tuple[str, dict[str, Any]]] = []  # (where, canonical row): the first that convert, to measure
+    invalid = 0  # rows kept to convert that do not
     try:
         for file in list_data_files(source):
-            scan = scan_file(file, ROWS_CONVERTED, FULL_CHECK_BYTES)
+            scan = scan_file(file, ROWS_CONVERTED, FULL_CHECK_BYTES, pairs)
             total = total + scan.rows if total is not None and scan.rows_counted else None
+            scanned, marked, kept = scanned + scan.rows, marked + scan.marked, kept + len(scan.first)
+            if scan.first_marked is not None and not first_pair:
+                first_pair = f"row {scan.first_marked} of {file.name}"
             if not scan.complete:
                 checked = (
                     "none of it (one JSON document)"
@@ -446,8 +465,11 @@ def _check_local_dataset(
             dropped: list[str] = []
             for position, (row_number, row) in enumerate(scan.first):
                 try:
-                    convert_row(row, format_spec, job.stage)
+                    canonical = convert_row(row, format_spec, job.stage)
+                    if len(converted) <= ROWS_TOKENIZED:
+                        converted.append((f"row {row_number} of {file.name}", canonical))
                 except RowError as exc:
+                    invalid += 1
                     field = f" field `{exc.field}`:" if exc.field else ""
                     reason = f"row {row_number} of {file.name}:{field} {exc.message}"
                     if position < ROWS_CHECKED:  # one of the first rows: the format or column mapping is wrong
@@ -466,7 +488,95 @@ def _check_local_dataset(
         where = f"{name}:{exc.line}: " if exc.line else f"{name}: "
         yield error(path, f"{where}{exc.detail}", exc.hint or "supported files: .json .jsonl .csv .parquet")
         return None
+    if 0 < marked < scanned:
+        yield error(
+            path,
+            f"{marked} of the {scanned} rows read are preference pairs (chosen/rejected; the first: {first_pair}) "
+            "mixed in with sft rows: stage sft would train on their chosen answers and ignore the rejected ones",
+            "remove them (a dpo job trains on pairs); to train sft on the chosen answers of preference data on "
+            "purpose, give those rows as a dataset of their own with format: preference",
+        )
+        return None
+    if marked and format_spec.format == "auto":
+        yield warning(
+            path,
+            "every row is a preference pair (chosen/rejected): stage sft trains on the chosen answers only",
+            "set format: preference on this dataset to say that is meant, or use stage: dpo to learn from the pairs",
+        )
+    if tokenizer is not None and converted:
+        # the whole dataset when every row was converted (the ones that failed are dropped too) and measured
+        whole = total is not None and kept == total and len(converted) <= ROWS_TOKENIZED
+        left = yield from _check_prompt_lengths(job, path, tokenizer, converted[:ROWS_TOKENIZED], whole, invalid)
+        if not left:
+            return None
     return total
+
+
+def _tokenizer_json(job: JobBase, ctx: CheckContext) -> Path | None:
+    """The job's tokenizer.json when it is on this machine (model.tokenizer, else the model's folder or cache)."""
+    from factory_cli.data.prompt_lengths import find_tokenizer_json
+    from factory_cli.data.sources import find_local_path
+    from factory_cli.modeling.locate import locate_model
+
+    if job.model.tokenizer:
+        return find_tokenizer_json(find_local_path(job.model.tokenizer, ctx.base_dirs))
+    try:
+        return find_tokenizer_json(locate_model(job.model, ctx.base_dirs).path)
+    except UsageError:  # a model that names nothing: check_model reports it
+        return None
+
+
+def _check_prompt_lengths(
+    job: JobBase, path: str, tokenizer: Path, rows: list[tuple[str, dict[str, Any]]], whole: bool, invalid: int
+) -> Generator[Issue, None, bool]:
+    """Count the rows training would drop because their prompt alone fills the length limit (data/prompt_lengths.py);
+    an error when none would be left of the whole dataset (`whole`: `rows` are every row of it that converts; the
+    `invalid` others are dropped too). Returns False after that error."""
+    from factory_cli.data.prompt_lengths import count_long_prompts
+
+    # The deepspeed backend's data pipeline and TRL drop these rows; megatron and verl read the data themselves.
+    if job.backend != "deepspeed" or job.stage == "pt" or (job.stage == "sft" and job.data.train_on_prompt):
+        return True
+    grpo = job.grpo if job.stage == "grpo" else None
+    limit = grpo.max_prompt_length if grpo is not None else job.data.max_length
+    setting = "grpo.max_prompt_length" if grpo is not None else "data.max_length"
+    try:
+        found = count_long_prompts(tokenizer, [row for _, row in rows], job.stage, limit, strict=grpo is not None)
+    except Exception:  # a tokenizer.json the Rust library cannot read: the model check and training say more
+        return True
+    if not found.dropped:
+        return True
+    assert found.first is not None
+    fills = "is longer than" if grpo is not None else "fills"
+    fix = f"raise {setting} (now {limit}), or shorten the prompts"
+    valid = " valid" if invalid else ""
+    if found.dropped == found.checked == len(rows) and whole:
+        yield error(
+            path,
+            f"no row would be left to train on: the prompt of each of its {found.checked}{valid} rows {fills} "
+            f"{setting}: {limit} tokens, and training drops such rows",
+            fix,
+        )
+        return False
+    whole_count = whole and found.checked == len(rows)
+    of = f"its {found.checked}{valid} rows" if whole_count else f"the first {found.checked}{valid} rows"
+    yield warning(
+        path,
+        f"{found.dropped} of {of} would be dropped at train time: the prompt alone {fills} {setting}: {limit} "
+        f"tokens (first: {rows[found.first][0]})",
+        f"{fix}; training counts and skips them",
+    )
+    return True
+
+
+def _preference_mark(job: JobBase, format_spec: FormatSpec) -> Callable[[dict[str, Any]], bool] | None:
+    """For an sft dataset not declared as preference data: whether a row holds a chosen/rejected pair (the same
+    test data/formats.py `_pair` uses to learn the chosen answer), so pairs mixed into sft rows can be counted."""
+    if job.stage != "sft" or format_spec.ranking or format_spec.format == "preference":
+        return None
+    chosen = format_spec.columns.get("chosen") or "chosen"
+    rejected = format_spec.columns.get("rejected") or "rejected"
+    return lambda row: row.get(chosen) is not None and row.get(rejected) is not None
 
 
 def _size(count: int) -> str:

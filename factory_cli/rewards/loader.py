@@ -49,9 +49,14 @@ class LoadedReward:
     kwargs: dict[str, Any] = field(default_factory=dict)
 
     def score(
-        self, completions: Sequence[str], prompts: Sequence[Any], columns: dict[str, Sequence[Any]]
+        self,
+        completions: Sequence[Any],
+        prompts: Sequence[Any],
+        columns: dict[str, Sequence[Any]],
+        extra: dict[str, Any] | None = None,
     ) -> list[float]:
-        """Score a batch; `columns` holds every other dataset column, one value per completion.
+        """Score a batch; `columns` holds every other dataset column, one value per completion; `extra` what a
+        TRL-signature function gets besides them (TRL's completion_ids, trainer_state, ...).
 
         Raises RewardCallError (the reward's name, the row, the user's own frame) when the function raises, returns
         something that is not a number per completion, or a number that is not finite."""
@@ -63,6 +68,7 @@ class LoadedReward:
                 prompts=list(prompts),
                 completions=list(completions),
                 **columns,
+                **(extra or {}),
                 **self.kwargs,
             )
             if not isinstance(result, list | tuple) or len(result) != len(completions):
@@ -77,6 +83,28 @@ class LoadedReward:
             row = {key: values[index] for key, values in columns.items()}
             out.append(self._number(self._score_one(index, completion, row, columns), index, columns))
         return out
+
+    def trl_function(self) -> Callable[..., list[float]]:
+        """The reward as TRL's GRPOTrainer calls it: `(prompts, completions, completion_ids, **dataset columns,
+        trainer_state, ...)`. A TRL-signature function gets TRL's arguments as they are; the others get the text of
+        each completion and its row. Either way every call is checked as `score` checks it (the probe in
+        rewards/probe.py makes the same call in `factory check`), so a failing reward stops training with its name,
+        the batch or row, and the user's own line, never a silent wrong-length list or a NaN."""
+
+        def reward(prompts: list[Any], completions: list[Any], **kwargs: Any) -> list[float]:
+            count = len(completions)
+            columns: dict[str, Sequence[Any]] = {
+                k: v for k, v in kwargs.items() if isinstance(v, list) and len(v) == count
+            }
+            columns.pop("completion_ids", None)
+            if self.kind == "trl":
+                extra = {k: v for k, v in kwargs.items() if k not in columns}
+                return self.score(completions, prompts, columns, extra)
+            texts = [c[-1]["content"] if isinstance(c, list) else str(c) for c in completions]
+            return self.score(texts, prompts, columns)
+
+        reward.__name__ = reward.__qualname__ = self.label  # TRL logs each reward under its function's name
+        return reward
 
     def _score_one(self, index: int, completion: str, row: dict[str, Any], columns: dict[str, Sequence[Any]]) -> Any:
         if self.kind == "verl":

@@ -16,9 +16,15 @@ from factory_cli.rewards.loader import LoadedReward, RewardCallError
 PROBE_SECONDS = 10.0
 
 
-def probe_reward(reward: LoadedReward, rows: Sequence[dict[str, Any]], seconds: float = PROBE_SECONDS) -> None:
+def probe_reward(
+    reward: LoadedReward, rows: Sequence[dict[str, Any]], seconds: float = PROBE_SECONDS, trl_calls: bool = False
+) -> None:
     """Score `rows` (canonical grpo rows: `prompt` plus the other columns) once; raise RewardCallError with the
-    reason when the reward raises, returns something unusable, or takes longer than `seconds`."""
+    reason when the reward raises, returns something unusable, or takes longer than `seconds`.
+
+    `trl_calls`: the reward will be called by TRL's GRPOTrainer (LoadedReward.trl_function), which gives a
+    TRL-signature function each completion of a conversational prompt as a list of one assistant message; the probe
+    gives it the same."""
     if not rows:
         return
     builtin = next((b for b in BUILTIN_REWARDS.values() if b.function is reward.function), None)
@@ -28,7 +34,12 @@ def probe_reward(reward: LoadedReward, rows: Sequence[dict[str, Any]], seconds: 
             "add an `answer` column, or map yours with columns: {answer: <your column>}",
         )
     prompts = [row.get("prompt") for row in rows]
-    completions = ["" if row.get("answer") is None else str(row["answer"]) for row in rows]
+    completions: list[Any] = ["" if row.get("answer") is None else str(row["answer"]) for row in rows]
+    if trl_calls and reward.kind == "trl":
+        completions = [
+            [{"role": "assistant", "content": text}] if isinstance(prompt, list) else text
+            for text, prompt in zip(completions, prompts, strict=True)
+        ]
     columns: dict[str, Sequence[Any]] = {
         key: [row.get(key) for row in rows] for key in {k for row in rows for k in row} if key != "prompt"
     }

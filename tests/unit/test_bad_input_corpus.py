@@ -4,6 +4,7 @@ with one message naming the file, key or row."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -21,6 +22,7 @@ from factory_cli.data.formats import FormatSpec, RowError, convert_row
 from factory_cli.data.readers import ReadError, list_data_files, scan_file
 from factory_cli.rewards.loader import LoadedReward, RewardCallError
 from factory_cli.rewards.probe import probe_reward
+from tests.unit.word_model import word_model
 
 BROKEN_DIR = Path(__file__).resolve().parent / "broken_jobs"
 ROW = '{"instruction": "Add 2 and 3.", "input": "", "output": "5"}\n'
@@ -214,8 +216,8 @@ def test_a_json_document_beyond_the_full_check_size_is_not_loaded_and_says_so(
 
 
 def test_parquet_rows_come_from_its_metadata(tmp_path: Path) -> None:
-    pq = pytest.importorskip("pyarrow.parquet")
     import pyarrow as pa
+    import pyarrow.parquet as pq
 
     file = tmp_path / "rows.parquet"
     pq.write_table(pa.table({"instruction": ["a"] * 7, "output": ["b"] * 7}), file)
@@ -238,3 +240,115 @@ def test_a_failing_batch_reward_names_the_batch() -> None:
 
     with pytest.raises(RewardCallError, match=r"reward `batch` raised KeyError: 'answer' on a batch of 2 rows"):
         LoadedReward("batch", "trl", batch).score(["a", "b"], [None, None], {"x": [1, 2]})
+
+
+def test_preference_pairs_past_the_converted_rows_are_counted_by_the_scan(tmp_path: Path) -> None:
+    file = tmp_path / "rows.jsonl"
+    pair = '{"prompt": "Say hi.", "chosen": "Hi!", "rejected": "No."}\n'
+    file.write_text(ROW * 1500 + "\n" + ROW * 600 + pair + ROW * 10 + pair)
+    mark = checks._preference_mark(_sft_job(tmp_path), FormatSpec(format="auto"))
+    assert mark is not None
+    scan = scan_file(file, keep=5, max_bytes=1 << 30, mark=mark)
+    assert (scan.rows, scan.marked, scan.first_marked) == (2112, 2, 2102)
+    assert checks._preference_mark(_sft_job(tmp_path), FormatSpec(format="preference")) is None
+
+
+def test_an_sft_dataset_of_pairs_only_is_a_warning_unless_declared(tmp_path: Path) -> None:
+    file = tmp_path / "pairs.jsonl"
+    file.write_text('{"prompt": "Say hi.", "chosen": "Hi!", "rejected": "No."}\n' * 3)
+    job = load_and_validate(_job(tmp_path, str(file)))
+    assert [w.message for w in job.warnings if w.path == "data.train[0]"] == [
+        "every row is a preference pair (chosen/rejected): stage sft trains on the chosen answers only"
+    ]
+    declared = load_and_validate(_job(tmp_path, f"{{path: {file}, format: preference}}"))
+    assert not [w for w in declared.warnings if w.path == "data.train[0]"]
+
+
+def _sft_job(tmp_path: Path) -> Any:
+    return load_and_validate(_job(tmp_path, str(BROKEN_DIR / "data" / "alpaca_rows.jsonl"))).job
+
+
+def _long_prompt_job(tmp_path: Path, stage: str, rows: list[str], data_extra: str = "", extra: str = "") -> Path:
+    tmp_path.mkdir(exist_ok=True)
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(rows))
+    job = tmp_path / "job.yaml"
+    job.write_text(
+        f"backend: deepspeed\nstage: {stage}\ndevice: cpu\nmodel:\n  name_or_path: {word_model(tmp_path / 'model')}\n"
+        f"data:\n  train: [{data}]\n  max_length: 64\n{data_extra}output:\n  dir: {tmp_path / 'run'}\n{extra}",
+        encoding="utf-8",
+    )
+    return job
+
+
+LONG = "word " * 80  # 80 tokens, more than max_length 64
+SFT_LONG = json.dumps({"instruction": LONG, "output": "5"}) + "\n"
+SFT_SHORT = json.dumps({"instruction": "word word", "output": "5"}) + "\n"
+
+
+def test_sft_whose_prompts_all_fill_max_length_is_refused(tmp_path: Path) -> None:
+    assert _errors(_long_prompt_job(tmp_path, "sft", [SFT_LONG] * 3)) == [
+        "data.train[0]: no row would be left to train on: the prompt of each of its 3 rows fills data.max_length: "
+        "64 tokens, and training drops such rows"
+    ]
+
+
+def test_sft_rows_whose_prompt_fills_max_length_are_counted(tmp_path: Path) -> None:
+    job = load_and_validate(_long_prompt_job(tmp_path, "sft", [SFT_SHORT, SFT_LONG, SFT_SHORT, SFT_LONG]))
+    assert [w.message for w in job.warnings if w.path == "data.train[0]"] == [
+        "2 of its 4 rows would be dropped at train time: the prompt alone fills data.max_length: 64 tokens "
+        "(first: row 2 of rows.jsonl)"
+    ]
+    on_prompt = _long_prompt_job(tmp_path / "p", "sft", [SFT_LONG], "  train_on_prompt: true\n")
+    assert not [w for w in load_and_validate(on_prompt).warnings if w.path == "data.train[0]"]
+
+
+def test_dpo_and_grpo_prompts_beyond_their_limit(tmp_path: Path) -> None:
+    pair = json.dumps({"prompt": LONG, "chosen": "yes", "rejected": "no"}) + "\n"
+    (error,) = _errors(_long_prompt_job(tmp_path / "dpo", "dpo", [pair] * 2))
+    assert error.startswith("data.train[0]: no row would be left to train on: the prompt of each of its 2 rows fills")
+    grpo = "grpo:\n  rewards: [math_answer]\n  max_prompt_length: 80\n"
+    rows = [
+        json.dumps({"prompt": LONG, "answer": "5"}) + "\n",
+        json.dumps({"prompt": LONG + "word", "answer": "5"}) + "\n",
+    ]
+    job = load_and_validate(_long_prompt_job(tmp_path / "grpo", "grpo", rows, extra=grpo))
+    assert [w.message for w in job.warnings if w.path == "data.train[0]"] == [
+        "1 of its 2 rows would be dropped at train time: the prompt alone is longer than grpo.max_prompt_length: "
+        "80 tokens (first: row 2 of rows.jsonl)"
+    ]
+
+
+def test_a_dataset_info_entry_whose_file_is_missing_names_the_path() -> None:
+    (error,) = _errors(BROKEN_DIR / "data_info_missing_file.yaml")
+    missing = BROKEN_DIR / "data" / "info_missing_file" / "rows_v2.jsonl"
+    assert error == f"data.train[0]: dataset `mydata` is {missing}, which does not exist"
+
+
+def test_a_trl_reward_is_probed_with_completions_as_trl_gives_them(tmp_path: Path) -> None:
+    """GRPOTrainer hands a TRL-signature reward conversational completions ([{role, content}]); check's call must
+    too, or it refuses a reward that works and passes one that fails at train time."""
+    rewards = tmp_path / "my_rewards.py"
+    rewards.write_text(
+        "def first_content(completions, **kwargs):\n"
+        "    return [float(c[0]['content'] == '5') for c in completions]\n"
+        "def as_text(completions, **kwargs):\n"
+        "    return [float(c.strip() == '5') for c in completions]\n"
+    )
+    data = tmp_path / "rows.jsonl"
+    data.write_text('{"prompt": "2+3?", "answer": "5"}\n' * 3)
+
+    def grpo_job(function: str) -> Path:
+        job = _job(tmp_path, str(data), f"grpo:\n  rewards: [{{function: {rewards}:{function}}}]\n")
+        job.write_text(job.read_text().replace("stage: sft", "stage: grpo"))
+        return job
+
+    assert load_and_validate(grpo_job("first_content")).job.stage == "grpo"
+    (error,) = _errors(grpo_job("as_text"))
+    assert error.startswith("grpo.rewards[0]: reward `as_text` raised AttributeError: 'list' object has no attribute")
+
+
+def test_no_row_left_counts_the_invalid_rows_as_dropped_too(tmp_path: Path) -> None:
+    invalid = json.dumps({"instruction": "word"}) + "\n"  # no output: dropped as invalid at train time
+    (error,) = _errors(_long_prompt_job(tmp_path, "sft", [SFT_LONG] * 6 + [invalid]))
+    assert error.startswith("data.train[0]: no row would be left to train on: the prompt of each of its 6 valid rows")

@@ -317,3 +317,23 @@ def test_env_reports_libraries_devices_and_verls_interpreter() -> None:
     assert code == 0, err
     assert "torch" in flat and "transformers" in flat and "devices" in flat
     assert "verl engine:" in flat and "factory_cli" in flat  # what verl's own interpreter holds (make setup-verl)
+
+
+def test_check_measures_prompt_lengths_without_torch(tmp_path: Path) -> None:
+    """check tokenizes prompts (config/checks.py, data/prompt_lengths.py) with the tokenizers library only."""
+    from tests.unit.word_model import word_model
+
+    model = word_model(tmp_path / "model")
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(
+        '{"instruction": "word word", "output": "5"}\n' + '{"instruction": "' + "word " * 80 + '", "output": "5"}\n'
+    )
+    job = tmp_path / "job.yaml"
+    job.write_text(
+        f"backend: deepspeed\nstage: sft\ndevice: cpu\nmodel:\n  name_or_path: {model}\n"
+        f"data:\n  train: [{rows}]\n  max_length: 64\noutput:\n  dir: {tmp_path / 'run'}\n"
+    )
+    proc = _run_in_process_and_list_heavy_imports(["check", str(job)], tmp_path / "cache")
+    assert proc.returncode == 0, proc.stderr
+    assert "NO-HEAVY-IMPORTS" in proc.stderr
+    assert "1 of its 2 rows would be dropped" in " ".join((proc.stdout + proc.stderr).split())

@@ -35,19 +35,7 @@ def trl_reward_functions(specs: Sequence[dict[str, Any]], base_dirs: Sequence[Pa
             functions.append(_named(get_soft_overlong_punishment(**spec["kwargs"]), "overlong"))
             continue
         loaded = load_reward(spec["name"], spec["function"], spec["weight"], spec["kwargs"], base_dirs)
-        if loaded.kind == "trl":
-            user_fn, extra = loaded.function, dict(loaded.kwargs)
-            functions.append(_named(lambda *a, _f=user_fn, _k=extra, **kw: _f(*a, **kw, **_k), loaded.label))
-            continue
-
-        def score(
-            prompts: list[Any], completions: list[Any], completion_ids: Any = None, _r: Any = loaded, **columns: Any
-        ) -> list[float]:
-            texts = [c[-1]["content"] if isinstance(c, list) else str(c) for c in completions]
-            rows = {k: v for k, v in columns.items() if isinstance(v, list) and len(v) == len(texts)}
-            return _r.score(texts, prompts, rows)
-
-        functions.append(_named(score, loaded.label))
+        functions.append(loaded.trl_function())
     return functions
 
 
