@@ -56,6 +56,15 @@ def tiny_moe_dir(tmp_path_factory: pytest.TempPathFactory, smollm2_tokenizer_dir
     return target
 
 
+def free_port() -> int:
+    """A port no other process listens on now (runs beside this one must not meet at the default port)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def loss_records(run: Path) -> list[dict[str, Any]]:
     return [r for r in metrics(run) if "loss" in r]
 
@@ -131,7 +140,7 @@ def test_two_process_zero3_moe_matches_one_process(tmp_path: Path, tiny_moe_dir:
         deep_update(FAST, {"train": {"max_steps": 2, "gradient_accumulation_steps": 2}}),
     )
     job = write_job(tmp_path / "two", tiny_moe_dir, "sft", "full", deep_update(FAST, {"train": {"max_steps": 2}}))
-    result = train_cli(job, "parallel.nproc_per_node=2", "parallel.zero_stage=3")
+    result = train_cli(job, "parallel.nproc_per_node=2", "parallel.zero_stage=3", f"parallel.master_port={free_port()}")
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert "ZeRO-3: Qwen3MoeSparseMoeBlock gathered whole (DeepSpeed leaf modules)" in result.stdout
     two = tmp_path / "two" / "run"

@@ -110,3 +110,18 @@ def test_token_level_grpo_on_moe_suggests_gspo(tmp_path: Path) -> None:
 def test_pretraining_a_moe_says_the_router_loss_is_missing(tmp_path: Path) -> None:
     (issue,) = at(issues(tmp_path, MOE, "pt", method={"type": "full"}), "stage")
     assert not issue.is_error and "router load-balancing loss" in issue.message
+
+
+def test_factory_config_notes_a_registry_moe(monkeypatch: pytest.MonkeyPatch) -> None:
+    from factory_cli.config.render import TemplateChoice, render_job, resolve_choice
+    from factory_cli.registry import models
+
+    dense = models.find_model("smollm2-135m")
+    assert dense is not None
+    moe = dense.model_copy(update={"architecture": dense.architecture.model_copy(update={"num_experts": 8})})
+    choice = resolve_choice(TemplateChoice(backend="deepspeed", stage="sft", model="smollm2-135m", device="cpu"))
+    assert "Mixture of experts" not in render_job(choice)
+    monkeypatch.setattr(models, "find_model", lambda name: moe)
+    text = render_job(choice)
+    assert "# Mixture of experts (8 experts)" in text and "method.lora.experts: true" in text
+    assert yaml.safe_load(text)["model"]["name_or_path"] == "smollm2-135m"
