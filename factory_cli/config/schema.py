@@ -130,7 +130,7 @@ class LoraConfig(Section):
     experts: bool = Field(
         False,
         description="mixture of experts: also adapt the routed experts (fused 3-D expert weights through PEFT's "
-        "target_parameters: no dropout or DoRA there); `all` alone adapts attention, dense and shared-expert MLPs",
+        "target_parameters: no dropout or DoRA there); `all` alone adapts the attention projections",
     )
     router: bool = Field(
         False, description="mixture of experts: also adapt the routers and shared-expert gates (never by default)"

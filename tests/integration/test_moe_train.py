@@ -147,3 +147,64 @@ def test_two_process_zero3_moe_matches_one_process(tmp_path: Path, tiny_moe_dir:
     assert losses(two) == pytest.approx(losses(one), rel=1e-5)
     assert all(math.isfinite(r["aux_loss"]) for r in loss_records(two))
     assert (two / "final" / "model.safetensors").is_file()
+
+
+def tiny_qwen2_moe() -> Any:
+    """A tiny random Qwen2-MoE: routed experts plus a shared expert (gate/up/down_proj) and its nn.Linear gate."""
+    import torch
+    from transformers import Qwen2MoeConfig, Qwen2MoeForCausalLM
+
+    config = Qwen2MoeConfig(
+        vocab_size=256,
+        hidden_size=32,
+        intermediate_size=64,
+        moe_intermediate_size=16,
+        shared_expert_intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        num_experts=4,
+        num_experts_per_tok=2,
+    )
+    torch.manual_seed(0)
+    return Qwen2MoeForCausalLM(config)
+
+
+@pytest.mark.parametrize(("experts", "router"), [(False, False), (True, False), (True, True)])
+def test_lora_targets_of_a_shared_expert_moe(experts: bool, router: bool) -> None:
+    """What `target: all` reaches on Qwen2-MoE, through PEFT itself: never the router or the shared-expert gate
+    unless asked; the shared expert's projections (named as transformers 4's experts, which PEFT maps onto the fused
+    experts) only together with the experts."""
+    from peft import get_peft_model
+
+    from factory_cli.backends.deepspeed.moe import adapted_moe_parts, check_adapted_parts, moe_lora_kwargs
+    from factory_cli.config.schema import LoraConfig
+    from factory_cli.methods import peft_config_from_kwargs
+
+    model = tiny_qwen2_moe()
+    lora = LoraConfig(rank=2, experts=experts, router=router)
+    kwargs = {"r": 2, "lora_alpha": 4, "target_modules": "all-linear", "task_type": "CAUSAL_LM"}
+    peft_model = get_peft_model(model, peft_config_from_kwargs(model, {**kwargs, **moe_lora_kwargs(model, lora, True)}))
+    check_adapted_parts(peft_model, lora)
+    found = adapted_moe_parts(peft_model)
+    assert bool(found["experts"]) is experts and bool(found["router"]) is router
+    adapted = {n.split(".lora_")[0].split("layers.0.")[-1] for n, p in peft_model.named_parameters() if p.requires_grad}
+    assert {f"self_attn.{p}" for p in ("q_proj", "k_proj", "v_proj", "o_proj")} <= adapted
+    assert ("mlp.shared_expert_gate" in adapted) is router
+    if not experts:
+        assert not [n for n in adapted if n.startswith("mlp.")], adapted
+
+
+def test_router_loss_weight_on_a_dense_model_is_refused_when_loaded(tiny_llama_dir: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from factory_cli.backends.deepspeed.moe import router_loss_coef
+    from factory_cli.config.errors import UsageError
+
+    dense = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+    assert router_loss_coef(dense, None) is None
+    with pytest.raises(UsageError, match="computes no router load-balancing loss"):
+        router_loss_coef(dense, 0.01)
+    moe = tiny_qwen2_moe()
+    assert router_loss_coef(moe, None) == moe.config.router_aux_loss_coef
+    assert router_loss_coef(moe, 0.02) == 0.02

@@ -124,7 +124,8 @@ def moe_lora_kwargs(model: nn.Module, lora: LoraConfig, targets_all: bool) -> di
     whose experts transformers 5 fused (Qwen2/3-MoE, Mixtral, OLMoE, DeepSeek, GLM-4.5) as transformers 4 meant it:
     experts and routers included. So the targets are listed here, never left to `all-linear`; and since PEFT maps
     the names of transformers 4's expert projections (gate_proj, up_proj, down_proj, w1-w3) onto the fused experts
-    wherever they appear, dense and shared-expert MLPs of those names are adapted only together with the experts.
+    wherever they appear (and drops them as modules), dense and shared-expert MLPs of those names are left out of
+    the list: on these families LoRA cannot reach them apart from the experts.
     """
     layout = moe_layout(model)
     if not layout.is_moe:
@@ -148,7 +149,7 @@ def moe_lora_kwargs(model: nn.Module, lora: LoraConfig, targets_all: bool) -> di
     if targets_all:
         skip = set(() if lora.experts else layout.expert_linears) | set(() if lora.router else layout.router_linears)
         names = _linear_leaf_names(model, skip)
-        if layout.fused_expert_parameters and not lora.experts:
+        if layout.fused_expert_parameters:
             names = [n for n in names if n not in EXPERT_PROJECTION_NAMES]
         kwargs["target_modules"] = names
     return kwargs
