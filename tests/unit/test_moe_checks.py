@@ -125,3 +125,19 @@ def test_factory_config_notes_a_registry_moe(monkeypatch: pytest.MonkeyPatch) ->
     text = render_job(choice)
     assert "# Mixture of experts (8 experts)" in text and "method.lora.experts: true" in text
     assert yaml.safe_load(text)["model"]["name_or_path"] == "smollm2-135m"
+
+
+@pytest.mark.parametrize("stage", ["sft", "grpo"])
+def test_the_plan_gives_trl_the_jobs_router_loss_weight(tmp_path: Path, stage: str) -> None:
+    from factory_cli.backends import get_backend
+    from factory_cli.config.defaults import DeviceFacts, resolve_device_defaults
+
+    def trl_args(*overrides: str) -> dict[str, object]:
+        (tmp_path / "job.yaml").unlink(missing_ok=True)
+        issues(tmp_path, MOE, stage)  # writes job.yaml
+        job = resolve_device_defaults(load_and_validate(tmp_path / "job.yaml", list(overrides)).job, DeviceFacts("cpu"))
+        args: dict[str, object] = get_backend("deepspeed").plan(job, "cpu").engine_config["training_args"]
+        return args
+
+    assert trl_args("model.moe.aux_loss_coef=0.02")["router_aux_loss_coef"] == 0.02
+    assert "router_aux_loss_coef" not in trl_args()  # the worker reads the model's own
