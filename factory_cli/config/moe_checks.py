@@ -70,13 +70,6 @@ def check_moe(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
                 f"{what}: PEFT has no DoRA for fused expert / router weights (target_parameters)",
                 "set method.lora.use_dora: false, or leave the experts out",
             )
-    if job.stage == "pt":
-        yield warning(
-            "stage",
-            "pt on a mixture of experts: the plain Trainer adds no router load-balancing loss, so experts may fall "
-            "out of use",
-            "train with stage: sft (TRL adds and logs the router loss), or accept unbalanced routing",
-        )
     if job.stage == "grpo" and job.grpo is not None and job.grpo.loss in TOKEN_LEVEL_LOSSES:
         yield warning(
             "grpo.loss",

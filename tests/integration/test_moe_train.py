@@ -208,3 +208,15 @@ def test_router_loss_weight_on_a_dense_model_is_refused_when_loaded(tiny_llama_d
     moe = tiny_qwen2_moe()
     assert router_loss_coef(moe, None) == moe.config.router_aux_loss_coef
     assert router_loss_coef(moe, 0.02) == 0.02
+
+
+def test_pretraining_adds_and_logs_the_router_loss(tmp_path: Path, tiny_moe_dir: Path) -> None:
+    """The plain Trainer (pt) adds weight x router loss once (the model's own weight, 0.01, not on top) and logs it."""
+    first: dict[float, dict[str, Any]] = {}
+    for coef in (0.0, 0.1):
+        extra = deep_update(FAST, {"train": {"max_steps": 1}, "model": {"moe": {"aux_loss_coef": coef}}})
+        (first[coef],) = loss_records(train(tmp_path / str(coef), tiny_moe_dir, "pt", "full", extra))
+    assert "aux_loss" not in first[0.0]
+    aux = first[0.1]["aux_loss"]
+    assert math.isfinite(aux) and 1.5 < aux < 4.0
+    assert first[0.1]["loss"] - first[0.0]["loss"] == pytest.approx(0.1 * aux, rel=1e-3)

@@ -107,11 +107,6 @@ def test_token_level_grpo_on_moe_suggests_gspo(tmp_path: Path) -> None:
     assert not at(issues(tmp_path, DENSE, "grpo"), "grpo.loss")
 
 
-def test_pretraining_a_moe_says_the_router_loss_is_missing(tmp_path: Path) -> None:
-    (issue,) = at(issues(tmp_path, MOE, "pt", method={"type": "full"}), "stage")
-    assert not issue.is_error and "router load-balancing loss" in issue.message
-
-
 def test_factory_config_notes_a_registry_moe(monkeypatch: pytest.MonkeyPatch) -> None:
     from factory_cli.config.render import TemplateChoice, render_job, resolve_choice
     from factory_cli.registry import models

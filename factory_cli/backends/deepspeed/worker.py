@@ -147,7 +147,7 @@ def _train(plan: dict[str, Any], job: DeepSpeedJob, manifest: dict[str, Any], sp
     )
     if speedups is not None:
         speedups.model_loaded(model)
-    moe_notes = prepare_moe(model, job, engine, args)
+    moe_notes, pt_router_loss = prepare_moe(model, job, engine, args)
     peft_config = None
     if job.method.type == "freeze":
         apply_freeze(model, job.method.freeze)
@@ -196,6 +196,7 @@ def _train(plan: dict[str, Any], job: DeepSpeedJob, manifest: dict[str, Any], sp
         reward_functions=rewards,
         ref_model=ref_model,
         packed=bool(job.data.packing),
+        router_aux_loss_coef=pt_router_loss,
     )
     if engine["peft"] is not None and moe_notes:
         check_adapted_parts(trainer.model, job.method.lora)
@@ -251,10 +252,11 @@ def _train(plan: dict[str, Any], job: DeepSpeedJob, manifest: dict[str, Any], sp
     return EXIT_OK
 
 
-def prepare_moe(model: Any, job: DeepSpeedJob, engine: dict[str, Any], args: Any) -> list[str]:
+def prepare_moe(model: Any, job: DeepSpeedJob, engine: dict[str, Any], args: Any) -> tuple[list[str], float | None]:
     """A mixture-of-experts model: the router loss weight for TRL's trainer (model.moe.aux_loss_coef, else the
-    model's own), its sparse blocks as ZeRO-3 leaf modules; returns lines for the run log. A dense model with a
-    router loss weight set is refused (factory_cli/backends/deepspeed/moe.py)."""
+    model's own), its sparse blocks as ZeRO-3 leaf modules. Returns lines for the run log and the weight the plain
+    Trainer (pt) adds itself. A dense model with a router loss weight set is refused
+    (factory_cli/backends/deepspeed/moe.py)."""
     from factory_cli.backends.deepspeed.moe import (
         describe_moe_lora,
         moe_layout,
@@ -267,23 +269,31 @@ def prepare_moe(model: Any, job: DeepSpeedJob, engine: dict[str, Any], args: Any
     coef = router_loss_coef(model, job.model.moe.aux_loss_coef)
     layout = moe_layout(model)
     if not layout.is_moe:
-        return []
+        return [], None
     if job.method.type == "qlora" and layout.fused_expert_parameters:
         raise UsageError(QLORA_FUSED_EXPERTS, QLORA_FUSED_EXPERTS_HINT)
     notes = []
+    pt_coef = None
     if coef is None:
         notes.append("mixture of experts: this model's class computes no router load-balancing loss (not added)")
-    elif engine["trainer"] == "Trainer":
-        notes.append("mixture of experts: stage pt (the plain Trainer) adds no router load-balancing loss")
     else:
-        args.router_aux_loss_coef = coef
-        notes.append(f"mixture of experts: router load-balancing loss x {coef:g} added, logged as aux_loss")
+        if engine["trainer"] == "Trainer" and coef and hasattr(model, "router_aux_loss_coef"):
+            # The trainer adds coefficient x aux loss itself (trainers.py router_loss_trainer); the model's forward,
+            # asked for its router logits, would add its own weight (the attribute it reads) on top.
+            pt_coef = coef
+            model.router_aux_loss_coef = 0.0
+        elif engine["trainer"] != "Trainer":
+            args.router_aux_loss_coef = coef
+        if coef and (pt_coef is not None or engine["trainer"] != "Trainer"):
+            notes.append(f"mixture of experts: router load-balancing loss x {coef:g} added, logged as aux_loss")
+        else:
+            notes.append("mixture of experts: no router load-balancing loss added")
     if job.method.type in ("lora", "qlora"):
         notes.append(describe_moe_lora(job.method.lora))
     if (engine["deepspeed"] or {}).get("zero_optimization", {}).get("stage") == 3:
         leaves = set_zero3_leaf_modules(model)
         notes.append(f"ZeRO-3: {', '.join(leaves)} gathered whole (DeepSpeed leaf modules)")
-    return notes
+    return notes, pt_coef
 
 
 def _targets_all(peft_kwargs: dict[str, Any]) -> bool:
