@@ -5,8 +5,9 @@ What the engines do themselves (read in the installed sources):
 
 * transformers 5 keeps every MoE family's routed experts as fused 3-D parameters (`experts.gate_up_proj`,
   `experts.down_proj`: experts x out x in) and the router as a module holding a 2-D `weight` parameter
-  (`mlp.gate`), not as `nn.Linear`: PEFT's `all-linear` reaches neither. Qwen2-MoE's shared-expert gate is a
-  `nn.Linear` (hidden -> 1), so `all-linear` would adapt that gate unless it is excluded.
+  (`mlp.gate`), not as `nn.Linear`. PEFT 0.21 still reads `all-linear` on these families as transformers 4 meant it
+  (experts and router included, mapped onto the fused parameters). Qwen2-MoE's shared-expert gate is a `nn.Linear`
+  (hidden -> 1).
 * TRL 1.16's SFT, DPO and GRPO trainers take `router_aux_loss_coef` in their config (None: the model config's own),
   ask the model for its router logits, add coefficient x aux loss to the loss (scaled for gradient accumulation)
   and log `aux_loss` as a metric; our MetricsCallback writes it to metrics.jsonl. A model whose config has no
@@ -17,6 +18,8 @@ What the engines do themselves (read in the installed sources):
   stay in 16 bit under qlora.
 * DeepSpeed ZeRO-3 gathers parameters by module hooks; a sparse block whose experts run only for the tokens routed
   to them is marked a leaf (`deepspeed.utils.set_z3_leaf_modules`), so the whole block is gathered at once.
+  DeepSpeed 0.19's default `zero_optimization.leaf_module` list names only the Mixtral, Qwen2-MoE and Qwen3-MoE
+  blocks; the worker marks the block class of whichever family it loaded.
 """
 
 from __future__ import annotations
