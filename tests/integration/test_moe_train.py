@@ -195,6 +195,20 @@ def test_lora_targets_of_a_shared_expert_moe(experts: bool, router: bool) -> Non
         assert not [n for n in adapted if n.startswith("mlp.")], adapted
 
 
+def test_listing_transformers_4_expert_names_without_experts_is_refused() -> None:
+    from factory_cli.backends.deepspeed.moe import moe_lora_kwargs
+    from factory_cli.config.errors import UsageError
+    from factory_cli.config.schema import LoraConfig
+
+    model = tiny_qwen2_moe()  # its shared expert has gate_proj / up_proj / down_proj
+    with pytest.raises(UsageError, match="PEFT maps gate_proj onto this model's fused experts"):
+        moe_lora_kwargs(model, LoraConfig(target=["q_proj", "gate_proj"]), False)
+    assert moe_lora_kwargs(model, LoraConfig(target=["q_proj", "v_proj"]), False) == {}
+    assert moe_lora_kwargs(model, LoraConfig(target=["gate_proj"], experts=True), False) == {
+        "target_parameters": ["experts.down_proj", "experts.gate_up_proj"]
+    }
+
+
 def test_router_loss_weight_on_a_dense_model_is_refused_when_loaded(tiny_llama_dir: Path) -> None:
     from transformers import AutoModelForCausalLM
 

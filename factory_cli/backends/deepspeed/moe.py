@@ -149,6 +149,13 @@ def moe_lora_kwargs(model: nn.Module, lora: LoraConfig, targets_all: bool) -> di
                 hint="set method.lora.dropout: 0 and method.lora.use_dora: false",
             )
         kwargs["target_parameters"] = parameters
+    named = [t for t in lora.target if t.rsplit(".", 1)[-1] in EXPERT_PROJECTION_NAMES]
+    if not targets_all and named and layout.fused_expert_parameters and not lora.experts:
+        raise UsageError(
+            f"method.lora.target: PEFT maps {', '.join(named)} onto this model's fused experts (the names "
+            "transformers 4 gave the expert projections), so the experts would be adapted",
+            hint=f"leave {', '.join(named)} out of method.lora.target, or set method.lora.experts: true",
+        )
     if targets_all:
         skip = set(() if lora.experts else layout.expert_linears) | set(() if lora.router else layout.router_linears)
         names = _linear_leaf_names(model, skip)
