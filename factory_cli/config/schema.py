@@ -127,6 +127,14 @@ class LoraConfig(Section):
     use_rslora: bool = Field(False, description="rank-stabilized scaling alpha / sqrt(r)")
     use_dora: bool = Field(False, description="weight-decomposed LoRA (DoRA)")
     modules_to_save: list[str] = Field(default_factory=list, description="extra modules trained in full, e.g. lm_head")
+    experts: bool = Field(
+        False,
+        description="mixture of experts: also adapt the routed experts (fused 3-D expert weights through PEFT's "
+        "target_parameters: no dropout or DoRA there); `all` alone adapts the attention projections",
+    )
+    router: bool = Field(
+        False, description="mixture of experts: also adapt the routers and shared-expert gates (never by default)"
+    )
     base_precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto",
         description="frozen base layers of an fp32 LoRA run: bf16 stores them in bf16 and multiplies on bf16 "

@@ -1,4 +1,5 @@
-"""deepspeed-backend checks: ZeRO, offload and launcher settings. No torch."""
+"""deepspeed-backend checks: ZeRO, offload and launcher settings; mixture-of-experts settings (config/moe_checks.py).
+No torch."""
 
 from __future__ import annotations
 
@@ -6,13 +7,15 @@ from collections.abc import Iterator
 
 from factory_cli.config.checks import CheckContext, error, warning
 from factory_cli.config.errors import Issue
+from factory_cli.config.moe_checks import check_moe
 from factory_cli.config.schema import DeepSpeedJob, JobBase
 
 
 def check_deepspeed(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
-    """Offload needs ZeRO (and a path for nvme); the deepspeed launcher without ZeRO is plain DDP."""
+    """Offload needs ZeRO (and a path for nvme); the deepspeed launcher without ZeRO is plain DDP; MoE settings."""
     if not isinstance(job, DeepSpeedJob):
         return
+    yield from check_moe(job, ctx)
     p = job.parallel
     if p.offload == "nvme" and not p.nvme_path:
         yield error("parallel.nvme_path", "offload: nvme needs a directory", "set parallel.nvme_path: /local_nvme")

@@ -107,7 +107,15 @@ def training_arguments(job: DeepSpeedJob, run_dir: Path, device_kind: DeviceKind
 
 
 def stage_arguments(job: DeepSpeedJob) -> dict[str, Any]:
-    """The TRL config fields of the job's stage."""
+    """The TRL config fields of the job's stage (with the router loss weight the job sets for a mixture of experts;
+    unset, the worker gives TRL the model's own: backends/deepspeed/moe.py)."""
+    args = _stage_arguments(job)
+    if job.stage in ("sft", "dpo", "grpo") and job.model.moe.aux_loss_coef is not None:
+        args["router_aux_loss_coef"] = job.model.moe.aux_loss_coef
+    return args
+
+
+def _stage_arguments(job: DeepSpeedJob) -> dict[str, Any]:
     data = job.data
     if job.stage == "sft":
         # Our pipeline tokenizes, masks, truncates and packs; TRL must take the rows as they are.

@@ -47,6 +47,42 @@ def _named(function: Callable[..., Any], name: str) -> Callable[..., Any]:
     return wrapper
 
 
+def router_loss_trainer(coef: float) -> type:
+    """The plain Trainer (pt) for a mixture of experts, adding and logging the router's load-balancing loss as TRL's
+    SFTTrainer does (trl/trainer/sft_trainer.py in the installed TRL): coefficient x aux loss, divided over the
+    gradient accumulation steps when the loss is normalised by the tokens of the whole step, logged as `aux_loss`.
+    The caller turns the model's own addition off (prepare_moe in backends/deepspeed/worker.py)."""
+    from transformers import Trainer
+
+    class RouterLossTrainer(Trainer):  # type: ignore[misc]
+        router_aux_loss_coef = coef
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._aux_losses: list[float] = []
+
+        def compute_loss(
+            self, model: Any, inputs: Any, return_outputs: bool = False, num_items_in_batch: Any = None
+        ) -> Any:
+            routed = {**inputs, "output_router_logits": True}
+            loss, outputs = super().compute_loss(
+                model, routed, return_outputs=True, num_items_in_batch=num_items_in_batch
+            )
+            steps = self.current_gradient_accumulation_steps if num_items_in_batch is not None else 1
+            loss = loss + self.router_aux_loss_coef * outputs.aux_loss / steps
+            if model.training:
+                self._aux_losses.append(self.accelerator.gather_for_metrics(outputs.aux_loss.detach()).mean().item())
+            return (loss, outputs) if return_outputs else loss
+
+        def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+            if self._aux_losses and "loss" in logs:
+                logs = {**logs, "aux_loss": sum(self._aux_losses) / len(self._aux_losses)}
+                self._aux_losses.clear()
+            super().log(logs, start_time)
+
+    return RouterLossTrainer
+
+
 def build_trainer(
     trainer_name: str,
     *,
@@ -60,8 +96,10 @@ def build_trainer(
     reward_functions: list[Callable[..., Any]] | None = None,
     ref_model: Any = None,
     packed: bool = False,
+    router_aux_loss_coef: float | None = None,
 ) -> Any:
-    """The engine's trainer, wired with our callbacks; the engine's own console printer is replaced by ours."""
+    """The engine's trainer, wired with our callbacks; the engine's own console printer is replaced by ours.
+    `router_aux_loss_coef`: the plain Trainer's router loss weight for a mixture of experts (TRL's take it in args)."""
     from transformers.trainer_callback import PrinterCallback
 
     common = {
@@ -78,7 +116,8 @@ def build_trainer(
 
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         collator = DataCollatorForLanguageModeling(pad_token_id=pad, padding_free=packed)
-        trainer = Trainer(data_collator=collator, **common)
+        trainer_class = Trainer if router_aux_loss_coef is None else router_loss_trainer(router_aux_loss_coef)
+        trainer = trainer_class(data_collator=collator, **common)
     elif trainer_name == "SFTTrainer":
         from trl import SFTTrainer
 

@@ -110,6 +110,7 @@ def _train(plan: dict[str, Any], job: DeepSpeedJob, manifest: dict[str, Any], sp
         StopOnSignalCallback,
         last_good_checkpoint,
     )
+    from factory_cli.backends.deepspeed.moe import check_adapted_parts, moe_lora_kwargs
     from factory_cli.backends.deepspeed.trainers import build_trainer, make_training_args, trl_reward_functions
     from factory_cli.data.pipeline import load_prepared
     from factory_cli.devices import DeviceInfo
@@ -146,11 +147,13 @@ def _train(plan: dict[str, Any], job: DeepSpeedJob, manifest: dict[str, Any], sp
     )
     if speedups is not None:
         speedups.model_loaded(model)
+    moe_notes, pt_router_loss = prepare_moe(model, job, engine, args)
     peft_config = None
     if job.method.type == "freeze":
         apply_freeze(model, job.method.freeze)
     elif engine["peft"] is not None:
-        peft_config = peft_config_from_kwargs(model, engine["peft"], manifest.get("registry_targets"))
+        peft_kwargs = {**engine["peft"], **moe_lora_kwargs(model, job.method.lora, _targets_all(engine["peft"]))}
+        peft_config = peft_config_from_kwargs(model, peft_kwargs, manifest.get("registry_targets"))
         if job.method.type == "qlora":
             # TRL 1.16 does not prepare k-bit models itself (norms in fp32, input grads for checkpointing).
             model = prepare_for_kbit(model, bool(job.train.gradient_checkpointing))
@@ -193,8 +196,13 @@ def _train(plan: dict[str, Any], job: DeepSpeedJob, manifest: dict[str, Any], sp
         reward_functions=rewards,
         ref_model=ref_model,
         packed=bool(job.data.packing),
+        router_aux_loss_coef=pt_router_loss,
     )
+    if engine["peft"] is not None and moe_notes:
+        check_adapted_parts(trainer.model, job.method.lora)
     say(describe_trainable(trainer.model))
+    for note in moe_notes:
+        say(note)
     if speedups is not None:
         speedups.trainer_built(trainer.model)
         for note in speedups.notes:
@@ -242,6 +250,57 @@ def _train(plan: dict[str, Any], job: DeepSpeedJob, manifest: dict[str, Any], sp
 
         write_json_atomic(RunDir(run_dir).summary_file, summary)
     return EXIT_OK
+
+
+def prepare_moe(model: Any, job: DeepSpeedJob, engine: dict[str, Any], args: Any) -> tuple[list[str], float | None]:
+    """A mixture-of-experts model: the router loss weight for TRL's trainer (model.moe.aux_loss_coef, else the
+    model's own), its sparse blocks as ZeRO-3 leaf modules. Returns lines for the run log and the weight the plain
+    Trainer (pt) adds itself. A dense model with a router loss weight set is refused
+    (factory_cli/backends/deepspeed/moe.py)."""
+    from factory_cli.backends.deepspeed.moe import (
+        describe_moe_lora,
+        moe_layout,
+        router_loss_coef,
+        set_zero3_leaf_modules,
+    )
+    from factory_cli.config.errors import UsageError
+    from factory_cli.config.moe_checks import QLORA_FUSED_EXPERTS, QLORA_FUSED_EXPERTS_HINT
+
+    coef = router_loss_coef(model, job.model.moe.aux_loss_coef)
+    layout = moe_layout(model)
+    if not layout.is_moe:
+        return [], None
+    if job.method.type == "qlora" and layout.fused_expert_parameters:
+        raise UsageError(QLORA_FUSED_EXPERTS, QLORA_FUSED_EXPERTS_HINT)
+    notes = []
+    pt_coef = None
+    if coef is None:
+        notes.append("mixture of experts: this model's class computes no router load-balancing loss (not added)")
+    else:
+        if engine["trainer"] == "Trainer" and coef and hasattr(model, "router_aux_loss_coef"):
+            # The trainer adds coefficient x aux loss itself (trainers.py router_loss_trainer); the model's forward,
+            # asked for its router logits, would add its own weight (the attribute it reads) on top.
+            pt_coef = coef
+            model.router_aux_loss_coef = 0.0
+        elif engine["trainer"] != "Trainer":
+            args.router_aux_loss_coef = coef
+        if coef and (pt_coef is not None or engine["trainer"] != "Trainer"):
+            notes.append(f"mixture of experts: router load-balancing loss x {coef:g} added, logged as aux_loss")
+        else:
+            notes.append("mixture of experts: no router load-balancing loss added")
+    if job.method.type in ("lora", "qlora"):
+        notes.append(describe_moe_lora(job.method.lora))
+    if (engine["deepspeed"] or {}).get("zero_optimization", {}).get("stage") == 3:
+        leaves = set_zero3_leaf_modules(model)
+        notes.append(f"ZeRO-3: {', '.join(leaves)} gathered whole (DeepSpeed leaf modules)")
+    return notes, pt_coef
+
+
+def _targets_all(peft_kwargs: dict[str, Any]) -> bool:
+    """The planned LoRA targets are PEFT's all-linear (method.lora.target: all)."""
+    from factory_cli.methods import ALL_LINEAR
+
+    return peft_kwargs.get("target_modules") == ALL_LINEAR
 
 
 def _median(values: list[float]) -> float | None:

@@ -1,0 +1,79 @@
+"""Checks of a job on a mixture-of-experts model, before launch. No torch, no engine import.
+
+The model is a mixture of experts when its architecture (registry entry or local config.json) names a number of
+experts. What the engines do with MoE models is described in factory_cli/backends/deepspeed/moe.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from factory_cli.config.checks import CheckContext, error, job_architecture, warning
+from factory_cli.config.errors import Issue
+from factory_cli.config.schema import DeepSpeedJob, JobBase
+
+QLORA_FUSED_EXPERTS = (
+    "qlora on a mixture of experts: bitsandbytes quantizes nn.Linear layers only, and transformers keeps this model's "
+    "routed experts (most of its weights) as fused 3-D parameters, so they would stay in 16 bit"
+)
+QLORA_FUSED_EXPERTS_HINT = "use method.type: lora (with parallel.zero_stage: 3 to shard the experts), or full"
+# Usual weights of the router's load-balancing loss (1e-3 to 1e-2); far above, the balance term outweighs the task.
+AUX_LOSS_COEF_HIGH = 0.1
+TOKEN_LEVEL_LOSSES = ("grpo", "dapo", "dr_grpo")
+
+
+def check_moe(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
+    """MoE settings against the model: router loss weight, LoRA on experts and routers, qlora, the RL loss."""
+    if not isinstance(job, DeepSpeedJob):
+        return
+    arch = job_architecture(job, ctx)
+    lora = job.method.lora
+    uses_lora = job.method.type in ("lora", "qlora")
+    coef = job.model.moe.aux_loss_coef
+    if arch is None:
+        return  # a Hub model not downloaded yet: the worker checks the loaded model (backends/deepspeed/moe.py)
+    if arch.num_experts is None:
+        if coef is not None:
+            yield error(
+                "model.moe.aux_loss_coef",
+                f"`{job.model.name_or_path}` is a dense model: it has no router whose load-balancing loss to weigh",
+                "remove model.moe.aux_loss_coef (it applies to mixture-of-experts models only)",
+            )
+        for name in ("experts", "router"):
+            if uses_lora and getattr(lora, name):
+                yield error(
+                    f"method.lora.{name}",
+                    f"`{job.model.name_or_path}` is a dense model: it has no {name}s to adapt",
+                    f"remove method.lora.{name}",
+                )
+        return
+    if coef is not None and coef > AUX_LOSS_COEF_HIGH:
+        yield warning(
+            "model.moe.aux_loss_coef",
+            f"router load-balancing loss weight {coef:g} is far above the usual 0.001-0.01: balancing the experts "
+            "would outweigh the task's loss",
+            "leave it unset (the model's own router_aux_loss_coef) or use 0.001-0.01",
+        )
+    if job.method.type == "qlora" and not job.model.trust_remote_code:
+        yield error("method.type", QLORA_FUSED_EXPERTS, QLORA_FUSED_EXPERTS_HINT)
+    if uses_lora and (lora.experts or lora.router):
+        what = "method.lora.experts" if lora.experts else "method.lora.router"
+        if lora.dropout:
+            yield error(
+                "method.lora.dropout",
+                f"{what}: PEFT adapts fused expert / router weights (target_parameters) without dropout",
+                "set method.lora.dropout: 0",
+            )
+        if lora.use_dora:
+            yield error(
+                "method.lora.use_dora",
+                f"{what}: PEFT has no DoRA for fused expert / router weights (target_parameters)",
+                "set method.lora.use_dora: false, or leave the experts out",
+            )
+    if job.stage == "grpo" and job.grpo is not None and job.grpo.loss in TOKEN_LEVEL_LOSSES:
+        yield warning(
+            "grpo.loss",
+            f"{job.grpo.loss} on a mixture of experts: token-level importance ratios drift as routing changes "
+            "between the rollout policy and the trained one, which makes the update unstable",
+            "use grpo.loss: gspo (sequence-level ratio)",
+        )
