@@ -2,6 +2,12 @@
 
 The model is a mixture of experts when its architecture (registry entry or local config.json) names a number of
 experts. What the engines do with MoE models is described in factory_cli/backends/deepspeed/moe.py.
+
+RL on a mixture of experts: a token-level importance ratio pi_theta(y_t) / pi_old(y_t) compares two forward passes; on
+an MoE model the router may send the same token to other experts in each of them (routing drift between the rollout
+policy and the trained policy), so single-token ratios jump and clipping stops bounding the update. GSPO's ratio is one
+per sequence (the geometric mean over its tokens), which averages that noise out; routing replay removes it by training
+on the routes the old policy took. `token_level_loss_on_moe` is the one warning every RL backend calls.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from collections.abc import Iterator
 from factory_cli.config.checks import CheckContext, error, job_architecture, warning
 from factory_cli.config.errors import Issue
 from factory_cli.config.schema import DeepSpeedJob, JobBase
+from factory_cli.registry.models import Architecture
 
 QLORA_FUSED_EXPERTS = (
     "qlora on a mixture of experts: bitsandbytes quantizes nn.Linear layers only, and transformers keeps this model's "
@@ -20,6 +27,7 @@ QLORA_FUSED_EXPERTS_HINT = "use method.type: lora (with parallel.zero_stage: 3 t
 # Usual weights of the router's load-balancing loss (1e-3 to 1e-2); far above, the balance term outweighs the task.
 AUX_LOSS_COEF_HIGH = 0.1
 TOKEN_LEVEL_LOSSES = ("grpo", "dapo", "dr_grpo")
+SEQUENCE_LEVEL_LOSS = "gspo"
 
 
 def check_moe(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
@@ -70,10 +78,20 @@ def check_moe(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
                 f"{what}: PEFT has no DoRA for fused expert / router weights (target_parameters)",
                 "set method.lora.use_dora: false, or leave the experts out",
             )
-    if job.stage == "grpo" and job.grpo is not None and job.grpo.loss in TOKEN_LEVEL_LOSSES:
-        yield warning(
-            "grpo.loss",
-            f"{job.grpo.loss} on a mixture of experts: token-level importance ratios drift as routing changes "
-            "between the rollout policy and the trained one, which makes the update unstable",
-            "use grpo.loss: gspo (sequence-level ratio)",
-        )
+    if job.stage == "grpo" and job.grpo is not None:
+        yield from token_level_loss_on_moe(job.grpo.loss, arch, [])
+
+
+def token_level_loss_on_moe(loss: str, arch: Architecture | None, alternatives: list[str]) -> Iterator[Issue]:
+    """A warning at grpo.loss when a token-level loss trains an MoE model; `alternatives` are the other remedies the
+    backend offers, each a short imperative ("set ..."), after the loss change that every backend has."""
+    if loss not in TOKEN_LEVEL_LOSSES or arch is None or arch.num_experts is None:
+        return
+    ways = [f"use grpo.loss: {SEQUENCE_LEVEL_LOSS} (one importance ratio per sequence)", *alternatives]
+    yield warning(
+        "grpo.loss",
+        f"grpo.loss {loss} weighs each token by its own importance ratio; on this mixture-of-experts model "
+        f"({arch.num_experts} experts) the router can pick other experts for a token in the rollout policy than in "
+        "the trained policy (routing drift), which makes token-level ratios unstable",
+        "; or ".join(ways),
+    )

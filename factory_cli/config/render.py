@@ -28,8 +28,8 @@ DEVICES = ("auto", "cuda", "npu", "cpu")
 BACKEND_METHODS = {"deepspeed": METHODS, "megatron": ("full", "lora"), "verl": ("full", "lora")}
 COMMENT_COLUMN = 44
 STAGE_DATASETS = {"pt": "demo-pt", "sft": "demo-sft-alpaca", "dpo": "demo-dpo", "grpo": "demo-grpo-math"}
-# Backends whose GRPO template suggests gspo for a mixture-of-experts model (backends/common/moe_rl.py says why).
-GSPO_FOR_MOE_BACKENDS = ("verl",)
+# Backends whose GRPO template suggests gspo for a mixture-of-experts model (config/moe_checks.py says why).
+GSPO_FOR_MOE_BACKENDS = ("deepspeed", "verl")
 GSPO_FOR_MOE_NOTE = (
     "gspo for this mixture-of-experts model: one importance ratio per sequence; token-level ratios (grpo, dapo, "
     "dr_grpo) are unstable when routing drifts between rollout and training"

@@ -102,7 +102,7 @@ def test_expert_lora_takes_no_dropout_or_dora(tmp_path: Path) -> None:
 def test_token_level_grpo_on_moe_suggests_gspo(tmp_path: Path) -> None:
     (issue,) = at(issues(tmp_path, MOE, "grpo"), "grpo.loss")
     assert not issue.is_error and "routing" in issue.message
-    assert issue.hint == "use grpo.loss: gspo (sequence-level ratio)"
+    assert issue.hint == "use grpo.loss: gspo (one importance ratio per sequence)"
     assert not at(issues(tmp_path, MOE, "grpo", grpo={"loss": "gspo"}), "grpo.loss")
     assert not at(issues(tmp_path, DENSE, "grpo"), "grpo.loss")
 
@@ -120,6 +120,14 @@ def test_factory_config_notes_a_registry_moe(monkeypatch: pytest.MonkeyPatch) ->
     text = render_job(choice)
     assert "# Mixture of experts (8 experts)" in text and "method.lora.experts: true" in text
     assert yaml.safe_load(text)["model"]["name_or_path"] == "smollm2-135m"
+
+
+@pytest.mark.parametrize("model,loss", [("qwen3-30b-a3b", "gspo"), ("smollm2-135m", "grpo")])
+def test_factory_config_suggests_gspo_for_a_registry_moe_on_deepspeed(model: str, loss: str) -> None:
+    from factory_cli.config.render import TemplateChoice, render_job, resolve_choice
+
+    choice = resolve_choice(TemplateChoice(backend="deepspeed", stage="grpo", model=model, device="cpu"))
+    assert yaml.safe_load(render_job(choice))["grpo"]["loss"] == loss
 
 
 @pytest.mark.parametrize("stage", ["sft", "grpo"])

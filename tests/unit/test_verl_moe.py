@@ -13,9 +13,9 @@ import yaml
 
 from factory_cli.backends import get_backend
 from factory_cli.backends.base import Plan
-from factory_cli.backends.common.moe_rl import token_level_loss_on_moe
 from factory_cli.config.defaults import DeviceFacts, resolve_device_defaults
 from factory_cli.config.errors import Issue, JobError
+from factory_cli.config.moe_checks import token_level_loss_on_moe
 from factory_cli.config.render import TemplateChoice, render_job, resolve_choice
 from factory_cli.config.validate import load_and_validate
 from factory_cli.registry.models import architecture_of

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from factory_cli.backends.common.moe_rl import token_level_loss_on_moe
 from factory_cli.config.checks import CheckContext, data_scan, divides, error, job_architecture, warning
 from factory_cli.config.errors import Issue
+from factory_cli.config.moe_checks import token_level_loss_on_moe
 from factory_cli.config.schema import JobBase, VerlJob
 from factory_cli.registry.models import Architecture
 
