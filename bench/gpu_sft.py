@@ -170,7 +170,7 @@ def architecture_kwargs(settings: GpuSftSettings) -> dict[str, Any]:
     spec = find_model(REGISTRY_MODEL)
     if spec is None:
         raise RuntimeError(f"model registry entry {REGISTRY_MODEL} is missing")
-    fields = spec.architecture.model_dump(exclude_none=True, exclude={"rope_scaling_type", "num_experts"})
+    fields = spec.architecture.model_dump(exclude_defaults=True, exclude={"rope_scaling_type", "num_experts"})
     return {**fields, **settings.shape}
 
 
