@@ -48,7 +48,7 @@ class ChainSettings:
     sample_prompts: int = 8
     sample_n: int = 8
     sample_tokens: int = 128  # a worded problem's working and answer; at 64 tokens most answers are cut off
-    sample_temperature: float = 0.7  # at 1.0 the 135M model's 48 answers held no right one (one run, seed 42)
+    sample_temperature: float = 0.7
     min_score: float = 1.0  # accepted: the final answer is right (math_answer 1, plus up to 0.1 for brevity)
     short_answer_chars: int = 200  # the length reward's full marks (GRPO and sampling)
     rft_steps: int = 4
