@@ -185,14 +185,45 @@ def run_module(module: str, tests: Sequence[str], max_children: int, log: Path) 
         raise RuntimeError(f"mutmut run over {module} failed ({run.returncode}); its output is in {log}")
     statuses = parse_results(_mutmut(work, "results", "--all", "true").stdout)
     dotted = module.removesuffix(".py").replace("/", ".")
+    diffs = _diffs(work, [name for name, status in statuses.items() if status != "killed"])
     mutants = []
     for name, status in sorted(statuses.items()):
-        change = "" if status == "killed" else change_of(_mutmut(work, "show", name).stdout)
+        change = change_of(diffs.get(name, ""))
         owner = next((m for m in _package_modules(module) if name.startswith(m + ".")), dotted)
         # in a package, the function is named with its file: loader.LoadedReward.score
         prefix = "" if owner == dotted else owner.rsplit(".", 1)[1] + "."
         mutants.append(Mutant(name, status, prefix + function_of(name, owner), change))
     return mutants
+
+
+# `mutmut show` of many mutants in one process (one interpreter start instead of one per survivor).
+_SHOW_ALL = (
+    "import sys; from mutmut.__main__ import cli; [cli.main(['show', n], standalone_mode=False) for n in sys.argv[1:]]"
+)
+
+
+def _diffs(work: Path, names: Sequence[str]) -> dict[str, str]:
+    """{mutant: its diff} from `mutmut show`, whose output starts each mutant with `# <name>: <status>`."""
+    if not names:
+        return {}
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run(
+        [sys.executable, "-c", _SHOW_ALL, *names], cwd=work, env=env, capture_output=True, text=True, check=False
+    )
+    return split_shows(done.stdout)
+
+
+def split_shows(text: str) -> dict[str, str]:
+    """The output of several `mutmut show` calls, split per mutant."""
+    out: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in text.splitlines():
+        match = re.match(r"^# (\S+__mutmut_\d+): ", line)
+        if match:
+            current = out.setdefault(match.group(1), [])
+        elif current is not None:
+            current.append(line)
+    return {name: "\n".join(lines) for name, lines in out.items()}
 
 
 def _package_modules(module: str) -> list[str]:

@@ -23,6 +23,7 @@ from bench.mutation import (
     overall,
     parse_results,
     pyproject_for,
+    split_shows,
     write_result,
 )
 
@@ -109,6 +110,23 @@ def test_change_of_a_mutmut_diff() -> None:
          if count < 1024:
 """
     assert change_of(diff) == '- for unit in ("B", "KB", "MB", "GB"): | + for unit in ("XXBXX", "KB", "MB", "GB"):'
+
+
+def test_split_shows() -> None:
+    text = """\
+# m.x_a__mutmut_1: survived
+--- m.py
++++ m.py
+-    return 1
++    return 2
+# m.x_b__mutmut_2: no tests
+-    x = a
++    x = None
+"""
+    shows = split_shows(text)
+    assert list(shows) == ["m.x_a__mutmut_1", "m.x_b__mutmut_2"]
+    assert change_of(shows["m.x_a__mutmut_1"]) == "- return 1 | + return 2"
+    assert change_of(shows["m.x_b__mutmut_2"]) == "- x = a | + x = None"
 
 
 EQUIVALENT = [
