@@ -78,6 +78,7 @@ MODULES: dict[str, tuple[str, ...]] = {
 }
 
 TABLE = ("killed", "total", "score", "score_without_equivalent")
+RUN_FACTS = "run.json"  # in a module's work folder: the commit it ran at and how long it took
 COUNTED = ("killed", "survived", "timeout", "no tests", "suspicious", "segfault", "skipped", "not checked")
 _RESULT_LINE = re.compile(r"^\s+(\S+__mutmut_\d+): (.+)$")
 
@@ -176,13 +177,21 @@ def _mutmut(work: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.CompletedProcess(argv, process.returncode, out, err)
 
 
-def run_module(module: str, tests: Sequence[str], max_children: int, log: Path) -> list[Mutant]:
-    """One mutmut run over `module`; every mutant with its status, and the change of those not killed."""
-    work = prepare_workdir(module, tests)
-    run = _mutmut(work, "run", "--max-children", str(max_children))
-    log.write_text(run.stdout + "\n--- stderr ---\n" + run.stderr)
-    if run.returncode != 0:
-        raise RuntimeError(f"mutmut run over {module} failed ({run.returncode}); its output is in {log}")
+def run_module(module: str, tests: Sequence[str], max_children: int, log: Path, rerun: bool = True) -> list[Mutant]:
+    """One mutmut run over `module` (or, with rerun=False, the results its last run left in the work folder); every
+    mutant with its status, and the change of those not killed."""
+    work = WORK / slug(module)
+    if rerun:
+        started = time.monotonic()
+        work = prepare_workdir(module, tests)
+        run = _mutmut(work, "run", "--max-children", str(max_children))
+        log.write_text(run.stdout + "\n--- stderr ---\n" + run.stderr)
+        if run.returncode != 0:
+            raise RuntimeError(f"mutmut run over {module} failed ({run.returncode}); its output is in {log}")
+        facts = {"git_sha": git_sha(), "seconds": round(time.monotonic() - started, 1)}
+        (work / RUN_FACTS).write_text(json.dumps(facts))
+    elif not (work / "mutants").is_dir():
+        raise RuntimeError(f"{module} has no earlier run in {work}")
     statuses = parse_results(_mutmut(work, "results", "--all", "true").stdout)
     dotted = module.removesuffix(".py").replace("/", ".")
     diffs = _diffs(work, [name for name, status in statuses.items() if status != "killed"])
@@ -308,22 +317,18 @@ def mutmut_version() -> str:
     return version("mutmut")
 
 
-def write_result(
-    modules: Mapping[str, Mapping[str, Any]], seconds: Mapping[str, float], path: Path = RESULT
-) -> dict[str, Any]:
-    """bench/results/mutation.json from the modules of this run (modules of an earlier run at another commit are
-    dropped, those at this commit kept, so one module can be rerun)."""
-    sha = git_sha()
-    earlier: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
-    merged: dict[str, Any] = {}
-    merged_seconds: dict[str, float] = {}
-    if earlier.get("git_sha") == sha:
-        merged.update(earlier.get("modules", {}))
-        merged_seconds.update(earlier.get("seconds", {}))
-    merged.update(modules)
-    merged_seconds.update(seconds)
+def write_result(modules: Mapping[str, Mapping[str, Any]], path: Path = RESULT) -> dict[str, Any]:
+    """bench/results/mutation.json from the modules of this invocation, each carrying the commit it ran at
+    (`git_sha`) and its `seconds`. Modules of an earlier invocation are kept when they ran at the same commit (so one
+    module can be run at a time) and dropped otherwise: the file holds the results of one commit."""
     from bench.harness import machine
 
+    shas = {str(m["git_sha"]) for m in modules.values()}
+    earlier: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
+    merged: dict[str, Any] = {
+        name: m for name, m in earlier.get("modules", {}).items() if m.get("git_sha") in shas and len(shas) == 1
+    }
+    merged.update(modules)
     summary = overall(merged)
     result = {
         "name": "mutation",
@@ -339,8 +344,7 @@ def write_result(
         "modules": dict(sorted(merged.items())),
         "modules_run": sorted(merged),
         "modules_not_run": sorted(set(MODULES) - set(merged)),
-        "seconds": dict(sorted(merged_seconds.items())),
-        "git_sha": sha,
+        "git_sha": " ".join(sorted({str(m["git_sha"]) for m in merged.values()})),
         "tool": f"mutmut {mutmut_version()}",
         "tests": {m: list(MODULES[m]) for m in sorted(merged) if m in MODULES},
     }
@@ -358,6 +362,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("modules", nargs="*", help="modules to run (default: all, smallest first)")
     parser.add_argument("--max-children", type=int, default=1, help="mutants tested at once (default 1)")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="no new mutmut run: the results the last run of each module left (e.g. after editing the equivalent list)",
+    )
     parser.add_argument("--output", type=Path, default=RESULT, help=f"result file (default {RESULT.relative_to(REPO)})")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so a stopped runner stops mutmut too
@@ -367,21 +376,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     chosen = args.modules or sorted(MODULES, key=module_size)
     equivalent = load_equivalent()
     results: dict[str, Any] = {}
-    seconds: dict[str, float] = {}
     for module in chosen:
         tests = existing_tests(MODULES[module])
-        started = time.monotonic()
         print(f"mutation: {module} against {len(tests)} test files", flush=True)
-        log = WORK / f"{slug(module)}.log"
         WORK.mkdir(parents=True, exist_ok=True)
-        mutants = run_module(module, tests, args.max_children, log)
-        seconds[module] = round(time.monotonic() - started, 1)
-        results[module] = module_summary(mutants, equivalent, module)
-        summary = results[module]
-        print(
-            f"  {summary['killed']}/{summary['total']} killed ({summary['score']}) in {seconds[module]} s", flush=True
-        )
-        write_result(results, seconds, args.output)
+        log = WORK / f"{slug(module)}.log"
+        mutants = run_module(module, tests, args.max_children, log, rerun=not args.report_only)
+        facts = json.loads((WORK / slug(module) / RUN_FACTS).read_text())
+        summary = results[module] = {**module_summary(mutants, equivalent, module), **facts}
+        counts = f"{summary['killed']}/{summary['total']} killed ({summary['score']})"
+        print(f"  {counts}, mutmut ran {summary['seconds']} s", flush=True)
+        write_result(results, args.output)
     final = json.loads(args.output.read_text())
     print(f"mutation score {final['score']} ({final['killed']}/{final['total']}) -> {args.output}")
     return 0

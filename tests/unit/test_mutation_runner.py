@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import tomllib
 
-from bench import mutation
 from bench.mutation import (
     MODULES,
     REPO,
@@ -181,24 +180,25 @@ def test_overall_is_killed_over_total_of_every_module() -> None:
     ]
 
 
-def test_write_result_keeps_modules_of_the_same_commit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(mutation, "git_sha", lambda: "abc")
+def test_write_result_keeps_modules_of_the_same_commit(tmp_path: Path) -> None:
     path = tmp_path / "mutation.json"
     first = module_summary([Mutant("a", "killed"), Mutant("b", "survived")], [], "factory_cli/runs.py")
-    write_result({"factory_cli/runs.py": first}, {"factory_cli/runs.py": 12.5}, path)
+    write_result({"factory_cli/runs.py": {**first, "git_sha": "abc", "seconds": 12.5}}, path)
     second = module_summary([Mutant("c", "killed")], [], "factory_cli/data/masking.py")
-    result = write_result({"factory_cli/data/masking.py": second}, {"factory_cli/data/masking.py": 3.0}, path)
+    result = write_result({"factory_cli/data/masking.py": {**second, "git_sha": "abc", "seconds": 3.0}}, path)
     assert json.loads(path.read_text()) == result
     assert result["modules_run"] == ["factory_cli/data/masking.py", "factory_cli/runs.py"]
     assert (result["score"], result["killed"], result["total"]) == (0.6667, 2, 3)
     assert result["git_sha"] == "abc" and result["tool"].startswith("mutmut 3.")
-    assert result["seconds"] == {"factory_cli/data/masking.py": 3.0, "factory_cli/runs.py": 12.5}
+    assert [m["seconds"] for m in result["modules"].values()] == [3.0, 12.5]
     assert "factory_cli/config/checks.py" in result["modules_not_run"]
     assert result["tests"]["factory_cli/runs.py"] == list(MODULES["factory_cli/runs.py"])
+    assert result["metrics"]["all"] == {"killed": 2, "total": 3, "score": 0.6667, "score_without_equivalent": 0.6667}
+    assert result["metrics"]["factory_cli/runs.py"]["score"] == 0.5
 
-    monkeypatch.setattr(mutation, "git_sha", lambda: "def")
-    result = write_result({"factory_cli/data/masking.py": second}, {"factory_cli/data/masking.py": 3.0}, path)
+    result = write_result({"factory_cli/data/masking.py": {**second, "git_sha": "def", "seconds": 3.0}}, path)
     assert result["modules_run"] == ["factory_cli/data/masking.py"]  # another commit: the earlier module is dropped
+    assert result["git_sha"] == "def"
 
 
 def test_load_equivalent(tmp_path: Path) -> None:
