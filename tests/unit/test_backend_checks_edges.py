@@ -434,3 +434,98 @@ def test_stack_needs_follow_the_job(stack_spy: StackSpy) -> None:
         (True, True, False),
         (True, True, False),
     ]
+
+
+# ------------------------------------------------------------------------------------------------ verl: steps
+
+
+def example_issues(example: str, path: str, *overrides: str) -> list[tuple[str, str, str | None, str]]:
+    """The issues `factory check` finds at `path` in a shipped example with `overrides`."""
+    from factory_cli.config.errors import JobError
+    from factory_cli.config.validate import load_and_validate
+    from tests.unit.plan_helpers import EXAMPLES
+
+    try:
+        issues = list(load_and_validate(EXAMPLES / example, list(overrides)).warnings)
+    except JobError as exc:
+        issues = list(exc.issues)
+    return [t for t in triples(issues) if t[0] == path]
+
+
+ZERO_STEPS = "verl drops the last partial batch, so the job would run 0 optimizer steps"
+
+
+def test_verl_prompts_filling_exactly_one_step_train() -> None:
+    # the shipped GRPO data holds 300 prompts
+    assert example_issues("verl_grpo.yaml", "rollout.prompts_per_step", "rollout.prompts_per_step=300") == []
+    assert example_issues("verl_grpo.yaml", "rollout.prompts_per_step", "rollout.prompts_per_step=304") == [
+        (
+            "rollout.prompts_per_step",
+            f"300 training prompts fill no rollout step of 304 prompts: {ZERO_STEPS}",
+            "set rollout.prompts_per_step: 300 or less, or add prompts",
+            "error",
+        )
+    ]
+
+
+def test_verl_prompts_fix_keeps_updates_whole() -> None:
+    # updates of 88 samples = 11 prompts of 8: the largest step the data fills is 297 prompts
+    overrides = ("rollout.prompts_per_step=308", "rollout.update_batch_size=88")
+    assert example_issues("verl_grpo.yaml", "rollout.prompts_per_step", *overrides) == [
+        (
+            "rollout.prompts_per_step",
+            f"300 training prompts fill no rollout step of 308 prompts: {ZERO_STEPS}",
+            "set rollout.prompts_per_step: 297 or less, or add prompts",
+            "error",
+        )
+    ]
+    # the default update (the whole step) shrinks with the step
+    overrides = ("rollout.prompts_per_step=301", "rollout.update_batch_size=null")
+    assert example_issues("verl_grpo.yaml", "rollout.prompts_per_step", *overrides)[0][2] == (
+        "set rollout.prompts_per_step: 300 or less, or add prompts"
+    )
+
+
+def test_verl_prompts_with_no_smaller_step_that_fits() -> None:
+    # 4096 devices x 8 generations: a step needs a multiple of 512 prompts, and there are 300
+    overrides = ("parallel.nproc_per_node=4096", "rollout.prompts_per_step=512")
+    assert example_issues("verl_grpo.yaml", "rollout.prompts_per_step", *overrides) == [
+        (
+            "rollout.prompts_per_step",
+            f"300 training prompts fill no rollout step of 512 prompts: {ZERO_STEPS}",
+            "add prompts",
+            "error",
+        )
+    ]
+
+
+def test_verl_sft_when_the_eval_ratio_leaves_no_training_rows() -> None:
+    assert example_issues("verl_sft.yaml", "train.global_batch_size", "data.eval_ratio=0.999") == [
+        (
+            "train.global_batch_size",
+            f"0 training rows (60 held out by data.eval_ratio) fill no global batch of 16: {ZERO_STEPS}",
+            "lower train.micro_batch_size to 1 and the global batch to 0 or less, or add rows",
+            "error",
+        )
+    ]
+
+
+def test_verl_eval_data_under_one_global_batch() -> None:
+    overrides = ("data.eval=[demo-sft-messages]", "train.global_batch_size=64", "train.micro_batch_size=4")
+    assert example_issues("verl_sft.yaml", "data.eval", *overrides) == [
+        (
+            "data.eval",
+            "60 eval rows fill no global batch of 64: verl validates whole batches only, so val/loss would be NaN",
+            "hold out at least 64 rows",
+            "warning",
+        )
+    ]
+    assert example_issues("verl_sft.yaml", "data.eval", "data.eval=[demo-sft-messages]") == []
+    assert example_issues("verl_sft.yaml", "data.eval_ratio", "data.eval_ratio=0.2") == [
+        (
+            "data.eval_ratio",
+            "12 eval rows fill no global batch of 16: verl validates whole batches only, so val/loss would be NaN",
+            "hold out at least 16 rows",
+            "warning",
+        )
+    ]
