@@ -193,16 +193,11 @@ def run_module(module: str, tests: Sequence[str], max_children: int, log: Path, 
     elif not (work / "mutants").is_dir():
         raise RuntimeError(f"{module} has no earlier run in {work}")
     statuses = parse_results(_mutmut(work, "results", "--all", "true").stdout)
-    dotted = module.removesuffix(".py").replace("/", ".")
     diffs = _diffs(work, [name for name, status in statuses.items() if status != "killed"])
-    mutants = []
-    for name, status in sorted(statuses.items()):
-        change = change_of(diffs.get(name, ""))
-        owner = next((m for m in _package_modules(module) if name.startswith(m + ".")), dotted)
-        # in a package, the function is named with its file: loader.LoadedReward.score
-        prefix = "" if owner == dotted else owner.rsplit(".", 1)[1] + "."
-        mutants.append(Mutant(name, status, prefix + function_of(name, owner), change))
-    return mutants
+    return [
+        Mutant(name, status, mutant_function(name, module), change_of(diffs.get(name, "")))
+        for name, status in sorted(statuses.items())
+    ]
 
 
 # `mutmut show` of many mutants in one process (one interpreter start instead of one per survivor).
@@ -238,7 +233,15 @@ def split_shows(text: str) -> dict[str, str]:
 def _package_modules(module: str) -> list[str]:
     if module.endswith(".py"):
         return []
-    return [p.with_suffix("").as_posix().replace("/", ".") for p in sorted((REPO / module).glob("*.py"))]
+    return [f"{module.rstrip('/')}/{p.stem}".replace("/", ".") for p in sorted((REPO / module).glob("*.py"))]
+
+
+def mutant_function(name: str, module: str) -> str:
+    """The function a mutant of `module` lives in; in a package, named with its file: `loader.LoadedReward.score`."""
+    for sub in _package_modules(module):
+        if name.startswith(sub + "."):
+            return sub.rsplit(".", 1)[1] + "." + function_of(name, sub)
+    return function_of(name, module.removesuffix(".py").replace("/", "."))
 
 
 def load_equivalent(path: Path = EQUIVALENT) -> list[dict[str, str]]:

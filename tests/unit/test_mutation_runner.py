@@ -19,6 +19,7 @@ from bench.mutation import (
     load_equivalent,
     module_pattern,
     module_summary,
+    mutant_function,
     overall,
     parse_results,
     pyproject_for,
@@ -95,6 +96,15 @@ def test_function_of() -> None:
     assert function_of("factory_cli.runs.x_series__mutmut_1", "factory_cli.runs") == "series"
     assert function_of("factory_cli.runs.xǁRunDirǁcheckpoints__mutmut_12", "factory_cli.runs") == "RunDir.checkpoints"
     assert function_of("factory_cli.runs.x__size__mutmut_2", "factory_cli.runs") == "_size"
+
+
+def test_mutant_function_names_the_file_in_a_package() -> None:
+    assert mutant_function("factory_cli.runs.xǁRunDirǁjob__mutmut_2", "factory_cli/runs.py") == "RunDir.job"
+    name = "factory_cli.rewards.loader.xǁLoadedRewardǁscore__mutmut_7"
+    assert mutant_function(name, "factory_cli/rewards") == "loader.LoadedReward.score"
+    assert mutant_function("factory_cli.rewards.builtin.x_math_answer__mutmut_1", "factory_cli/rewards") == (
+        "builtin.math_answer"
+    )
 
 
 def test_change_of_a_mutmut_diff() -> None:
