@@ -400,3 +400,81 @@ def test_probe_time_limit_and_exit() -> None:
     with pytest.raises(RewardCallError) as info:
         probe_reward(loaded("single", lambda completion, **_: "x", "text"), [{"prompt": "q", "answer": "a"}])
     assert info.value.message == "reward `text` returned str 'x' on row 0 of the batch (answer='a')"
+
+
+def test_a_returned_value_is_shown_cut_at_60_characters() -> None:
+    with pytest.raises(RewardCallError) as info:
+        loaded("single", lambda completion, **_: "x" * 58).score(["a"], ["p"], {})
+    assert info.value.message == f"reward `r` returned str '{'x' * 58}' on row 0 of the batch (no columns)"
+    with pytest.raises(RewardCallError) as info:
+        loaded("single", lambda completion, **_: "x" * 59).score(["a"], ["p"], {})
+    assert info.value.message == f"reward `r` returned str '{'x' * 59}... on row 0 of the batch (no columns)"
+
+
+def test_the_hint_names_the_users_own_frame(tmp_path: Path) -> None:
+    path = reward_file(
+        tmp_path,
+        """
+        import json
+
+        import yaml
+
+        from factory_cli.rewards.builtin import length_reward
+
+
+        def stdlib(completion):
+            return json.loads(completion)
+
+
+        def package(completion):
+            return yaml.safe_load(completion)
+
+
+        def ours(completion):
+            return length_reward(None)
+        """,
+    )
+    lines = {"stdlib": 10, "package": 14, "ours": 18}
+    code = {"stdlib": "return json.loads(completion)", "package": "return yaml.safe_load(completion)"}
+    code["ours"] = "return length_reward(None)"
+    for name, line in lines.items():
+        with pytest.raises(RewardCallError) as info:
+            load_reward(None, f"{path}:{name}").score(["{"], ["p"], {})
+        assert info.value.hint == f"at {path}:{line} in {name}: {code[name]}", name
+
+
+def test_the_hint_of_code_without_source(tmp_path: Path) -> None:
+    namespace: dict[str, Any] = {}
+    exec(compile("def generated(completion):\n    raise ValueError('no')\n", "<generated>", "exec"), namespace)
+    with pytest.raises(RewardCallError) as info:
+        loaded("single", namespace["generated"], "g").score(["a"], ["p"], {})
+    assert info.value.message == "reward `g` raised ValueError: no on row 0 of the batch (no columns)"
+    assert info.value.hint == "at <generated>:2 in generated: "
+
+
+def test_a_reward_that_never_returns_cannot_hold_the_process() -> None:
+    import threading
+
+    release = threading.Event()
+
+    def hangs(completion: str, **_: Any) -> float:
+        release.wait(5)
+        return 0.0
+
+    with pytest.raises(RewardCallError):
+        probe_reward(loaded("single", hangs, "hangs"), [{"prompt": "q"}], seconds=0.05)
+    (worker,) = [t for t in threading.enumerate() if t.name == "reward-probe-hangs"]
+    assert worker.daemon
+    release.set()
+    worker.join(5)
+
+
+def test_probe_of_a_user_reward_needs_no_answers() -> None:
+    seen: list[Any] = []
+
+    def record(completion: str, **row: Any) -> float:
+        seen.append((completion, row))
+        return 0.5
+
+    probe_reward(loaded("single", record), [{"prompt": "q", "id": 3}])
+    assert seen == [("", {"id": 3})]
