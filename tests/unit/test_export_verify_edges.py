@@ -110,3 +110,101 @@ def test_check_artifact_with_another_tokenizer_skips_the_logits(tiny_llama_dir: 
     assert check["tokenizer_matches"] is False
     assert "max_abs_logit_diff" not in check and "top1_agreement" not in check
     assert check["generated"] and check["reloaded_as"] == "LlamaForCausalLM"
+
+
+class FromPretrainedSpy:
+    """Stands in for AutoModelForCausalLM.from_pretrained: records how load_artifact asks for the model and hands back
+    the tiny checkpoint (marked as placed by a device map when `placed`)."""
+
+    def __init__(self, checkpoint: Path, placed: bool = False) -> None:
+        self.checkpoint, self.placed = checkpoint, placed
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    def __call__(self, path: str, **kwargs: Any) -> Any:
+        from transformers import LlamaForCausalLM
+
+        self.calls.append((path, kwargs))
+        model = LlamaForCausalLM.from_pretrained(self.checkpoint)
+        if self.placed:
+            model.hf_device_map = {"": "cpu"}
+        return model
+
+
+def bnb_copy(tiny_llama_dir: Path, tmp_path: Path) -> Path:
+    """The tiny checkpoint with a bitsandbytes quantization_config in its config.json."""
+    import json
+    import shutil
+
+    copy = tmp_path / "bnb"
+    shutil.copytree(tiny_llama_dir, copy)
+    config = json.loads((copy / "config.json").read_text())
+    config["quantization_config"] = {"quant_method": "bitsandbytes", "load_in_8bit": True}
+    (copy / "config.json").write_text(json.dumps(config))
+    return copy
+
+
+def test_a_bitsandbytes_export_is_placed_whole_on_the_device(
+    tiny_llama_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import logging
+
+    from transformers import AutoModelForCausalLM
+
+    copy = bnb_copy(tiny_llama_dir, tmp_path)
+    spy = FromPretrainedSpy(tiny_llama_dir, placed=True)
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", spy)
+    noisy = logging.getLogger("bitsandbytes.autograd._functions")
+    monkeypatch.setattr(noisy, "level", logging.NOTSET)
+    model, tokenizer = load_artifact(copy, None, CPU)
+    load_artifact(copy, None, SimpleNamespace(kind="cuda"))  # placed by its device map: not moved again
+    assert spy.calls == [
+        (str(copy), {"dtype": "auto", "device_map": {"": "cpu"}}),
+        (str(copy), {"dtype": "auto", "device_map": {"": "cuda:0"}}),
+    ]
+    assert noisy.level == logging.ERROR
+    assert not model.training and tokenizer.pad_token is not None
+
+
+def test_a_plain_export_loads_in_its_own_dtype_and_moves_to_the_device(
+    tiny_llama_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import logging
+
+    from transformers import AutoModelForCausalLM
+
+    spy = FromPretrainedSpy(tiny_llama_dir)
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", spy)
+    noisy = logging.getLogger("bitsandbytes.autograd._functions")
+    monkeypatch.setattr(noisy, "level", logging.NOTSET)
+    model, _ = load_artifact(tiny_llama_dir, None, SimpleNamespace(kind="meta"))
+    assert spy.calls == [(str(tiny_llama_dir), {"dtype": "auto"})]
+    assert next(model.parameters()).device.type == "meta"  # moved: nothing placed it
+    assert noisy.level == logging.NOTSET
+    model, _ = load_artifact(tiny_llama_dir, None, CPU)
+    assert next(model.parameters()).device.type == "cpu"
+
+    placed = FromPretrainedSpy(tiny_llama_dir, placed=True)
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", placed)
+    model, _ = load_artifact(tiny_llama_dir, None, SimpleNamespace(kind="meta"))
+    assert next(model.parameters()).device.type == "cpu"  # a device map placed it: left where it is
+
+
+def test_a_gguf_export_loads_from_the_file(tiny_llama_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from factory_cli.modeling import gguf
+
+    spy = FromPretrainedSpy(tiny_llama_dir)
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", spy)
+    tokenizers: list[Path] = []
+
+    def tokenizer_of(path: Path) -> Any:
+        tokenizers.append(path)
+        return AutoTokenizer.from_pretrained(tiny_llama_dir)
+
+    monkeypatch.setattr(gguf, "load_gguf_tokenizer", tokenizer_of)
+    model, tokenizer = load_artifact(tiny_llama_dir.parent, "model-q8_0.gguf", CPU)
+    assert spy.calls == [(str(tiny_llama_dir.parent), {"gguf_file": "model-q8_0.gguf", "dtype": torch.float32})]
+    assert tokenizers == [tiny_llama_dir.parent / "model-q8_0.gguf"]
+    assert not model.training and tokenizer.chat_template is not None
