@@ -529,3 +529,17 @@ def test_verl_eval_data_under_one_global_batch() -> None:
             "warning",
         )
     ]
+
+
+def test_verl_one_prompt_is_the_smallest_step(tmp_path: Path) -> None:
+    data = tmp_path / "one.jsonl"
+    data.write_text(json.dumps({"prompt": "What is 2 + 2?", "answer": "4"}) + "\n")
+    overrides = (f"data.train=[{data}]", "rollout.prompts_per_step=2", "rollout.update_batch_size=null")
+    assert example_issues("verl_grpo.yaml", "rollout.prompts_per_step", *overrides) == [
+        (
+            "rollout.prompts_per_step",
+            f"1 training prompts fill no rollout step of 2 prompts: {ZERO_STEPS}",
+            "set rollout.prompts_per_step: 1 or less, or add prompts",
+            "error",
+        )
+    ]

@@ -478,3 +478,122 @@ def test_probe_of_a_user_reward_needs_no_answers() -> None:
 
     probe_reward(loaded("single", record), [{"prompt": "q", "id": 3}])
     assert seen == [("", {"id": 3})]
+
+
+def test_the_last_hashes_give_the_answer() -> None:
+    assert extract_final_answer("#### 1\nthen\n#### 2") == "2"
+    assert extract_final_answer("a #### b #### 3 \nnext") == "3"
+
+
+def test_a_completion_first_function_is_single_even_with_more_required_arguments() -> None:
+    def two(completion: str, answer: Any) -> float:
+        return 0.0
+
+    assert classify_signature(two) == "single"
+
+
+def test_import_errors_say_how_to_fix_them(tmp_path: Path) -> None:
+    import sys
+
+    before = {k for k in sys.modules if k.startswith("factory_user_reward_")}
+    not_python = tmp_path / "rewards.txt"
+    not_python.write_text("def f(completion): return 1.0\n")
+    with pytest.raises(RewardLoadError) as info:
+        load_reward(None, f"{not_python}:f")
+    assert (info.value.message, info.value.hint) == (f"cannot import {not_python}", "give a .py file")
+
+    broken = reward_file(tmp_path, "raise KeyError('boom')\n", "broken.py")
+    with pytest.raises(RewardLoadError) as info:
+        load_reward(None, f"{broken}:f")
+    assert info.value.hint == "run `python <file>` to see the full error"
+    exits = reward_file(tmp_path, "import sys\nsys.exit(3)\n", "exits.py")
+    with pytest.raises(RewardLoadError) as info:
+        load_reward(None, f"{exits}:f")
+    assert info.value.hint == 'a reward file is imported, not run: put script code under `if __name__ == "__main__":`'
+    assert {k for k in sys.modules if k.startswith("factory_user_reward_")} == before  # nothing half-imported kept
+
+    values = reward_file(tmp_path, "x = 3\n_hidden = 4\n\ndef _private(completion):\n    return 0.0\n", "values.py")
+    with pytest.raises(RewardLoadError) as info:
+        load_reward(None, f"{values}:x")
+    assert (info.value.message, info.value.hint) == (f"{values} has no function `x`", "functions found there: none")
+
+
+def test_a_reward_file_may_define_dataclasses(tmp_path: Path) -> None:
+    path = reward_file(
+        tmp_path,
+        """
+        from dataclasses import dataclass
+
+
+        @dataclass
+        class Score:
+            value: float
+
+
+        def reward(completion):
+            return Score(len(completion)).value
+        """,
+    )
+    assert load_reward(None, f"{path}:reward").score(["abc"], ["p"], {}) == [3.0]
+
+
+def test_load_reward_defaults_and_base_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_reward("length", None).weight == 1.0
+    reward_file(tmp_path, "def f(completion):\n    return 2.0\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert load_reward(None, "rewards.py:f", base_dirs=(tmp_path,)).score(["a"], ["p"], {}) == [2.0]
+
+
+def test_unsupported_signature_lists_the_accepted_ones(tmp_path: Path) -> None:
+    path = reward_file(tmp_path, "def two(a, b):\n    return 0.0\n")
+    with pytest.raises(RewardLoadError) as info:
+        load_reward(None, f"{path}:two")
+    assert info.value.hint == (
+        "accepted: compute_score(data_source, solution_str, ground_truth, extra_info=None) -> float  (verl) | "
+        "fn(completions, **kwargs) -> list[float]  or  fn(prompts, completions, **kwargs)  (TRL, batch) | "
+        "fn(completion, **kwargs) -> float  (one completion; row fields such as answer arrive as keywords)"
+    )
+
+
+def test_a_failure_inside_a_library_gives_the_generic_hint() -> None:
+    with pytest.raises(RewardCallError) as info:
+        loaded("single", int, "int").score(["x"], ["p"], {})
+    assert info.value.message == (
+        "reward `int` raised ValueError: invalid literal for int() with base 10: 'x' on row 0 of the batch (no columns)"
+    )
+    assert info.value.hint == "run the reward on that row by hand to see the full error"
+
+
+def test_row_text_at_160_characters_and_an_empty_batch() -> None:
+    # "text='...'" is 160 characters when the value has 153
+    with pytest.raises(RewardCallError) as info:
+        loaded("single", lambda completion, **_: "no").score(["a"], ["p"], {"text": ["z" * 153]})
+    assert info.value.message.endswith(f"(text='{'z' * 153}')")
+    with pytest.raises(RewardCallError) as info:
+        loaded("single", lambda completion, **_: "no").score(["a"], ["p"], {"text": ["z" * 154]})
+    assert info.value.message.endswith(f"(text='{'z' * 154}...)")
+
+    def fails(completions: Any, **_: Any) -> list[float]:
+        raise ValueError("x")
+
+    with pytest.raises(RewardCallError) as info:
+        loaded("trl", fails).score(["a"], ["p"], {})
+    assert info.value.message == "reward `r` raised ValueError: x on a batch of 0 rows"
+
+
+def test_kwargs_reach_every_signature_and_a_verl_failure_names_its_row() -> None:
+    def verl(data_source: Any, solution_str: str, ground_truth: Any, extra_info: Any = None, scale: float = 0) -> float:
+        if solution_str == "bad":
+            raise ValueError("bad")
+        return scale
+
+    def trl(completions: Any, scale: float = 0, **_: Any) -> list[float]:
+        return [scale] * len(completions)
+
+    assert LoadedReward("v", "verl", verl, kwargs={"scale": 2.0}).score(["a"], ["p"], {"answer": ["1"]}) == [2.0]
+    assert LoadedReward("t", "trl", trl, kwargs={"scale": 3.0}).score(["a", "b"], ["p", "q"], {}) == [3.0, 3.0]
+    with pytest.raises(RewardCallError) as info:
+        LoadedReward("v", "verl", verl).score(["ok", "bad"], ["p", "q"], {"answer": ["1", "2"]})
+    assert info.value.message == "reward `v` raised ValueError: bad on row 1 of the batch (answer='2')"
