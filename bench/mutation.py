@@ -35,8 +35,9 @@ WORK = REPO / "bench" / ".work" / "mutation"
 RESULT = REPO / "bench" / "results" / "mutation.json"
 EQUIVALENT = REPO / "bench" / "mutation_equivalent.yaml"
 # What a test run reads besides factory_cli/ and tests/ (factory_cli/paths.py finds these next to the package).
+LINKED = ("factory_cli", "tests", "templates", "model_registry", "datasets_registry", "examples")
 # .venv-verl (make setup-verl), where present, is what the verl plan tests probe.
-LINKED = ("factory_cli", "tests", "templates", "model_registry", "datasets_registry", "examples", ".venv-verl")
+ENVIRONMENTS = (".venv-verl",)
 
 U = "tests/unit/"
 # module (a file, or a package folder) -> the unit test files that exercise it; mutmut maps each mutated function to
@@ -130,6 +131,11 @@ def prepare_workdir(module: str, tests: Sequence[str]) -> Path:
     for name in LINKED:
         if (REPO / name).exists():
             (work / name).symlink_to(REPO / name, target_is_directory=True)
+    # mutmut copies the rest into mutants/, where the tests run; an environment is linked, never copied.
+    for name in ENVIRONMENTS:
+        if (REPO / name).exists():
+            (work / "mutants").mkdir(exist_ok=True)
+            (work / "mutants" / name).symlink_to(REPO / name, target_is_directory=True)
     (work / "pyproject.toml").write_text(pyproject_for(module, tests, (REPO / "pyproject.toml").read_text()))
     return work
 
@@ -384,7 +390,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mutation: {module} against {len(tests)} test files", flush=True)
         WORK.mkdir(parents=True, exist_ok=True)
         log = WORK / f"{slug(module)}.log"
-        mutants = run_module(module, tests, args.max_children, log, rerun=not args.report_only)
+        try:
+            mutants = run_module(module, tests, args.max_children, log, rerun=not args.report_only)
+        except RuntimeError as exc:  # one module's failure (its clean test run failed) does not stop the others
+            print(f"  not run: {exc}", flush=True)
+            continue
         facts = json.loads((WORK / slug(module) / RUN_FACTS).read_text())
         summary = results[module] = {**module_summary(mutants, equivalent, module), **facts}
         counts = f"{summary['killed']}/{summary['total']} killed ({summary['score']})"
