@@ -64,7 +64,11 @@ MODULES: dict[str, tuple[str, ...]] = {
         U + "test_deepspeed_plan.py",
         U + "test_plan_common_edges.py",
     ),
-    "factory_cli/backends/deepspeed/plan.py": (U + "test_deepspeed_plan.py", U + "test_golden.py"),
+    "factory_cli/backends/deepspeed/plan.py": (
+        U + "test_deepspeed_plan.py",
+        U + "test_golden.py",
+        U + "test_deepspeed_plan_edges.py",
+    ),
     "factory_cli/backends/megatron/plan.py": (
         U + "test_megatron_plan.py",
         U + "test_megatron_argv.py",
