@@ -74,7 +74,7 @@ MODULES: dict[str, tuple[str, ...]] = {
         U + "test_megatron_argv.py",
         U + "test_golden.py",
     ),
-    "factory_cli/backends/verl/plan.py": (U + "test_verl_plan.py", U + "test_golden.py"),
+    "factory_cli/backends/verl/plan.py": (U + "test_verl_plan.py", U + "test_golden.py", U + "test_verl_plan_edges.py"),
     "factory_cli/runs.py": (U + "test_run_dir.py",),
     "factory_cli/rewards": (U + "test_bad_input_corpus.py", U + "test_rewards_edges.py"),
     "factory_cli/data/masking.py": (U + "test_masking.py",),

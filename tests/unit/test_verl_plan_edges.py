@@ -1,0 +1,216 @@
+"""The verl plan at its edges (factory_cli/backends/verl/plan.py): what the golden plans of the examples do not vary —
+hydra quoting, resume modes, the Megatron strategy, CPU runs, packing, eval files, remote code, schedules, what verl
+cannot run, the settings it ignores, the merger's argv."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from factory_cli.backends.verl.plan import check_verl_support, hydra_value, merge_argv, plan_verl
+from factory_cli.config.defaults import DeviceFacts, resolve_defaults, resolve_device_defaults
+from factory_cli.config.errors import UsageError
+from factory_cli.config.load import parse_yaml_text
+from factory_cli.config.schema import JOB_MODELS, VerlJob
+from tests.unit.plan_helpers import EXAMPLES
+
+
+def job_of(example: str, device: str = "cuda", **sections: Any) -> VerlJob:
+    """An example job with `sections` merged in, resolved without factory check (which would refuse some of them)."""
+    raw = parse_yaml_text((EXAMPLES / example).read_text(), example).data
+    for key, value in sections.items():
+        raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
+    raw["device"] = device
+    job = resolve_device_defaults(resolve_defaults(JOB_MODELS["verl"].model_validate(raw)), DeviceFacts(device, True))
+    assert isinstance(job, VerlJob)
+    return job
+
+
+def overrides(example: str, device: str = "cuda", **sections: Any) -> dict[str, str]:
+    plan = plan_verl(job_of(example, device, **sections), device, "x")  # type: ignore[arg-type]
+    return dict(o.split("=", 1) for o in plan.engine_config["overrides"])
+
+
+def notes(example: str, device: str = "cuda", **sections: Any) -> list[str]:
+    return list(plan_verl(job_of(example, device, **sections), device, "x").notes)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        ("True", "'True'"),
+        ("False", "'False'"),
+        ("null", "'null'"),
+        ("true", "'true'"),
+        ("false", "'false'"),
+        ("Truth", "Truth"),
+        ("a/b.c:d", "a/b.c:d"),
+        ("a b", "'a b'"),
+        ("it's", "'it\\'s'"),
+        ("a\\b", "'a\\\\b'"),
+        (True, "True"),
+        (None, "null"),
+        ([1, "x y"], "[1,'x y']"),
+    ],
+)
+def test_hydra_value(value: Any, text: str) -> None:
+    assert hydra_value(value) == text
+
+
+def test_resume_modes() -> None:
+    assert overrides("verl_sft.yaml", output={"resume": "auto"})["trainer.resume_mode"] == "auto"
+    never = overrides("verl_sft.yaml", output={"resume": "never"})
+    assert never["trainer.resume_mode"] == "disable" and "trainer.resume_from_path" not in never
+    path = overrides("verl_sft.yaml", output={"resume": "/ckpt/global_step_4"})
+    assert (path["trainer.resume_mode"], path["trainer.resume_from_path"]) == ("resume_path", "/ckpt/global_step_4")
+
+
+def test_sft_on_the_megatron_strategy() -> None:
+    o = overrides(
+        "verl_sft.yaml",
+        method={"type": "full"},
+        parallel={"strategy": "megatron", "param_offload": True},
+        train={"scheduler": "cosine_with_min_lr", "min_lr_ratio": 0.1, "learning_rate": 1e-5},
+    )
+    assert (o["engine"], o["optim"], o["engine.param_offload"], o["engine.optimizer_offload"]) == (
+        "megatron",
+        "megatron",
+        "True",
+        "False",
+    )
+    assert (o["optim.lr_decay_style"], o["optim.min_lr"]) == ("cosine", "1e-06")
+    assert "engine.strategy" not in o and "optim.lr_scheduler_type" not in o
+    constant = overrides(
+        "verl_sft.yaml", method={"type": "full"}, parallel={"strategy": "megatron"}, train={"scheduler": "constant"}
+    )
+    assert constant["optim.lr_decay_style"] == "constant" and "optim.min_lr" not in constant
+
+
+def test_sft_on_fsdp_schedules_and_betas() -> None:
+    o = overrides("verl_sft.yaml", train={"scheduler": "constant", "adam_beta1": 0.8, "adam_beta2": 0.95})
+    assert (o["engine"], o["engine.strategy"], o["optim.lr_scheduler_type"]) == ("fsdp", "fsdp2", "constant")
+    assert "optim.min_lr_ratio" not in o and "optim.lr_decay_style" not in o
+    assert o["optim.betas"] == "[0.8,0.95]"
+    cosine = overrides("verl_sft.yaml", train={"scheduler": "cosine_with_min_lr", "min_lr_ratio": 0.25})
+    assert (cosine["optim.lr_scheduler_type"], cosine["optim.min_lr_ratio"]) == ("cosine", "0.25")
+
+
+def test_sft_on_the_cpu() -> None:
+    cpu = overrides("verl_sft_cpu.yaml", device="cpu")
+    assert (cpu["data.num_workers"], cpu["engine.use_torch_compile"]) == ("0", "False")
+    cuda = overrides("verl_sft.yaml")
+    assert "data.num_workers" not in cuda and "engine.use_torch_compile" not in cuda
+
+
+def test_sft_packing_eval_and_remote_code() -> None:
+    o = overrides(
+        "verl_sft.yaml",
+        data={"packing": True, "max_length": 512, "eval_ratio": 0.1},
+        train={"micro_batch_size": 2, "global_batch_size": 8},
+        model={"trust_remote_code": True},
+    )
+    assert (o["data.use_dynamic_bsz"], o["data.max_token_len_per_gpu"]) == ("True", "1024")
+    assert o["data.val_files"].endswith("val.parquet") and o["model.trust_remote_code"] == "True"
+    plain = overrides("verl_sft.yaml", data={"packing": False, "eval_ratio": 0})
+    assert plain["data.use_dynamic_bsz"] == "False"
+    assert not {"data.max_token_len_per_gpu", "data.val_files", "model.trust_remote_code"} & set(plain)
+
+
+def test_grpo_on_the_megatron_strategy_with_remote_code() -> None:
+    o = overrides(
+        "verl_grpo.yaml",
+        parallel={"strategy": "megatron"},
+        model={"trust_remote_code": True},
+        grpo={"sampling": {"top_k": 1}, "overlong": {"buffer_length": 1, "penalty_factor": 0.5}},
+    )
+    assert o["actor_rollout_ref.actor.optim.lr_decay_style"] == "cosine"
+    assert o["actor_rollout_ref.model.trust_remote_code"] == "True"
+    assert o["actor_rollout_ref.rollout.top_k"] == "1"
+    assert o["+reward.reward_kwargs.overlong_buffer_cfg.len"] == "1"
+    assert o["+reward.reward_kwargs.overlong_buffer_cfg.penalty_factor"] == "0.5"
+    fsdp = overrides("verl_grpo.yaml", grpo={"sampling": {"top_k": 0}, "overlong": {"buffer_length": 0}})
+    assert "actor_rollout_ref.actor.optim.lr_decay_style" not in fsdp
+    assert "actor_rollout_ref.model.trust_remote_code" not in fsdp
+    assert fsdp["actor_rollout_ref.rollout.top_k"] == "-1"
+    assert not any(key.startswith("+reward.reward_kwargs.overlong_buffer_cfg") for key in fsdp)
+
+
+def refused(example: str, device: str = "cuda", **sections: Any) -> tuple[str, str | None]:
+    with pytest.raises(UsageError) as info:
+        check_verl_support(job_of(example, device, **sections), device)  # type: ignore[arg-type]
+    return info.value.message, info.value.hint
+
+
+def test_what_verl_cannot_run() -> None:
+    assert refused("verl_grpo.yaml", "cpu") == (
+        "verl 0.9.1's GRPO needs GPUs or NPUs: its rollouts are vLLM / SGLang servers",
+        "set device: cuda (or npu) on a GPU machine, or use backend: deepspeed for GRPO on the CPU",
+    )
+    assert refused("verl_sft_cpu.yaml", "cpu", parallel={"strategy": "megatron"}, method={"type": "full"}) == (
+        "verl's Megatron strategy needs GPUs or NPUs",
+        "use parallel.strategy: fsdp2 on the CPU",
+    )
+    assert refused("verl_sft.yaml", method={"type": "freeze"}) == (
+        "verl does not train method freeze",
+        "use method.type full or lora",
+    )
+    assert refused("verl_sft.yaml", method={"type": "lora"}, parallel={"strategy": "megatron"}) == (
+        "LoRA through verl's Megatron strategy (Megatron Bridge) is not planned",
+        "use parallel.strategy: fsdp2",
+    )
+    assert refused("verl_grpo.yaml", rollout={"engine": "hf"}) == (
+        "verl 0.9.1 has no `hf` rollout",
+        "use rollout.engine: vllm",
+    )
+    check_verl_support(job_of("verl_sft_cpu.yaml", "cpu"), "cpu")
+    check_verl_support(job_of("verl_sft.yaml", method={"type": "full"}, parallel={"strategy": "megatron"}), "cuda")
+
+
+def test_settings_verl_ignores_are_named() -> None:
+    sft = notes(
+        "verl_sft.yaml",
+        train={"optimizer": "adamw_8bit", "scheduler": "linear"},
+        data={"train_on_prompt": True},
+    )
+    assert [n for n in sft if n.startswith("ignored: ")] == [
+        "ignored: train.optimizer adamw_8bit: the plan keeps verl's AdamW",
+        "ignored: train.scheduler linear: verl has constant and cosine only (cosine is used)",
+        "ignored: data.train_on_prompt: verl's SFT trains on assistant turns only",
+    ]
+    wsd = notes("verl_sft.yaml", train={"scheduler": "warmup_stable_decay", "optimizer": "adamw_torch_fused"})
+    assert [n for n in wsd if n.startswith("ignored: ")] == [
+        "ignored: train.scheduler warmup_stable_decay: verl has constant and cosine only (cosine is used)"
+    ]
+    megatron = notes(
+        "verl_sft.yaml", method={"type": "full"}, parallel={"strategy": "megatron"}, train={"scheduler": "linear"}
+    )
+    assert not [n for n in megatron if n.startswith("ignored: ")]
+    grpo = notes("verl_grpo.yaml", grpo={"sampling": {"repetition_penalty": 1.1}}, data={"train_on_prompt": True})
+    assert [n for n in grpo if n.startswith("ignored: ")] == [
+        "ignored: grpo.sampling.repetition_penalty: verl's rollout config has no repetition penalty",
+        "ignored: grpo.mask_truncated_completions: verl shapes truncated completions with the overlong buffer",
+    ]
+
+
+def test_merge_argv() -> None:
+    assert merge_argv("grpo", Path("/run/global_step_4"), Path("/run/.final.partial"), True) == [
+        "python",
+        "-m",
+        "verl.model_merger",
+        "merge",
+        "--backend",
+        "fsdp",
+        "--local_dir",
+        "/run/global_step_4/actor",
+        "--target_dir",
+        "/run/.final.partial",
+        "--trust-remote-code",
+    ]
+    assert merge_argv("sft", Path("/run/global_step_4"), Path("/t"), False)[-4:] == [
+        "--local_dir",
+        "/run/global_step_4",
+        "--target_dir",
+        "/t",
+    ]
