@@ -214,3 +214,97 @@ def test_merge_argv() -> None:
         "--target_dir",
         "/t",
     ]
+
+
+def plan(example: str, device: str = "cuda", sizes: list[int] | None = None, **sections: Any) -> Any:
+    return plan_verl(job_of(example, device, **sections), device, "x", dataset_sizes=sizes)  # type: ignore[arg-type]
+
+
+def test_cpu_and_tensorboard_environment() -> None:
+    env = plan("verl_sft_cpu.yaml", "cpu", logging={"report_to": ["tensorboard"]}).steps[0].env
+    assert {k: env[k] for k in ("VERL_USE_EXTERNAL_MODULES", "VERL_PLATFORM", "VERL_ENGINE_DEVICE")} == {
+        "VERL_USE_EXTERNAL_MODULES": "factory_cli.backends.verl.cpu_platform",
+        "VERL_PLATFORM": "cpu",
+        "VERL_ENGINE_DEVICE": "cuda",
+    }
+    assert env["TENSORBOARD_DIR"] == str(Path("runs/verl-sft-cpu/tensorboard").resolve())
+    cuda = plan("verl_sft.yaml").steps[0].env
+    assert not {"VERL_PLATFORM", "VERL_ENGINE_DEVICE", "TENSORBOARD_DIR"} & set(cuda)
+
+
+def test_lora_alpha_and_targets() -> None:
+    o = overrides("verl_sft.yaml", method={"type": "lora", "lora": {"rank": 8, "alpha": None, "target": ["q_proj"]}})
+    assert (o["model.lora_rank"], o["model.lora_alpha"], o["model.target_modules"]) == ("8", "16", "[q_proj]")
+    o = overrides("verl_sft.yaml", method={"type": "lora", "lora": {"rank": 8, "alpha": 4, "target": ["all"]}})
+    assert (o["model.lora_alpha"], o["model.target_modules"]) == ("4", "all-linear")
+
+
+def test_validation_follows_the_eval_data() -> None:
+    given = overrides("verl_sft.yaml", data={"eval": ["demo-sft-messages"], "eval_ratio": 0}, output={"save_steps": 7})
+    assert given["trainer.test_freq"] == "7" and "data.val_files" in given
+    ratio = overrides("verl_sft.yaml", data={"eval_ratio": 0.5}, output={"save_steps": 7})
+    assert ratio["trainer.test_freq"] == "7"
+    none = overrides("verl_sft.yaml", data={"eval_ratio": 0}, output={"save_steps": 7})
+    assert none["trainer.test_freq"] == "-1" and "data.val_files" not in none
+
+
+def test_sft_length_from_the_rows() -> None:
+    # 60 rows, global batch 16: 3 steps per epoch
+    steps = plan("verl_sft.yaml", sizes=[60], train={"max_steps": 3, "epochs": None}).engine_config
+    o = overrides_in(steps)
+    assert (o["trainer.total_epochs"], o["trainer.total_training_steps"]) == ("1", "3")
+    o = overrides_in(plan("verl_sft.yaml", sizes=[60], train={"max_steps": 7, "epochs": None}).engine_config)
+    assert o["trainer.total_epochs"] == "3"
+    o = overrides_in(plan("verl_sft.yaml", sizes=[16], train={"max_steps": None, "epochs": 1}).engine_config)
+    assert (o["trainer.total_epochs"], o["trainer.total_training_steps"]) == ("1", "1")
+    o = overrides_in(plan("verl_sft.yaml", sizes=None, train={"max_steps": 5, "epochs": None}).engine_config)
+    assert (o["trainer.total_epochs"], o["trainer.total_training_steps"]) == ("5", "5")
+
+
+def overrides_in(engine_config: dict[str, Any]) -> dict[str, str]:
+    return dict(o.split("=", 1) for o in engine_config["overrides"])
+
+
+def test_grpo_checkpoints_every_rollout_step_at_least() -> None:
+    # 32 prompts x 8 samples, updates of 32: 8 actor updates per rollout step
+    o = overrides("verl_grpo.yaml", output={"save_steps": 3})
+    assert o["trainer.save_freq"] == "1"
+    assert any(
+        n.startswith("checkpoints: every 1 rollout steps (= 8 iterations); output.save_steps 3 rounded down")
+        for n in notes("verl_grpo.yaml", output={"save_steps": 3})
+    )
+    assert any(
+        n.startswith("checkpoints: every 2 rollout steps (= 16 iterations) into ")
+        for n in notes("verl_grpo.yaml", output={"save_steps": 16})
+    )
+
+
+def test_notes_for_ascend_several_nodes_and_overlong() -> None:
+    npu = notes("verl_sft.yaml", "npu")
+    ascend = "Ascend: the launch sources /usr/local/Ascend/ascend-toolkit/set_env.sh first; rollouts need vllm-ascend"
+    assert ascend in npu
+    assert not any(n.startswith("Ascend") for n in notes("verl_sft.yaml"))
+    planned = plan("verl_grpo.yaml", parallel={"nnodes": 2, "master_addr": "10.0.0.1"})
+    two = planned.notes
+    assert (
+        "2 nodes: start a Ray cluster first with verl's interpreter (ray start --head on 10.0.0.1, ray start "
+        "--address=10.0.0.1:6379 on the others), then run factory train on node 0 only; "
+        f"{planned.run_dir} must be on storage every node sees (the data, the model link, the reward module and the "
+        "checkpoints are read there by path)"
+    ) in two
+    assert not any("Ray cluster" in n for n in notes("verl_grpo.yaml"))
+    overlong = notes("verl_grpo.yaml", grpo={"overlong": {"buffer_length": 1, "penalty_factor": 0.5}})
+    assert any(n.startswith("overlong: verl's dapo reward manager penalizes the last 1 tokens") for n in overlong)
+    assert not any(n.startswith("overlong:") for n in notes("verl_grpo.yaml", grpo={"overlong": {"buffer_length": 0}}))
+
+
+def test_reward_specs_and_the_merge_lora_argv() -> None:
+    from factory_cli.backends.verl.plan import merge_lora_argv, reward_specs
+
+    job = job_of("verl_grpo.yaml")
+    assert reward_specs(job.grpo) == [  # type: ignore[arg-type]
+        {"name": r.name, "function": r.function, "weight": r.weight, "kwargs": dict(r.kwargs), "label": r.label}
+        for r in job.grpo.rewards  # type: ignore[union-attr]
+    ]
+    assert set(reward_specs(job.grpo)[0]) == {"name", "function", "weight", "kwargs", "label"}  # type: ignore[arg-type]
+    assert merge_lora_argv(Path("/t")) == ["python", "-m", "factory_cli.backends.verl.merge_lora", "/t"]
