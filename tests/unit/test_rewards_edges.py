@@ -597,3 +597,28 @@ def test_kwargs_reach_every_signature_and_a_verl_failure_names_its_row() -> None
     with pytest.raises(RewardCallError) as info:
         LoadedReward("v", "verl", verl).score(["ok", "bad"], ["p", "q"], {"answer": ["1", "2"]})
     assert info.value.message == "reward `v` raised ValueError: bad on row 1 of the batch (answer='2')"
+
+
+def test_several_numbers_for_one_completion_are_refused() -> None:
+    import numpy as np
+
+    with pytest.raises(RewardCallError) as info:
+        loaded("single", lambda completion, **_: np.array([1.0, 2.0])).score(["a"], ["p"], {})
+    assert info.value.message == "reward `r` returned ndarray array([1., 2.]) on row 0 of the batch (no columns)"
+
+
+def test_a_batch_value_past_a_short_column_names_the_row_alone() -> None:
+    with pytest.raises(RewardCallError) as info:
+        loaded("trl", lambda completions, **_: [1.0, "x"]).score(["a", "b"], ["p", "q"], {"answer": ["1"]})
+    assert info.value.message == "reward `r` returned str 'x' on row 1 of the batch (no columns)"
+
+
+def test_reward_files_stay_apart_and_picklable(tmp_path: Path) -> None:
+    import pickle
+
+    first = reward_file(tmp_path, "def reward(completion):\n    return 1.0\n", "first.py")
+    second = reward_file(tmp_path, "def reward(completion):\n    return 2.0\n", "second.py")
+    one = load_reward(None, f"{first}:reward").function
+    two = load_reward(None, f"{second}:reward").function
+    assert pickle.loads(pickle.dumps(one)) is one and pickle.loads(pickle.dumps(two)) is two
+    assert (one("a"), two("a")) == (1.0, 2.0)
