@@ -308,3 +308,46 @@ def test_reward_specs_and_the_merge_lora_argv() -> None:
     ]
     assert set(reward_specs(job.grpo)[0]) == {"name", "function", "weight", "kwargs", "label"}  # type: ignore[arg-type]
     assert merge_lora_argv(Path("/t")) == ["python", "-m", "factory_cli.backends.verl.merge_lora", "/t"]
+
+
+def test_cpu_and_megatron_overrides_keep_the_data() -> None:
+    cpu = overrides("verl_sft_cpu.yaml", device="cpu")
+    megatron = overrides("verl_sft.yaml", method={"type": "full"}, parallel={"strategy": "megatron"})
+    for o in (cpu, megatron):
+        assert o["data.train_files"].endswith("train.parquet") and o["data.messages_key"] == "messages"
+
+
+def test_megatron_cosine_to_zero() -> None:
+    o = overrides(
+        "verl_sft.yaml",
+        method={"type": "full"},
+        parallel={"strategy": "megatron"},
+        train={"scheduler": "cosine", "min_lr_ratio": 0.0},
+    )
+    assert o["optim.min_lr"] == "0"
+
+
+def test_one_update_per_rollout_step() -> None:
+    # updates of the whole step (256 samples): one actor iteration per rollout step
+    o = overrides("verl_grpo.yaml", rollout={"update_batch_size": 256}, output={"save_steps": 16})
+    assert o["trainer.save_freq"] == "16"
+
+
+def test_grpo_schedule_with_max_steps_and_iterations() -> None:
+    from dataclasses import asdict
+
+    from factory_cli.rl_schedule import rl_schedule
+
+    planned = plan("verl_grpo.yaml", sizes=[300], train={"max_steps": 16, "epochs": None}, grpo={"num_iterations": 2})
+    # 32 prompts x 8 samples, updates of 32, 2 iterations: 16 actor steps per rollout step
+    assert planned.engine_config["schedule"] == asdict(rl_schedule([300], 32, 8, 32, 2, 2))
+    assert planned.engine_config["total_training_steps"] == 1
+
+
+def test_reward_files_are_looked_up_in_the_base_dirs() -> None:
+    job = job_of("verl_grpo.yaml")
+    planned = plan_verl(job, "cuda", "x", base_dirs=["/jobs/here"])
+    (source,) = planned.steps[0].files.values()
+    assert "/jobs/here" in source
+    (plain,) = plan_verl(job, "cuda", "x").steps[0].files.values()
+    assert "/jobs/here" not in plain
