@@ -82,6 +82,11 @@ MODULES: dict[str, tuple[str, ...]] = {
     "factory_cli/export/verify.py": (U + "test_inference.py", U + "test_export_verify_edges.py"),
 }
 
+# Modules whose tests run torch: mutmut's default forks each mutant from the process that already ran the tests, and
+# torch's thread pool does not survive a fork (the child hangs in its first matmul); a fork server that never ran
+# them gives clean children.
+MODULE_SETTINGS: dict[str, dict[str, Any]] = {"factory_cli/export/verify.py": {"process_isolation": "forkserver"}}
+
 TABLE = ("killed", "total", "score", "score_without_equivalent")
 RUN_FACTS = "run.json"  # in a module's work folder: the commit it ran at and how long it took
 COUNTED = ("killed", "survived", "timeout", "no tests", "suspicious", "segfault", "skipped", "not checked")
@@ -112,6 +117,7 @@ def mutmut_table(base: Mapping[str, Any], module: str, tests: Sequence[str]) -> 
     table["source_paths"] = ["factory_cli"]
     table["only_mutate"] = [module_pattern(module)]
     table["pytest_add_cli_args_test_selection"] = list(tests)
+    table.update(MODULE_SETTINGS.get(module, {}))
     # JSON strings, numbers and arrays of them are valid TOML values.
     return "[tool.mutmut]\n" + "".join(f"{key} = {json.dumps(value)}\n" for key, value in table.items())
 
