@@ -273,11 +273,13 @@ def load_equivalent(path: Path = EQUIVALENT) -> list[dict[str, str]]:
 
 
 def module_summary(mutants: Sequence[Mutant], equivalent: Sequence[dict[str, str]], module: str) -> dict[str, Any]:
-    """Counts by status, the score (killed / total) and the survivors: equivalent ones with their reason."""
+    """Counts by status, the score (killed / total) and the survivors: equivalent ones with their reason. A mutant a
+    stopped run never reached ("not checked") has no verdict: it is counted as such, outside the total."""
     counts = {status.replace(" ", "_"): sum(m.status == status for m in mutants) for status in COUNTED}
-    total = len(mutants)
+    checked = [m for m in mutants if m.status != "not checked"]
+    total = len(checked)
     judged = {(e["function"], e["change"]): e["reason"] for e in equivalent if e["module"] == module}
-    alive = [m for m in mutants if m.status not in ("killed", "timeout")]
+    alive = [m for m in checked if m.status not in ("killed", "timeout")]
     equivalent_here = [m for m in alive if (m.function, m.change) in judged]
     killed = counts["killed"]
     return {

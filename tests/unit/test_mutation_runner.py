@@ -169,6 +169,8 @@ def test_module_summary_counts_and_sets_equivalent_ones_apart() -> None:
     ]
     assert [m["mutant"] for m in summary["not_killed"]] == ["m.x__size__mutmut_5", "m.x_b__mutmut_6"]
     assert module_summary([], EQUIVALENT, "factory_cli/runs.py")["score"] is None
+    stopped = module_summary([Mutant("a", "killed"), Mutant("b", "not checked")], [], "factory_cli/runs.py")
+    assert (stopped["total"], stopped["not_checked"], stopped["score"], stopped["not_killed"]) == (1, 1, 1.0, [])
 
 
 def test_overall_is_killed_over_total_of_every_module() -> None:
