@@ -200,11 +200,13 @@ def run_module(module: str, tests: Sequence[str], max_children: int, log: Path, 
     if rerun:
         started, sha = time.monotonic(), git_sha()  # the commit whose tests are copied now
         work = prepare_workdir(module, tests)
+        # written first, so a run stopped half-way still says where it ran (its unreached mutants: not checked)
+        (work / RUN_FACTS).write_text(json.dumps({"git_sha": sha, "seconds": None, "finished": False}))
         run = _mutmut(work, "run", "--max-children", str(max_children))
         log.write_text(run.stdout + "\n--- stderr ---\n" + run.stderr)
         if run.returncode != 0:
             raise RuntimeError(f"mutmut run over {module} failed ({run.returncode}); its output is in {log}")
-        facts = {"git_sha": sha, "seconds": round(time.monotonic() - started, 1)}
+        facts = {"git_sha": sha, "seconds": round(time.monotonic() - started, 1), "finished": True}
         (work / RUN_FACTS).write_text(json.dumps(facts))
     elif not (work / "mutants").is_dir():
         raise RuntimeError(f"{module} has no earlier run in {work}")
