@@ -62,3 +62,11 @@ clean:
 .PHONY: chain
 chain: setup
 	$(PY) -m bench.chain
+
+# Mutation testing of the core modules (bench/mutation.py): mutmut per module against the unit tests mapped to it,
+# the score per module to bench/results/mutation.json. Not part of `make test`: hours on two cores.
+# One module: make mutation MUTATION_ARGS=factory_cli/runs.py
+MUTATION_ARGS ?=
+.PHONY: mutation
+mutation: setup
+	$(PY) -m bench.mutation $(MUTATION_ARGS)
