@@ -146,14 +146,28 @@ def test_megatron_world_counts_context_parallel(tmp_path: Path, no_engine_checko
 
 
 def test_megatron_expert_parallel_against_data_parallel(tmp_path: Path, no_engine_checkout: None) -> None:
-    moe = model_dir(tmp_path, num_local_experts=8)
+    moe = model_dir(tmp_path, model_type="mixtral", num_local_experts=8, num_experts_per_tok=2)
+    sp = {"sequence_parallel": True}
     # world 8 / tp 2 = DP 4: ep 4 folds inside it, ep 8 does not
-    assert mg(moe, nproc_per_node=8, tp=2, ep=4) == []
-    assert mg(moe, nproc_per_node=8, tp=2, ep=8) == [
-        ("parallel.ep", "ep 8 does not divide data-parallel size 4", "experts fold inside DP", "error")
+    assert mg(moe, nproc_per_node=8, tp=2, ep=4, **sp) == []
+    assert mg(moe, nproc_per_node=8, tp=2, ep=8, **sp) == [
+        (
+            "parallel.ep",
+            "ep 8 does not divide data-parallel x context-parallel size 4 x 1 = 4 (Megatron places the "
+            "expert-parallel group inside it)",
+            "use an ep among [1, 2, 4], or more ranks",
+            "error",
+        )
     ]
-    assert mg(moe, nproc_per_node=6, tp=2, ep=2) == [
-        ("parallel.ep", "ep 2 does not divide data-parallel size 3", "experts fold inside DP", "error")
+    # DP 3: 3 divides DP but not the 8 experts, so it is not offered
+    assert mg(moe, nproc_per_node=6, tp=2, ep=2, **sp) == [
+        (
+            "parallel.ep",
+            "ep 2 does not divide data-parallel x context-parallel size 3 x 1 = 3 (Megatron places the "
+            "expert-parallel group inside it)",
+            "use an ep among [1], or more ranks",
+            "error",
+        )
     ]
 
 

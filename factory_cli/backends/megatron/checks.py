@@ -29,10 +29,12 @@ def check_megatron(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
         )
         return
     dp = world // model_parallel
+    arch = job_architecture(job, ctx)
     if p.ep > 1 and (dp * p.cp) % p.ep:
         # megatron-core 0.16 parallel_state.initialize_model_parallel: the expert layout is expert-TP (= TP, the
         # default factory keeps) x EP x PP and must divide the world, so EP must divide DP x CP.
-        options = [e for e in range(1, dp * p.cp + 1) if (dp * p.cp) % e == 0]
+        experts = arch.num_experts if arch is not None and arch.num_experts else None
+        options = [e for e in range(1, dp * p.cp + 1) if (dp * p.cp) % e == 0 and (not experts or experts % e == 0)]
         yield error(
             "parallel.ep",
             f"ep {p.ep} does not divide data-parallel x context-parallel size {dp} x {p.cp} = {dp * p.cp} "
@@ -58,7 +60,6 @@ def check_megatron(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
             f"{job.data.max_length} is not divisible by 2 x cp = {2 * p.cp} (context-parallel load balancing)",
             f"use {job.data.max_length // (2 * p.cp) * 2 * p.cp}",
         )
-    arch = job_architecture(job, ctx)
     if arch is None:
         return
     from factory_cli.backends.megatron.args import SUPPORTED_MODEL_TYPES, UNPLANNED_MODEL_TYPES
