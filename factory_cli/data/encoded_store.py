@@ -70,8 +70,8 @@ class EncodedStore:
             self._writer = pa.ipc.new_stream(self._sink, token_schema(self.stage))
         self._writer.write_batch(tokens)
 
-    def dataset(self) -> Any:
-        """The token columns as a memory-mapped `datasets.Dataset`, one row per physical index."""
+    def file(self) -> Path:
+        """The Arrow stream file of the token columns, complete (one row per physical index)."""
         if self._writer is not None:
             self._writer.close()
             self._sink.close()
@@ -79,10 +79,14 @@ class EncodedStore:
         path = self.folder / ENCODED_FILE
         if not path.is_file():  # nothing was encoded: an empty file of the right columns
             self._write(_empty_batch(self.stage))
-            return self.dataset()
+            return self.file()
+        return path
+
+    def dataset(self) -> Any:
+        """The token columns as a memory-mapped `datasets.Dataset`, one row per physical index."""
         from datasets import Dataset
 
-        return Dataset.from_file(str(path))
+        return Dataset.from_file(str(self.file()))
 
 
 def _empty_batch(stage: str) -> Any:

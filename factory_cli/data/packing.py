@@ -6,6 +6,11 @@ PACK_BATCH rows and PACK_TOKENS tokens; each group is taken from disk, packed by
 fit decreasing; pt splits a long document so that no token is lost, the pieces restart their positions through
 `seq_lengths`) and appended to an Arrow file. Memory holds one group, whatever the corpus size.
 
+The encoded rows are mapped from their file here (not through `datasets`), and the pages a group touched leave the
+process once the group is written (`madvise(MADV_DONTNEED)`: the kernel's page cache keeps them, this process's RSS
+does not), so RSS stays flat however large the file is. The packed file is the prepared set itself (pipeline.py loads
+it memory-mapped), not copied again.
+
 With `data.num_workers` > 1 the rows are first cut into that many contiguous shards, as `datasets.Dataset.map` with
 `num_proc` cuts them, so a job packs the same sequences as it always has.
 """
@@ -66,31 +71,37 @@ def take_rows(batches: Sequence[Any], starts: Any, rows: Sequence[int]) -> Any:
 
 
 def write_packed(
-    encoded: Any, rows: Sequence[int], lengths: Sequence[int], strategy: str, seq_length: int, workers: int, path: Path
+    encoded: Path, rows: Sequence[int], lengths: Sequence[int], strategy: str, seq_length: int, workers: int, path: Path
 ) -> int:
-    """Pack the rows `rows` of the Arrow table `encoded` (their token counts `lengths`) into an Arrow stream file at
-    `path`; returns the number of packed sequences."""
+    """Pack the rows `rows` of the Arrow stream file `encoded` (their token counts `lengths`) into an Arrow stream
+    file at `path`; returns the number of packed sequences."""
+    import mmap
+
     import numpy as np
     import pyarrow as pa
     from datasets import Dataset
     from trl.data_utils import pack_dataset
 
-    batches = encoded.to_batches()
-    starts = np.cumsum([0] + [batch.num_rows for batch in batches])
-    shards = min(workers, len(rows)) if workers > 1 else 1
-    writer: Any = None
-    sequences = 0
-    with pa.OSFile(str(path), "wb") as sink:
-        for group in pack_groups(lengths, shards):
-            table = take_rows(batches, starts, rows[group.start : group.stop])
-            packed = pack_dataset(
-                Dataset(table), seq_length=seq_length, strategy=strategy, map_kwargs={"batch_size": len(group)}
-            )
-            result = packed.data.table
-            if writer is None:
-                writer = pa.ipc.new_stream(sink, result.schema)
-            writer.write_table(result)
-            sequences += result.num_rows
-        if writer is not None:
-            writer.close()
+    with open(encoded, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+        batches = list(pa.ipc.open_stream(pa.py_buffer(mapped)))  # zero copy: record batches over the mapping
+        starts = np.cumsum([0] + [batch.num_rows for batch in batches])
+        shards = min(workers, len(rows)) if workers > 1 else 1
+        writer: Any = None
+        sequences = 0
+        with pa.OSFile(str(path), "wb") as sink:
+            for group in pack_groups(lengths, shards):
+                table = take_rows(batches, starts, rows[group.start : group.stop])
+                packed = pack_dataset(
+                    Dataset(table), seq_length=seq_length, strategy=strategy, map_kwargs={"batch_size": len(group)}
+                )
+                result = packed.data.table
+                if writer is None:
+                    writer = pa.ipc.new_stream(sink, result.schema)
+                writer.write_table(result)
+                sequences += result.num_rows
+                del table, packed, result
+                mapped.madvise(mmap.MADV_DONTNEED)  # the group's pages leave this process (the page cache keeps them)
+            if writer is not None:
+                writer.close()
+        del batches  # the buffers point into the mapping, which closes next
     return sequences

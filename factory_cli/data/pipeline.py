@@ -48,6 +48,7 @@ CHAT_STAGES = ("sft", "dpo", "grpo")
 REASON_NO_ASSISTANT = "no assistant token within max_length"
 REASON_LONG_PROMPT = "prompt longer than grpo.max_prompt_length"
 WORK_DIR = "work"  # intermediate files of a build, inside its staging folder
+PACKED_SUFFIX = ".arrow"  # a packed set is one Arrow stream file in the cache entry (load_prepared maps it)
 
 
 class DataError(UsageError):
@@ -204,12 +205,23 @@ def prepare_data(
 
 
 def load_prepared(manifest: dict[str, Any]) -> tuple[Any, Any]:
-    """(train, eval or None) datasets from the paths in a run's data manifest."""
-    from datasets import load_from_disk
+    """(train, eval or None) datasets from the paths in a run's data manifest, memory-mapped; for data.streaming the
+    training stream (data/streaming.py) and no eval set."""
+    if manifest.get("stream"):
+        from factory_cli.data.streaming import load_stream
 
-    train = load_from_disk(str(manifest["train"]))
+        return load_stream(manifest["stream"]), None
+    train = _load_set(Path(manifest["train"]))
     eval_path = manifest.get("eval")
-    return train, (load_from_disk(str(eval_path)) if eval_path else None)
+    return train, (_load_set(Path(eval_path)) if eval_path else None)
+
+
+def _load_set(path: Path) -> Any:
+    """A prepared set: a packed Arrow file (data/packing.py writes it once, no copy) or a save_to_disk folder; both
+    memory-mapped."""
+    from datasets import Dataset, load_from_disk
+
+    return Dataset.from_file(str(path)) if path.is_file() else load_from_disk(str(path))
 
 
 def read_canonical_rows(
@@ -541,23 +553,22 @@ def _chunk_documents(batch: dict[str, list[Any]], limit: int) -> dict[str, list[
     return {"input_ids": [row[i : i + limit] for row in batch["input_ids"] for i in range(0, len(row), limit)]}
 
 
-def _lm_dataset(job: JobBase, store: EncodedStore, rows: list[int], name: str) -> Any:
-    """pt / sft sequences as trained, from the stored rows `rows` (physical indices, in order): packed group by group
-    (data/packing.py), or (pt) long documents cut into max_length chunks, or the rows as they are. A packed set no
-    longer maps the encoded rows, so that their pages leave the process before the set is saved."""
+def _write_packed_set(job: JobBase, store: EncodedStore, rows: list[int], path: Path) -> int:
+    """pt / sft sequences packed group by group (data/packing.py) from the stored rows `rows` (physical indices, in
+    order) into the Arrow file `path`, which is the prepared set itself; returns the number of sequences."""
+    limit = job.data.max_length
+    # pt: bfd_split keeps every token (a long document continues in another sequence); sft rows are already
+    # truncated to max_length, so bfd keeps them whole.
+    strategy = "bfd_split" if job.stage == "pt" else "bfd"
+    lengths = [store.lengths[p] if job.stage == "pt" else min(store.lengths[p], limit) for p in rows]
+    return write_packed(store.file(), rows, lengths, strategy, limit, job.data.num_workers, path)
+
+
+def _lm_dataset(job: JobBase, store: EncodedStore, rows: list[int]) -> Any:
+    """pt / sft sequences as trained when not packed, from the stored rows `rows` (physical indices, in order): (pt)
+    long documents cut into max_length chunks, or the rows as they are."""
     limit, workers = job.data.max_length, job.data.num_workers
     encoded = store.dataset()
-    if resolve_packing(job):
-        from datasets import Dataset
-
-        # pt: bfd_split keeps every token (a long document continues in another sequence); sft rows are already
-        # truncated to max_length, so bfd keeps them whole.
-        strategy = "bfd_split" if job.stage == "pt" else "bfd"
-        lengths = [store.lengths[p] if job.stage == "pt" else min(store.lengths[p], limit) for p in rows]
-        path = store.folder / f"{name}.packed.arrow"
-        write_packed(encoded.data.table, rows, lengths, strategy, limit, workers, path)
-        del encoded
-        return Dataset.from_file(str(path))
     dataset = encoded.select(rows)
     if job.stage == "pt" and any(store.lengths[p] > limit for p in rows):
         return dataset.map(
@@ -595,15 +606,21 @@ def _build(
     train_rows = [selection.physical[g] for g in train_order]
     eval_rows = [selection.physical[g] for g in eval_order]
     sizes: dict[str, int] = {}
+    names: dict[str, str] = {}
     with _quiet_datasets():
         for name, rows in (("train", train_rows), ("eval", eval_rows)):
             if not rows:
                 continue
+            if store.has_tokens and resolve_packing(job):
+                names[name] = f"{name}{PACKED_SUFFIX}"
+                sizes[name] = _write_packed_set(job, store, rows, staging / names[name])
+                continue
             if store.has_tokens:
-                dataset = _lm_dataset(job, store, rows, name)
+                dataset = _lm_dataset(job, store, rows)
             else:
                 dataset = _conversation_dataset(stage, store, rows, selection.physical)
             dataset.save_to_disk(str(staging / name))
+            names[name] = name
             sizes[name] = len(dataset)
             del dataset  # one set mapped at a time
     packed_sequences = sizes["train"] if resolve_packing(job) else None
@@ -616,8 +633,8 @@ def _build(
         max_length=data.max_length,
     )
     return {
-        "train": "train",
-        "eval": "eval" if eval_rows else None,
+        "train": names["train"],
+        "eval": names.get("eval"),
         "report": report.to_dict(),
         "sample_prompt": _sample_prompt(stage, _first_train_row(store, selection, train[0])),
         "stage": stage,

@@ -75,7 +75,11 @@ def test_a_cache_entry_holds_only_the_prepared_sets(smollm2_tokenizer: Any, tmp_
     write_corpus(tmp_path, 300)
     prepared = prepare_data(pt_job(max_length=64, eval_ratio=0.1), smollm2_tokenizer, None, [tmp_path], tmp_path / "c")
     entry = prepared.train_path.parent
-    assert sorted(p.name for p in entry.iterdir()) == ["eval", "meta.json", "train"]
+    assert sorted(p.name for p in entry.iterdir()) == [
+        "eval.arrow",
+        "meta.json",
+        "train.arrow",
+    ]  # packed: one file each
     assert not [p for p in (tmp_path / "c" / "data").iterdir() if p != entry]
     train, evaluation = load_prepared({"train": str(prepared.train_path), "eval": str(prepared.eval_path)})
     assert sum(len(ids) for ids in train["input_ids"]) + sum(len(ids) for ids in evaluation["input_ids"]) == sum(
