@@ -19,6 +19,7 @@ files, whose pages count in RSS while they are read but belong to the page cache
     python -m bench.preprocess_scale --sizes 30,3000 --runs 1   # other corpus sizes (MB): preprocess_scale_30mb_3000mb
     python -m bench.preprocess_scale --sizes 3000 --tools factory --workers 1   # one tool, one worker count
     BENCH_MAX_RSS_MB=8000 python -m bench ...              # kill a run whose process tree passes 8000 MB RSS
+    BENCH_MEMORY_TRACE=trace.jsonl python -m bench ...     # the memory sums every 10 s, for a long run
     python -m bench.preprocess_scale --factory-worker <spec.json>   (internal: one timed factory preparation)
 """
 
@@ -49,6 +50,7 @@ QUICK_SIZE_MB = 5
 DOCUMENT_BYTES = 10_000  # mean document size (lognormal spread)
 VOCABULARY = 20_000
 GENERATE_BLOCK = 1000  # documents drawn at once
+TRACE_SECONDS = 10.0
 
 
 def corpus(size_mb: int, seed: int = 0) -> Path:
@@ -114,12 +116,20 @@ def run_tree(argv: list[str], env: dict[str, str]) -> TreeRun:
         root = psutil.Process(process.pid)
         peak = [0, 0, 0]
         limit = float(os.environ.get("BENCH_MAX_RSS_MB", "inf")) * 2**20
+        trace = os.environ.get("BENCH_MEMORY_TRACE")  # a JSONL file: the sums every TRACE_SECONDS (long runs)
+        started = traced = time.monotonic()
         while process.poll() is None:
             try:
                 tree = [root, *root.children(recursive=True)]
                 shares = [_proportional(p) for p in tree]
                 sums = [sum(p.memory_info().rss for p in tree), sum(s[0] for s in shares), sum(s[1] for s in shares)]
                 peak = [max(a, b) for a, b in zip(peak, sums, strict=True)]
+                if trace and time.monotonic() - traced >= TRACE_SECONDS:
+                    traced = time.monotonic()
+                    mb = [round(v / 2**20) for v in (*sums, *peak)]
+                    record = dict(zip(("rss", "pss", "anon", "peak_rss", "peak_pss", "peak_anon"), mb, strict=True))
+                    with open(trace, "a", encoding="utf-8") as out:
+                        out.write(json.dumps({"seconds": round(traced - started), "argv": argv[-1], **record}) + "\n")
                 if sums[0] > limit:  # a shared machine: stop a run before it takes the memory of others
                     for member in reversed(tree):
                         member.kill()

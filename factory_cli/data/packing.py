@@ -82,26 +82,27 @@ def write_packed(
     from datasets import Dataset
     from trl.data_utils import pack_dataset
 
-    with open(encoded, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-        batches = list(pa.ipc.open_stream(pa.py_buffer(mapped)))  # zero copy: record batches over the mapping
-        starts = np.cumsum([0] + [batch.num_rows for batch in batches])
-        shards = min(workers, len(rows)) if workers > 1 else 1
-        writer: Any = None
-        sequences = 0
-        with pa.OSFile(str(path), "wb") as sink:
-            for group in pack_groups(lengths, shards):
-                table = take_rows(batches, starts, rows[group.start : group.stop])
-                packed = pack_dataset(
-                    Dataset(table), seq_length=seq_length, strategy=strategy, map_kwargs={"batch_size": len(group)}
-                )
-                result = packed.data.table
-                if writer is None:
-                    writer = pa.ipc.new_stream(sink, result.schema)
-                writer.write_table(result)
-                sequences += result.num_rows
-                del table, packed, result
-                mapped.madvise(mmap.MADV_DONTNEED)  # the group's pages leave this process (the page cache keeps them)
-            if writer is not None:
-                writer.close()
-        del batches  # the buffers point into the mapping, which closes next
+    with open(encoded, "rb") as handle:
+        # Not closed here: the mapping lives as long as the batches over it (an error's traceback may hold one).
+        mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+    batches = list(pa.ipc.open_stream(pa.py_buffer(mapped)))  # zero copy: record batches over the mapping
+    starts = np.cumsum([0] + [batch.num_rows for batch in batches])
+    shards = min(workers, len(rows)) if workers > 1 else 1
+    writer: Any = None
+    sequences = 0
+    with pa.OSFile(str(path), "wb") as sink:
+        for group in pack_groups(lengths, shards):
+            table = take_rows(batches, starts, rows[group.start : group.stop])
+            packed = pack_dataset(
+                Dataset(table), seq_length=seq_length, strategy=strategy, map_kwargs={"batch_size": len(group)}
+            )
+            result = packed.data.table
+            if writer is None:
+                writer = pa.ipc.new_stream(sink, result.schema)
+            writer.write_table(result)
+            sequences += result.num_rows
+            del table, packed, result
+            mapped.madvise(mmap.MADV_DONTNEED)  # the group's pages leave this process (the page cache keeps them)
+        if writer is not None:
+            writer.close()
     return sequences
