@@ -63,11 +63,29 @@ def take_rows(batches: Sequence[Any], starts: Any, rows: Sequence[int]) -> Any:
     pieces = []
     for batch in np.unique(owner):
         local = ascending[owner == batch] - starts[batch]
-        pieces.append(batches[batch].take(pa.array(local, type=pa.int64())))
+        source = batches[batch]
+        columns = [_take_column(source.column(i), local) for i in range(source.num_columns)]
+        pieces.append(pa.RecordBatch.from_arrays(columns, schema=source.schema))
     gathered = pa.Table.from_batches(pieces).combine_chunks()
     inverse = np.empty_like(order)
     inverse[order] = np.arange(len(order))
     return gathered.take(pa.array(inverse, type=pa.int64()))
+
+
+def _take_column(column: Any, local: Any) -> Any:
+    """The rows `local` (ascending) of one column. A list column (token ids) is gathered from its offsets and values
+    with numpy, which reads only those rows' values: Arrow's take reads the whole batch of a memory-mapped file."""
+    import numpy as np
+    import pyarrow as pa
+
+    if not pa.types.is_list(column.type) or column.null_count:
+        return column.take(pa.array(local, type=pa.int64()))
+    offsets = column.offsets.to_numpy()
+    values = column.values.to_numpy(zero_copy_only=True)
+    begins, sizes = offsets[local], offsets[local + 1] - offsets[local]
+    new_offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int32)
+    gather = np.arange(int(new_offsets[-1]), dtype=np.int64) + np.repeat(begins - new_offsets[:-1], sizes)
+    return pa.ListArray.from_arrays(pa.array(new_offsets), pa.array(values[gather]), type=column.type)
 
 
 def write_packed(
