@@ -76,13 +76,13 @@ def corpus(size_mb: int, seed: int = 0) -> Path:
             counts = (sizes // 6).astype(np.int64)
             drawn = words[rng.choice(VOCABULARY, size=int(counts.sum()), p=probabilities)]
             start = 0
-            lines = []
             for count in counts:
-                lines.append(json.dumps({"text": " ".join(drawn[start : start + count])}) + "\n")
+                line = json.dumps({"text": " ".join(drawn[start : start + count])}) + "\n"
                 start += count
-            block = "".join(lines)
-            out.write(block)
-            written += len(block)
+                out.write(line)
+                written += len(line)
+                if written >= budget:
+                    break
     partial.rename(target)
     return target
 
