@@ -17,7 +17,9 @@ files, whose pages count in RSS while they are read but belong to the page cache
 
     python -m bench preprocess_scale --runs 3              # the 300 MB corpus
     python -m bench.preprocess_scale --sizes 30,3000 --runs 1   # other corpus sizes (MB): preprocess_scale_30mb_3000mb
+    python -m bench.preprocess_scale --sizes 3000 --tools factory --workers 1   # one tool, one worker count
     BENCH_MAX_RSS_MB=8000 python -m bench ...              # kill a run whose process tree passes 8000 MB RSS
+    BENCH_MEMORY_TRACE=trace.jsonl python -m bench ...     # the memory sums every 10 s, for a long run
     python -m bench.preprocess_scale --factory-worker <spec.json>   (internal: one timed factory preparation)
 """
 
@@ -25,7 +27,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import subprocess
 import sys
@@ -48,27 +49,40 @@ SIZES_MB = (300,)
 QUICK_SIZE_MB = 5
 DOCUMENT_BYTES = 10_000  # mean document size (lognormal spread)
 VOCABULARY = 20_000
+GENERATE_BLOCK = 1000  # documents drawn at once
+TRACE_SECONDS = 10.0
 
 
 def corpus(size_mb: int, seed: int = 0) -> Path:
-    """A JSONL corpus of about `size_mb` MB of pseudo-text documents, generated once (same bytes for the same size)."""
+    """A JSONL corpus of about `size_mb` MB of pseudo-text documents, generated once (same bytes for the same size):
+    Zipf-like word frequencies, lognormal document sizes, drawn with numpy a block of documents at a time (a 3 GB
+    corpus in minutes)."""
+    import numpy as np
+
     target = WORK / f"corpus_{size_mb}mb.jsonl"
     if target.is_file():
         return target
-    rng = random.Random(seed)
-    letters = "abcdefghijklmnopqrstuvwxyz"
-    words = ["".join(rng.choices(letters, k=rng.randint(2, 9))) for _ in range(VOCABULARY)]
-    weights = [1.0 / (rank + 1) for rank in range(VOCABULARY)]  # Zipf-like word frequencies
+    rng = np.random.default_rng(seed)
+    letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
+    words = np.array(["".join(rng.choice(letters, size=int(rng.integers(2, 10)))) for _ in range(VOCABULARY)])
+    frequencies = 1.0 / np.arange(1, VOCABULARY + 1)
+    probabilities = frequencies / frequencies.sum()
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(".partial")
     written, budget = 0, size_mb * 1_000_000
     with partial.open("w", encoding="utf-8") as out:
         while written < budget:
-            size = int(min(60_000, max(200, rng.lognormvariate(0, 0.8) * DOCUMENT_BYTES * 0.73)))
-            text = " ".join(rng.choices(words, weights, k=size // 6))
-            line = json.dumps({"text": text}) + "\n"
-            out.write(line)
-            written += len(line)
+            sizes = np.clip(rng.lognormal(0, 0.8, size=GENERATE_BLOCK) * DOCUMENT_BYTES * 0.73, 200, 60_000)
+            counts = (sizes // 6).astype(np.int64)
+            drawn = words[rng.choice(VOCABULARY, size=int(counts.sum()), p=probabilities)]
+            start = 0
+            for count in counts:
+                line = json.dumps({"text": " ".join(drawn[start : start + count])}) + "\n"
+                start += count
+                out.write(line)
+                written += len(line)
+                if written >= budget:
+                    break
     partial.rename(target)
     return target
 
@@ -102,12 +116,20 @@ def run_tree(argv: list[str], env: dict[str, str]) -> TreeRun:
         root = psutil.Process(process.pid)
         peak = [0, 0, 0]
         limit = float(os.environ.get("BENCH_MAX_RSS_MB", "inf")) * 2**20
+        trace = os.environ.get("BENCH_MEMORY_TRACE")  # a JSONL file: the sums every TRACE_SECONDS (long runs)
+        started = traced = time.monotonic()
         while process.poll() is None:
             try:
                 tree = [root, *root.children(recursive=True)]
                 shares = [_proportional(p) for p in tree]
                 sums = [sum(p.memory_info().rss for p in tree), sum(s[0] for s in shares), sum(s[1] for s in shares)]
                 peak = [max(a, b) for a, b in zip(peak, sums, strict=True)]
+                if trace and time.monotonic() - traced >= TRACE_SECONDS:
+                    traced = time.monotonic()
+                    mb = [round(v / 2**20) for v in (*sums, *peak)]
+                    record = dict(zip(("rss", "pss", "anon", "peak_rss", "peak_pss", "peak_anon"), mb, strict=True))
+                    with open(trace, "a", encoding="utf-8") as out:
+                        out.write(json.dumps({"seconds": round(traced - started), "argv": argv[-1], **record}) + "\n")
                 if sums[0] > limit:  # a shared machine: stop a run before it takes the memory of others
                     for member in reversed(tree):
                         member.kill()
@@ -232,7 +254,11 @@ KEYS = ["seconds", "rows_per_second", "tokens_per_second", "peak_rss_mb", "peak_
 
 
 def run(
-    runs: int = 3, quick: bool = False, sizes: tuple[int, ...] = SIZES_MB, tools: list[str] | None = None
+    runs: int = 3,
+    quick: bool = False,
+    sizes: tuple[int, ...] = SIZES_MB,
+    tools: list[str] | None = None,
+    workers_list: tuple[int, ...] = (1, 2),
 ) -> Result:
     """Alternate factory and LlamaFactory preparations per corpus size and worker count; medians and ratios."""
     from bench import llamafactory_env
@@ -246,7 +272,7 @@ def run(
         data = corpus(size)
         rows = count_lines(data)
         for _ in range(runs):
-            for workers in (1, 2):
+            for workers in workers_list:
                 for tool in chosen:
                     measure = factory_measure if tool == "factory" else llamafactory_measure
                     measured = measure(data, model, workers)
@@ -266,12 +292,14 @@ def run(
             ratio[f"{stem}_peak_pss_vs_llamafactory"] = values["peak_pss_mb"] / peer["peak_pss_mb"]
             ratio[f"{stem}_peak_anon_vs_llamafactory"] = values["peak_anon_mb"] / peer["peak_anon_mb"]
     suffix = "_quick" if quick else ("" if sizes == SIZES_MB else "_" + "_".join(f"{s}mb" for s in sizes))
+    suffix += "" if workers_list == (1, 2) else "_w" + "_".join(map(str, workers_list))
     return Result(
         name=NAME + suffix,
         description=(
             f"pt preparation (read, tokenize, pack to {MAX_LENGTH}) of generated JSONL corpora "
             f"({', '.join(f'{s} MB' for s in ((QUICK_SIZE_MB,) if quick else sizes))}), tokenizer load excluded, "
-            "nothing cached: factory prepare_data vs LlamaFactory get_dataset(stage=pt); 1 and 2 workers; medians; "
+            "nothing cached: factory prepare_data vs LlamaFactory get_dataset(stage=pt); "
+            f"{' and '.join(map(str, workers_list))} worker(s); medians; "
             "peak RSS of the process tree"
         ),
         metrics=medians,
@@ -294,7 +322,8 @@ def main() -> int:
     options = dict(zip(arguments[::2], arguments[1::2], strict=False))
     sizes = tuple(int(s) for s in options.get("--sizes", ",".join(map(str, SIZES_MB))).split(","))
     tools = options["--tools"].split(",") if "--tools" in options else None
-    result = run(runs=int(options.get("--runs", "1")), sizes=sizes, tools=tools)
+    workers = tuple(int(w) for w in options.get("--workers", "1,2").split(","))
+    result = run(runs=int(options.get("--runs", "1")), sizes=sizes, tools=tools, workers_list=workers)
     print(json.dumps(result.metrics, indent=1))
     print(f"-> {result.save()}")
     return 0

@@ -16,10 +16,11 @@ from pathlib import Path
 def main() -> None:
     run_dir, out_dir = Path(sys.argv[1]), Path(sys.argv[2])
     import torch
-    from datasets import load_from_disk
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
+
+    from factory_cli.data.pipeline import load_prepared
 
     plan = json.loads((run_dir / "plan.json").read_text())
     manifest = json.loads((run_dir / "data" / "manifest.json").read_text())
@@ -34,7 +35,7 @@ def main() -> None:
     trainer = SFTTrainer(
         model=model,
         args=SFTConfig(**args),
-        train_dataset=load_from_disk(manifest["train"]),
+        train_dataset=load_prepared(manifest)[0],
         processing_class=tokenizer,
         peft_config=LoraConfig(**plan["engine_config"]["peft"]),
     )

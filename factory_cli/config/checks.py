@@ -728,6 +728,27 @@ def check_backend(job: JobBase, ctx: CheckContext) -> Iterable[Issue]:
     return ctx.backend_check(job, ctx)
 
 
+def check_streaming(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
+    """data.streaming (data/streaming.py): pt on the deepspeed backend, with train.max_steps, no eval set."""
+    if not job.data.streaming:
+        return
+    prepare = "set data.streaming: false: the data is then prepared on disk in bounded memory and cached"
+    if job.backend != "deepspeed":
+        reason = "Megatron reads an indexed dataset" if job.backend == "megatron" else "verl reads parquet files"
+        yield error("data.streaming", f"the {job.backend} backend does not stream data ({reason})", prepare)
+    elif job.stage != "pt":
+        yield error("data.streaming", f"streaming is for pt corpora, not stage {job.stage}", prepare)
+    if job.train.max_steps is None:
+        yield error(
+            "data.streaming",
+            "a stream has no length to count epochs by: streaming needs train.max_steps",
+            "set train.max_steps (optimizer steps to train), or data.streaming: false",
+        )
+    if job.data.eval or job.data.eval_ratio > 0:
+        path = "data.eval" if job.data.eval else "data.eval_ratio"
+        yield error(path, "a stream holds out no eval set", f"remove {path}, or {prepare}")
+
+
 ALL_CHECKS: tuple[Check, ...] = (
     check_model,
     check_model_source,
@@ -737,6 +758,7 @@ ALL_CHECKS: tuple[Check, ...] = (
     check_backend,
     check_grpo,
     check_data,
+    check_streaming,
     check_dataset_sources,
     check_device,
     check_compile,

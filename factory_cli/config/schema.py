@@ -225,6 +225,11 @@ class DataSection(Section):
     train_on_prompt: bool = Field(False, description="sft: also compute loss on user turns")
     cache_dir: str | None = Field(None, description="where tokenized data is cached (default ~/.cache/factory)")
     seed: int = Field(42, ge=0, le=SEED_MAX, description="shuffle and split seed")
+    streaming: bool = Field(
+        False,
+        description="pt: read, tokenize and pack the data on the fly while training (no pass before step 1; "
+        "needs train.max_steps; deepspeed backend)",
+    )
 
     @field_validator("train", "eval", mode="before")
     @classmethod

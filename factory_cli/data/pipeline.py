@@ -48,6 +48,8 @@ CHAT_STAGES = ("sft", "dpo", "grpo")
 REASON_NO_ASSISTANT = "no assistant token within max_length"
 REASON_LONG_PROMPT = "prompt longer than grpo.max_prompt_length"
 WORK_DIR = "work"  # intermediate files of a build, inside its staging folder
+ARROW_SUFFIX = ".arrow"  # a packed or dpo / grpo set: one Arrow stream file in the cache entry (load_prepared maps it)
+CONVERSATION_BATCH = 1000  # dpo / grpo rows read back and written at a time
 
 
 class DataError(UsageError):
@@ -204,12 +206,23 @@ def prepare_data(
 
 
 def load_prepared(manifest: dict[str, Any]) -> tuple[Any, Any]:
-    """(train, eval or None) datasets from the paths in a run's data manifest."""
-    from datasets import load_from_disk
+    """(train, eval or None) datasets from the paths in a run's data manifest, memory-mapped; for data.streaming the
+    training stream (data/streaming.py) and no eval set."""
+    if manifest.get("stream"):
+        from factory_cli.data.streaming import load_stream
 
-    train = load_from_disk(str(manifest["train"]))
+        return load_stream(manifest["stream"]), None
+    train = _load_set(Path(manifest["train"]))
     eval_path = manifest.get("eval")
-    return train, (load_from_disk(str(eval_path)) if eval_path else None)
+    return train, (_load_set(Path(eval_path)) if eval_path else None)
+
+
+def _load_set(path: Path) -> Any:
+    """A prepared set: a packed Arrow file (data/packing.py writes it once, no copy) or a save_to_disk folder; both
+    memory-mapped."""
+    from datasets import Dataset, load_from_disk
+
+    return Dataset.from_file(str(path)) if path.is_file() else load_from_disk(str(path))
 
 
 def read_canonical_rows(
@@ -510,30 +523,65 @@ def _refuse_runaway_mix(kept: list[list[int]], probabilities: list[float], sourc
         )
 
 
-def _conversation_dataset(stage: str, store: EncodedStore, rows: list[int], every: list[int]) -> Any:
-    """dpo / grpo rows (physical indices, in order): the canonical columns (grpo: every field of the rows `every`
-    names, train and eval, missing ones as None)."""
-    from datasets import Dataset
+def _write_conversation_set(stage: str, store: EncodedStore, rows: list[int], every: list[int], path: Path) -> int:
+    """dpo / grpo rows (physical indices, in order) into the Arrow file `path`, CONVERSATION_BATCH rows at a time:
+    the canonical columns (grpo: every field of the rows `every` names, train and eval, missing ones as None), each
+    column as Arrow holds it when it can, else as text (JSON for structures). Returns the number of rows."""
+    import pyarrow as pa
 
-    chosen = [store.rows[p] for p in rows]
     if stage == "dpo":
         names: dict[str, None] = dict.fromkeys(("prompt", "chosen", "rejected"))
     else:
         names = {"prompt": None}
-        for p in every:  # the same columns for train and eval
-            names.update(dict.fromkeys(store.rows[p]))
-    return Dataset.from_dict({name: _arrow_column([row.get(name) for row in chosen]) for name in names})
+        for start in range(0, len(every), CONVERSATION_BATCH):  # the same columns for train and eval
+            for row in store.rows_at(every[start : start + CONVERSATION_BATCH]):
+                names.update(dict.fromkeys(row))
+    groups = [rows[start : start + CONVERSATION_BATCH] for start in range(0, len(rows), CONVERSATION_BATCH)]
+    kinds: dict[str, Any] = {}  # column -> its Arrow type, or None once it must be text
+    for group in groups:
+        chosen = store.rows_at(group)
+        for name in names:
+            kind = _arrow_type([row.get(name) for row in chosen])
+            kinds[name] = kind if name not in kinds else _unified(kinds[name], kind)
+    schema = pa.schema([(name, kinds[name] if kinds[name] is not None else pa.string()) for name in names])
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
+        for group in groups:
+            chosen = store.rows_at(group)
+            arrays = []
+            for name in names:
+                values = [row.get(name) for row in chosen]
+                if kinds[name] is None:
+                    values = [_as_text(v) for v in values]
+                arrays.append(pa.array(values, type=schema.field(name).type))
+            writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=schema))
+    return len(rows)
 
 
-def _arrow_column(values: list[Any]) -> list[Any]:
-    """The values as they are when Arrow can hold them in one column, else as text (JSON for structures)."""
+def _as_text(value: Any) -> Any:
+    return value if value is None or isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def _unified(first: Any, second: Any) -> Any:
+    """One Arrow type for two batches of a column (structs gain the fields either has), or None."""
+    import pyarrow as pa
+
+    if first is None or second is None:
+        return None
+    try:
+        schemas = [pa.schema([("column", first)]), pa.schema([("column", second)])]
+        return pa.unify_schemas(schemas, promote_options="permissive").field("column").type
+    except (pa.ArrowInvalid, pa.ArrowTypeError, NotImplementedError):
+        return None
+
+
+def _arrow_type(values: list[Any]) -> Any:
+    """The Arrow type of the values as one column, or None when Arrow cannot hold them together."""
     import pyarrow as pa
 
     try:
-        pa.array(values)
-        return values
+        return pa.array(values).type
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
-        return [v if v is None or isinstance(v, str) else json.dumps(v, ensure_ascii=False) for v in values]
+        return None
 
 
 def _chunk_documents(batch: dict[str, list[Any]], limit: int) -> dict[str, list[Any]]:
@@ -541,23 +589,22 @@ def _chunk_documents(batch: dict[str, list[Any]], limit: int) -> dict[str, list[
     return {"input_ids": [row[i : i + limit] for row in batch["input_ids"] for i in range(0, len(row), limit)]}
 
 
-def _lm_dataset(job: JobBase, store: EncodedStore, rows: list[int], name: str) -> Any:
-    """pt / sft sequences as trained, from the stored rows `rows` (physical indices, in order): packed group by group
-    (data/packing.py), or (pt) long documents cut into max_length chunks, or the rows as they are. A packed set no
-    longer maps the encoded rows, so that their pages leave the process before the set is saved."""
+def _write_packed_set(job: JobBase, store: EncodedStore, rows: list[int], path: Path) -> int:
+    """pt / sft sequences packed group by group (data/packing.py) from the stored rows `rows` (physical indices, in
+    order) into the Arrow file `path`, which is the prepared set itself; returns the number of sequences."""
+    limit = job.data.max_length
+    # pt: bfd_split keeps every token (a long document continues in another sequence); sft rows are already
+    # truncated to max_length, so bfd keeps them whole.
+    strategy = "bfd_split" if job.stage == "pt" else "bfd"
+    lengths = [store.lengths[p] if job.stage == "pt" else min(store.lengths[p], limit) for p in rows]
+    return write_packed(store.file(), rows, lengths, strategy, limit, job.data.num_workers, path)
+
+
+def _lm_dataset(job: JobBase, store: EncodedStore, rows: list[int]) -> Any:
+    """pt / sft sequences as trained when not packed, from the stored rows `rows` (physical indices, in order): (pt)
+    long documents cut into max_length chunks, or the rows as they are."""
     limit, workers = job.data.max_length, job.data.num_workers
     encoded = store.dataset()
-    if resolve_packing(job):
-        from datasets import Dataset
-
-        # pt: bfd_split keeps every token (a long document continues in another sequence); sft rows are already
-        # truncated to max_length, so bfd keeps them whole.
-        strategy = "bfd_split" if job.stage == "pt" else "bfd"
-        lengths = [store.lengths[p] if job.stage == "pt" else min(store.lengths[p], limit) for p in rows]
-        path = store.folder / f"{name}.packed.arrow"
-        write_packed(encoded.data.table, rows, lengths, strategy, limit, workers, path)
-        del encoded
-        return Dataset.from_file(str(path))
     dataset = encoded.select(rows)
     if job.stage == "pt" and any(store.lengths[p] > limit for p in rows):
         return dataset.map(
@@ -595,15 +642,22 @@ def _build(
     train_rows = [selection.physical[g] for g in train_order]
     eval_rows = [selection.physical[g] for g in eval_order]
     sizes: dict[str, int] = {}
+    names: dict[str, str] = {}
     with _quiet_datasets():
         for name, rows in (("train", train_rows), ("eval", eval_rows)):
             if not rows:
                 continue
-            if store.has_tokens:
-                dataset = _lm_dataset(job, store, rows, name)
-            else:
-                dataset = _conversation_dataset(stage, store, rows, selection.physical)
+            if store.has_tokens and resolve_packing(job):
+                names[name] = f"{name}{ARROW_SUFFIX}"
+                sizes[name] = _write_packed_set(job, store, rows, staging / names[name])
+                continue
+            if not store.has_tokens:
+                names[name] = f"{name}{ARROW_SUFFIX}"
+                sizes[name] = _write_conversation_set(stage, store, rows, selection.physical, staging / names[name])
+                continue
+            dataset = _lm_dataset(job, store, rows)
             dataset.save_to_disk(str(staging / name))
+            names[name] = name
             sizes[name] = len(dataset)
             del dataset  # one set mapped at a time
     packed_sequences = sizes["train"] if resolve_packing(job) else None
@@ -616,8 +670,8 @@ def _build(
         max_length=data.max_length,
     )
     return {
-        "train": "train",
-        "eval": "eval" if eval_rows else None,
+        "train": names["train"],
+        "eval": names.get("eval"),
         "report": report.to_dict(),
         "sample_prompt": _sample_prompt(stage, _first_train_row(store, selection, train[0])),
         "stage": stage,
@@ -629,7 +683,7 @@ def _first_train_row(store: EncodedStore, selection: _Selection, first: _Source)
     if store.stage == "pt":
         return None
     p = selection.physical[0]
-    return store.rows[p] if store.rows else _nth_converted_row(first, store.stage, p - store.bounds[0][0])
+    return store.row(p) if not store.has_tokens else _nth_converted_row(first, store.stage, p - store.bounds[0][0])
 
 
 @contextlib.contextmanager

@@ -10,6 +10,7 @@ not, hence tokenizer_copy.py for SFT).
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -141,3 +142,55 @@ def test_planned_pt_preprocess_is_read_back_by_gpt_dataset(tiny_llama_dir: Path,
         seen_eod_target |= bool(eod_targets.any())
         assert bool((loss_mask[eod_targets] == 1).all()) and bool((loss_mask == 1).all())
     assert seen_eod_target and hf.pad_token_id == eod
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("packing", [False, True])
+def test_factory_prepared_pt_set_is_written_as_indexed_data(
+    tiny_llama_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, packing: bool
+) -> None:
+    """One preparation, two formats: the Arrow set factory prepares (cached, bounded memory) is written through
+    megatron-core's builder and megatron-core's IndexedDataset reads back the same tokens, row for row."""
+    import yaml
+    from megatron.core.datasets.indexed_dataset import IndexedDataset
+
+    from factory_cli.backends.megatron.indexed import document_prefix, main, write_prepared
+    from factory_cli.data.pipeline import load_prepared, prepare_data
+    from factory_cli.modeling.load import load_tokenizer
+    from tests.unit.test_pipeline_scale import pt_job, write_corpus
+
+    write_corpus(tmp_path, 200)
+    tokenizer = load_tokenizer(str(tiny_llama_dir))
+    prepared = prepare_data(pt_job(max_length=48, packing=packing), tokenizer, None, [tmp_path], tmp_path / "cache")
+    arrow, _ = load_prepared({"train": str(prepared.train_path)})
+    assert write_prepared(prepared.train_path, str(tmp_path / "out"), len(tokenizer)) == len(arrow)
+    indexed = IndexedDataset(document_prefix(str(tmp_path / "out")))
+    rows = arrow["input_ids"]
+    expected = rows
+    if packing:  # a packed row is one document of its sequences (seq_lengths)
+        expected = [
+            row[start : start + n]
+            for row, lengths in zip(rows, arrow["seq_lengths"], strict=True)
+            for start, n in zip(itertools.accumulate([0, *lengths[:-1]]), lengths, strict=True)
+        ]
+        assert len(expected) > len(rows)
+    assert [list(map(int, indexed[i])) for i in range(len(indexed))] == expected
+    assert len(indexed.document_indices) == len(rows) + 1
+
+    # The step's --run-dir form prepares the run's job itself (packing off: GPTDataset lays documents end to end).
+    run = tmp_path / "run"
+    run.mkdir()
+    job = {"backend": "megatron", "stage": "pt", "device": "cuda", "model": {"name_or_path": str(tiny_llama_dir)}}
+    job["data"] = {"train": ["text.jsonl"], "max_length": 48, "cache_dir": str(tmp_path / "cache")}
+    job["train"] = {"max_steps": 2}
+    (run / "job.yaml").write_text(yaml.safe_dump(job), encoding="utf-8")
+    (run / "plan.json").write_text(json.dumps({"base_dirs": [str(tmp_path)]}), encoding="utf-8")
+    assert (
+        main(["--run-dir", str(run), "--output-prefix", str(tmp_path / "step"), "--tokenizer", str(tiny_llama_dir)])
+        == 0
+    )
+    unpacked = prepare_data(pt_job(max_length=48, packing=False), tokenizer, None, [tmp_path], tmp_path / "cache")
+    step = IndexedDataset(document_prefix(str(tmp_path / "step")))
+    assert [list(map(int, step[i])) for i in range(len(step))] == load_prepared({"train": str(unpacked.train_path)})[0][
+        "input_ids"
+    ]

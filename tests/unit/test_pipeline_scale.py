@@ -75,7 +75,11 @@ def test_a_cache_entry_holds_only_the_prepared_sets(smollm2_tokenizer: Any, tmp_
     write_corpus(tmp_path, 300)
     prepared = prepare_data(pt_job(max_length=64, eval_ratio=0.1), smollm2_tokenizer, None, [tmp_path], tmp_path / "c")
     entry = prepared.train_path.parent
-    assert sorted(p.name for p in entry.iterdir()) == ["eval", "meta.json", "train"]
+    assert sorted(p.name for p in entry.iterdir()) == [
+        "eval.arrow",
+        "meta.json",
+        "train.arrow",
+    ]  # packed: one file each
     assert not [p for p in (tmp_path / "c" / "data").iterdir() if p != entry]
     train, evaluation = load_prepared({"train": str(prepared.train_path), "eval": str(prepared.eval_path)})
     assert sum(len(ids) for ids in train["input_ids"]) + sum(len(ids) for ids in evaluation["input_ids"]) == sum(
@@ -259,3 +263,31 @@ def test_num_samples_resamples_rows_and_the_sample_prompt_is_the_first_drawn(
     rng = random.Random(3)  # LlamaFactory's num_samples: a permutation, then draws with replacement
     drawn = rng.sample(range(4), 4) + [rng.randrange(4) for _ in range(3)]
     assert prepared.sample_prompt == [{"role": "user", "content": rows[drawn[0]]["instruction"]}]
+
+
+def test_token_rows_read_from_the_file_equal_those_taken_through_the_mapping(tmp_path: Path) -> None:
+    import mmap
+
+    import numpy as np
+    import pyarrow as pa
+
+    from factory_cli.data.encoding import token_schema
+    from factory_cli.data.packing import FileSource, take_rows
+
+    schema = token_schema("sft")
+    path = tmp_path / "encoded.arrow"
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
+        for start in (0, 5, 10):
+            ids = [list(range(100 * r, 100 * r + r % 7 + 1)) for r in range(start, start + 5)]
+            labels = [[-100, *row[1:]] for row in ids]
+            writer.write_batch(pa.RecordBatch.from_pydict({"input_ids": ids, "labels": labels}, schema=schema))
+    with open(path, "rb") as handle:
+        mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        whole = pa.py_buffer(mapped)
+        batches = list(pa.ipc.open_stream(whole))
+        starts = np.cumsum([0] + [b.num_rows for b in batches])
+        rows = [14, 0, 7, 7, 3, 12]
+        read = take_rows(batches, starts, rows, FileSource(fd=handle.fileno(), base=whole.address))
+        assert read.equals(take_rows(batches, starts, rows))
+        assert read.column("input_ids").to_pylist()[0] == list(range(1400, 1400 + 14 % 7 + 1))
+        assert read.column("labels").to_pylist()[1] == [-100]

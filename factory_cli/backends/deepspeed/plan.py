@@ -88,6 +88,10 @@ def training_arguments(job: DeepSpeedJob, run_dir: Path, device_kind: DeviceKind
         args["max_steps"] = t.max_steps
     else:
         args["num_train_epochs"] = t.epochs
+    if job.data.streaming:
+        # Each rank iterates the stream (data/streaming.py) and Accelerate shards it; batches dispatched from rank 0
+        # would be cut along their first dimension, padding-free sequence bounds included.
+        args["accelerator_config"] = {"dispatch_batches": False}
     if t.scheduler == "cosine_with_min_lr":
         args["lr_scheduler_kwargs"] = {"min_lr_rate": t.min_lr_ratio}
     if t.gradient_checkpointing:

@@ -33,13 +33,16 @@ def prepare_inputs(job: JobBase, run_dir: Path, base_dirs: Sequence[Path]) -> di
     model_path = fetch_model(job.model, base_dirs, say)
     ref_model = job.dpo.ref_model if job.dpo is not None else None  # from where the model comes from
     ref_model_path = fetch_model(sibling_model(job.model, ref_model), base_dirs, say) if ref_model else None
+    tokenizer_ref = tokenizer_reference(job.model, base_dirs) or model_path
     tokenizer = load_tokenizer(
-        tokenizer_reference(job.model, base_dirs) or model_path,
+        tokenizer_ref,
         trust_remote_code=job.model.trust_remote_code,
         revision=job.model.revision,
     )
     spec = find_model(job.model.name_or_path)
     template = resolve_chat_template(job.model.template, tokenizer, spec.template if spec else None, base_dirs)
+    if job.data.streaming:
+        return _stream_inputs(job, run_dir, model_path, template, tokenizer_ref, ref_model_path, source.lora_targets)
     prepared = prepare_data(job, tokenizer, template, base_dirs)
     for line in prepared.report.lines():
         console.print(f"data: {line}", markup=False)
@@ -55,6 +58,34 @@ def prepare_inputs(job: JobBase, run_dir: Path, base_dirs: Sequence[Path]) -> di
         "report": prepared.report.to_dict(),
         "sample_prompt": prepared.sample_prompt,
         "registry_targets": list(source.lora_targets) if source.lora_targets else None,
+        "ref_model_path": ref_model_path,
+    }
+    write_json_atomic(RunDir(run_dir).manifest_file, manifest)
+    return manifest
+
+
+def _stream_inputs(
+    job: JobBase,
+    run_dir: Path,
+    model_path: str,
+    template: str | None,
+    tokenizer_ref: str,
+    ref_model_path: str | None,
+    lora_targets: Sequence[str] | None,
+) -> dict[str, Any]:
+    """data.streaming: no preparation here; the manifest tells each worker how to build the stream."""
+    from factory_cli.data.streaming import stream_manifest
+    from factory_cli.ui import console
+
+    console.print("data: streamed while training (data.streaming), tokenized and packed on the fly", markup=False)
+    manifest: dict[str, Any] = {
+        "model_path": model_path,
+        "chat_template": template,
+        "stream": stream_manifest(job, run_dir, tokenizer_ref, template),
+        "train": None,
+        "eval": None,
+        "sample_prompt": None,
+        "registry_targets": list(lora_targets) if lora_targets else None,
         "ref_model_path": ref_model_path,
     }
     write_json_atomic(RunDir(run_dir).manifest_file, manifest)

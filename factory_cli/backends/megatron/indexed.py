@@ -8,7 +8,14 @@ the step hanging when it fails, and it runs wherever megatron-core imports (CPU 
 `sequence_count` reads the sequence count from an `.idx` header without importing megatron-core (the header layout
 is megatron-core's `indexed_dataset.py`: magic, version, dtype code, sequence count, document count).
 
-Run as a step: `python -m factory_cli.backends.megatron.indexed --input rows.jsonl --output-prefix P --tokenizer DIR`;
+`write_prepared` writes the same `<prefix>_text_document` from factory's own prepared pt set (data/pipeline.py
+`prepare_data`: read, tokenize with the tokenizer's special tokens + EOS, in bounded memory, cached), one document per
+row, read front to back from its memory-mapped Arrow files (data/arrow_files.py): one data preparation, two output
+formats, the Arrow set for the deepspeed backend and the indexed one for Megatron. `prepare_indexed` does both for a
+job (packing off: Megatron's GPTDataset lays documents end to end itself).
+
+Run as a step: `python -m factory_cli.backends.megatron.indexed --input rows.jsonl --output-prefix P --tokenizer DIR`,
+or `--run-dir R --output-prefix P --tokenizer DIR` to prepare the run's pt data with factory's pipeline first;
 megatron-core comes from the Megatron-LM checkout named by $MEGATRON_LM_HOME when set (the one training reads the
 data with), else from the installed wheel.
 """
@@ -73,10 +80,57 @@ def write_text_document(input_file: Path, prefix: str, tokenizer_dir: str, appen
     return documents
 
 
+def write_prepared(prepared: Path, prefix: str, vocab_size: int) -> int:
+    """Each row of a prepared pt set (a packed Arrow file or a save_to_disk folder) as one document of
+    `<prefix>_text_document`, its sequences the row's `seq_lengths` when packed; returns the number of documents."""
+    import numpy as np
+    from megatron.core.datasets.indexed_dataset import DType, IndexedDatasetBuilder
+
+    from factory_cli.data.arrow_files import record_batches
+
+    out = document_prefix(prefix)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    builder = IndexedDatasetBuilder(f"{out}.bin", dtype=DType.optimal_dtype(vocab_size))
+    documents = 0
+    for batch in record_batches(prepared):
+        column = batch.column("input_ids")
+        offsets = column.offsets.to_numpy()
+        values = column.values.to_numpy()
+        lengths = batch.column("seq_lengths").to_pylist() if "seq_lengths" in batch.schema.names else None
+        for row in range(batch.num_rows):
+            ids = values[offsets[row] : offsets[row + 1]]
+            if not len(ids):
+                continue
+            builder.add_document(np.asarray(ids), lengths[row] if lengths is not None else [len(ids)])
+            documents += 1
+        del column, values
+    builder.finalize(f"{out}.idx")
+    return documents
+
+
+def prepare_indexed(run_dir: Path, prefix: str, tokenizer_dir: str) -> int:
+    """The run's pt training data prepared by factory's pipeline (cached, bounded memory), written as
+    `<prefix>_text_document`; returns the number of documents."""
+    from factory_cli.data.pipeline import DataError, prepare_data
+    from factory_cli.modeling.load import load_tokenizer
+    from factory_cli.runs import RunDir
+
+    run = RunDir(run_dir)
+    job = run.job()
+    if job.stage != "pt":
+        raise DataError(f"stage {job.stage} is written to indexed data by the engine's preprocess", "use pt")
+    unpacked = job.model_copy(update={"data": job.data.model_copy(update={"packing": False})})
+    tokenizer = load_tokenizer(tokenizer_dir, trust_remote_code=job.model.trust_remote_code)
+    prepared = prepare_data(unpacked, tokenizer, None, run.base_dirs())
+    return write_prepared(prepared.train_path, prefix, len(tokenizer))
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The step's command line (tests/unit/test_megatron_argv.py parses the planned argv with it)."""
     parser = argparse.ArgumentParser(description="jsonl text rows -> Megatron indexed dataset (megatron-core)")
-    parser.add_argument("--input", required=True, type=Path)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--input", type=Path, help="jsonl rows with a `text` field, tokenized here")
+    source.add_argument("--run-dir", type=Path, help="a run whose pt data factory's pipeline prepares")
     parser.add_argument("--output-prefix", required=True)
     parser.add_argument("--tokenizer", required=True)
     parser.add_argument("--append-eod", action="store_true")
@@ -88,7 +142,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     checkout = os.environ.get("MEGATRON_LM_HOME")
     if checkout and (Path(checkout) / "megatron" / "core").is_dir():
         sys.path.insert(0, checkout)
-    documents = write_text_document(args.input, args.output_prefix, args.tokenizer, args.append_eod)
+    if args.run_dir is not None:
+        documents = prepare_indexed(args.run_dir, args.output_prefix, args.tokenizer)
+    else:
+        documents = write_text_document(args.input, args.output_prefix, args.tokenizer, args.append_eod)
     print(f"wrote {documents} documents to {document_prefix(args.output_prefix)}.{{bin,idx}}")
     return 0
 
