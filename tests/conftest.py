@@ -10,6 +10,7 @@ import hashlib
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -105,28 +106,34 @@ def smollm2_tokenizer_dir(
     return target
 
 
-@pytest.fixture(scope="session")
-def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory, smollm2_tokenizer_dir: Path) -> Path:
-    """A tiny random LlamaForCausalLM (2 layers, hidden 64, ~13 MB) + the SmolLM2 fast tokenizer with chat template."""
+def save_tiny_model(target: Path, tokenizer_dir: Path, model_type: str, shape: dict[str, Any]) -> Path:
+    """A tiny random model of `model_type` (a transformers config name, e.g. llama or qwen3_moe) with `shape`, seed 0,
+    saved with the tokenizer of `tokenizer_dir` and generation ids set from it."""
     import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    target = tmp_path_factory.mktemp("tiny-llama")
-    tokenizer = AutoTokenizer.from_pretrained(smollm2_tokenizer_dir)
-    config = LlamaConfig(
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    config = AutoConfig.for_model(
+        model_type,
         vocab_size=len(tokenizer),
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        **TINY_LLAMA,
+        **shape,
     )
     torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
+    model = AutoModelForCausalLM.from_config(config)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(target)
     tokenizer.save_pretrained(target)
     return target
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory, smollm2_tokenizer_dir: Path) -> Path:
+    """A tiny random LlamaForCausalLM (2 layers, hidden 64, ~13 MB) + the SmolLM2 fast tokenizer with chat template."""
+    return save_tiny_model(tmp_path_factory.mktemp("tiny-llama"), smollm2_tokenizer_dir, "llama", TINY_LLAMA)
 
 
 @pytest.fixture(scope="session")

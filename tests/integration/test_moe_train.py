@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import save_tiny_model
 from tests.integration.train_helpers import deep_update, losses, metrics, train_cli, train_in_process, write_job
 
 pytestmark = pytest.mark.integration
@@ -35,25 +36,7 @@ FAST = {"train": {"learning_rate": 1e-3, "warmup_ratio": 0.0}}
 @pytest.fixture(scope="module")
 def tiny_moe_dir(tmp_path_factory: pytest.TempPathFactory, smollm2_tokenizer_dir: Path) -> Path:
     """A tiny random Qwen3MoeForCausalLM (~3.2 M parameters, most in the tied embedding) + the SmolLM2 tokenizer."""
-    import torch
-    from transformers import AutoTokenizer, Qwen3MoeConfig, Qwen3MoeForCausalLM
-
-    target = tmp_path_factory.mktemp("tiny-qwen3-moe")
-    tokenizer = AutoTokenizer.from_pretrained(smollm2_tokenizer_dir)
-    config = Qwen3MoeConfig(
-        vocab_size=len(tokenizer),
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        **TINY_MOE,
-    )
-    torch.manual_seed(0)
-    model = Qwen3MoeForCausalLM(config)
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.save_pretrained(target)
-    tokenizer.save_pretrained(target)
-    return target
+    return save_tiny_model(tmp_path_factory.mktemp("tiny-qwen3-moe"), smollm2_tokenizer_dir, "qwen3_moe", TINY_MOE)
 
 
 def free_port() -> int:

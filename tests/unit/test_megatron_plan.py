@@ -562,7 +562,6 @@ def test_cuda_sft_run_gives_megatron_lm_a_tokenizer_whose_pad_is_not_eos(
     with a pad other than its EOS (SmolLM2's pad is <|im_end|>, its EOS), and the train step reads that one."""
     from transformers import AutoTokenizer
 
-    from factory_cli import launching
     from factory_cli.config.dump import job_to_yaml
 
     run_dir = tmp_path / "run"
@@ -575,19 +574,8 @@ def test_cuda_sft_run_gives_megatron_lm_a_tokenizer_whose_pad_is_not_eos(
     (run_dir / "job.yaml").write_text(job_to_yaml(job), encoding="utf-8")
     plan = get_backend("megatron").plan(job, "cuda")
     plan.base_dirs = [str(EXAMPLES)]
-    launched: list[list[str]] = []
-
-    def fake_run_child(argv: list[str], env: dict[str, str], cwd: str | None = None) -> int:
-        launched.append(list(argv))
-        return 0
-
-    for var in ("MEGATRON_LM_HOME", "MEGATRON_BRIDGE_HOME"):
-        (tmp_path / var).mkdir()
-        monkeypatch.setenv(var, str(tmp_path / var))
-    monkeypatch.setattr(megatron_backend, "stack_problems", lambda *args, **kwargs: [])  # engine faked
-    monkeypatch.setattr(launching, "run_child", fake_run_child)
     ui = Recorder()
-    assert get_backend("megatron").run(plan, ui).ok
+    launched = run_cuda_with_engine_faked(plan, ui, tmp_path, monkeypatch)
     copy = AutoTokenizer.from_pretrained(str(run_dir / "data" / "megatron" / "tokenizer"))
     assert copy.pad_token_id != copy.eos_token_id
     assert any("pads with <|endoftext|>" in line for line in ui.lines)
@@ -623,7 +611,6 @@ def test_cuda_sft_run_copies_model_tokenizer_relative_to_the_job(
     Megatron-LM SFT reads (data/megatron/tokenizer) is a copy of it, not of the model's."""
     from transformers import AutoTokenizer
 
-    from factory_cli import launching
     from factory_cli.config.dump import job_to_yaml
 
     job_dir = tmp_path / "jobs"
@@ -637,6 +624,21 @@ def test_cuda_sft_run_copies_model_tokenizer_relative_to_the_job(
     (run_dir / "job.yaml").write_text(job_to_yaml(job), encoding="utf-8")
     plan = get_backend("megatron").plan(job, "cuda")
     plan.base_dirs = [str(job_dir), str(EXAMPLES)]
+    run_cuda_with_engine_faked(plan, Recorder(), tmp_path, monkeypatch)
+    copy = AutoTokenizer.from_pretrained(str(run_dir / "data" / "megatron" / "tokenizer"))
+    assert "<factory_own_token>" in copy.get_vocab()
+    assert json.loads((run_dir / "plan.json").read_text())["engine_config"]["tokenizer"] == str(
+        job_dir / "own-tokenizer"
+    )
+
+
+def run_cuda_with_engine_faked(
+    plan: Plan, ui: Recorder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> list[list[str]]:
+    """run() a CUDA megatron plan with the engine faked (checkouts are empty folders, children only recorded); the
+    argv of every child it launched."""
+    from factory_cli import launching
+
     launched: list[list[str]] = []
 
     def fake_run_child(argv: list[str], env: dict[str, str], cwd: str | None = None) -> int:
@@ -648,9 +650,5 @@ def test_cuda_sft_run_copies_model_tokenizer_relative_to_the_job(
         monkeypatch.setenv(var, str(tmp_path / var))
     monkeypatch.setattr(megatron_backend, "stack_problems", lambda *args, **kwargs: [])  # engine faked
     monkeypatch.setattr(launching, "run_child", fake_run_child)
-    assert get_backend("megatron").run(plan, Recorder()).ok
-    copy = AutoTokenizer.from_pretrained(str(run_dir / "data" / "megatron" / "tokenizer"))
-    assert "<factory_own_token>" in copy.get_vocab()
-    assert json.loads((run_dir / "plan.json").read_text())["engine_config"]["tokenizer"] == str(
-        job_dir / "own-tokenizer"
-    )
+    assert get_backend("megatron").run(plan, ui).ok
+    return launched
