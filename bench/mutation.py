@@ -77,7 +77,7 @@ MODULES: dict[str, tuple[str, ...]] = {
     "factory_cli/backends/verl/plan.py": (U + "test_verl_plan.py", U + "test_golden.py", U + "test_verl_plan_edges.py"),
     "factory_cli/runs.py": (U + "test_run_dir.py",),
     "factory_cli/rewards": (U + "test_bad_input_corpus.py", U + "test_rewards_edges.py"),
-    "factory_cli/data/masking.py": (U + "test_masking.py",),
+    "factory_cli/data/masking.py": (U + "test_masking.py", U + "test_chat_templates.py"),
     "factory_cli/data/formats.py": (U + "test_formats.py", U + "test_readers.py"),
     "factory_cli/export/verify.py": (U + "test_inference.py", U + "test_export_verify_edges.py"),
 }
