@@ -240,9 +240,12 @@ def _encode_in_workers(
     import multiprocessing
     import os
 
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
+    # Workers start from a fork server, not a fork of this process: a fork copies the locks that this process's other
+    # threads (the tokenizer's Rust pool, torch's, a thread pool of the in-process path) hold at that moment, and a
+    # worker that inherits one held deadlocks on its first tokenize. The encoder reaches each worker pickled.
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else None
     context = multiprocessing.get_context(method)
-    # Forked workers must not use the Rust thread pool of the parent's tokenizer (tokenizers would warn).
+    # Workers must not use the Rust thread pool of the parent's tokenizer (tokenizers would warn).
     saved = os.environ.get("TOKENIZERS_PARALLELISM")
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     try:
