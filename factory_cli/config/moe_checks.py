@@ -40,7 +40,7 @@ def check_moe(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
     coef = job.model.moe.aux_loss_coef
     if arch is None:
         return  # a Hub model not downloaded yet: the worker checks the loaded model (backends/deepspeed/moe.py)
-    if arch.num_experts is None:
+    if not arch.is_moe:
         if coef is not None:
             yield error(
                 "model.moe.aux_loss_coef",
@@ -85,7 +85,7 @@ def check_moe(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
 def token_level_loss_on_moe(loss: str, arch: Architecture | None, alternatives: list[str]) -> Iterator[Issue]:
     """A warning at grpo.loss when a token-level loss trains an MoE model; `alternatives` are the other remedies the
     backend offers, each a short imperative ("set ..."), after the loss change that every backend has."""
-    if loss not in TOKEN_LEVEL_LOSSES or arch is None or arch.num_experts is None:
+    if loss not in TOKEN_LEVEL_LOSSES or arch is None or not arch.is_moe:
         return
     ways = [f"use grpo.loss: {SEQUENCE_LEVEL_LOSS} (one importance ratio per sequence)", *alternatives]
     yield warning(

@@ -28,8 +28,7 @@ DEVICES = ("auto", "cuda", "npu", "cpu")
 BACKEND_METHODS = {"deepspeed": METHODS, "megatron": ("full", "lora"), "verl": ("full", "lora")}
 COMMENT_COLUMN = 44
 STAGE_DATASETS = {"pt": "demo-pt", "sft": "demo-sft-alpaca", "dpo": "demo-dpo", "grpo": "demo-grpo-math"}
-# Backends whose GRPO template suggests gspo for a mixture-of-experts model (config/moe_checks.py says why).
-GSPO_FOR_MOE_BACKENDS = ("deepspeed", "verl")
+# Why a GRPO template on a mixture-of-experts model proposes gspo (config/moe_checks.py says more).
 GSPO_FOR_MOE_NOTE = (
     "gspo for this mixture-of-experts model: one importance ratio per sequence; token-level ratios (grpo, dapo, "
     "dr_grpo) are unstable when routing drifts between rollout and training"
@@ -154,12 +153,12 @@ def model_is_moe(model: str | None) -> bool:
     from factory_cli.registry.models import architecture_of
 
     arch = architecture_of(model) if model else None
-    return arch is not None and arch.num_experts is not None
+    return arch is not None and arch.is_moe
 
 
 def suggested_grpo_loss(choice: TemplateChoice) -> str | None:
     """The GRPO loss the template proposes instead of the schema's default, or None."""
-    if choice.stage == "grpo" and choice.backend in GSPO_FOR_MOE_BACKENDS and model_is_moe(choice.model):
+    if choice.stage == "grpo" and model_is_moe(choice.model):
         return "gspo"
     return None
 

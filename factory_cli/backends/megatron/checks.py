@@ -92,7 +92,7 @@ def check_megatron(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
             f"{label} does not divide the model's {arch.num_hidden_layers} layers",
             f"pipeline sizes that divide {arch.num_hidden_layers}: {options}",
         )
-    if arch.num_experts is None and p.ep > 1:
+    if not arch.is_moe and p.ep > 1:
         yield error("parallel.ep", "expert parallelism needs a mixture-of-experts model", "set parallel.ep: 1")
     if arch.num_experts is not None:
         yield from check_moe(job, arch.num_experts, dp * p.cp)

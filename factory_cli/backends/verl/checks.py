@@ -60,7 +60,7 @@ def check_verl(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
 
 def _dense(arch: Architecture | None) -> bool:
     """Known to have no experts (a model whose config.json is not here is not judged)."""
-    return arch is not None and arch.num_experts is None
+    return arch is not None and not arch.is_moe
 
 
 def check_megatron_layout(job: VerlJob, arch: Architecture | None) -> Iterator[Issue]:
