@@ -729,15 +729,20 @@ def check_backend(job: JobBase, ctx: CheckContext) -> Iterable[Issue]:
 
 
 def check_streaming(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
-    """data.streaming (data/streaming.py): pt on the deepspeed backend, with train.max_steps, no eval set."""
+    """data.streaming (data/streaming.py): pt or sft on the deepspeed backend, with train.max_steps, no eval set."""
     if not job.data.streaming:
         return
     prepare = "set data.streaming: false: the data is then prepared on disk in bounded memory and cached"
     if job.backend != "deepspeed":
         reason = "Megatron reads an indexed dataset" if job.backend == "megatron" else "verl reads parquet files"
         yield error("data.streaming", f"the {job.backend} backend does not stream data ({reason})", prepare)
-    elif job.stage != "pt":
-        yield error("data.streaming", f"streaming is for pt corpora, not stage {job.stage}", prepare)
+    elif job.stage not in ("pt", "sft"):
+        yield error(
+            "data.streaming",
+            f"streaming is for pt and sft data, not stage {job.stage}: its rows are read whole before training "
+            "(preference pairs and prompts are short and few)",
+            prepare,
+        )
     if job.train.max_steps is None:
         yield error(
             "data.streaming",

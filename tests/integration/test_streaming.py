@@ -48,6 +48,23 @@ def test_a_stopped_stream_resumes_with_the_steps_of_an_uninterrupted_run(
         assert seen == [expected[s].get("num_input_tokens_seen") for s in (1, 2, 3, 4, 5)]
 
 
+@pytest.mark.parametrize("packing", [True, False])
+def test_an_sft_job_streams_its_conversations(
+    tmp_path: Path, tiny_llama_dir: Path, capsys: pytest.CaptureFixture[str], packing: bool
+) -> None:
+    """SFTTrainer takes the stream's input ids and labels as they are (packed: padding-free sequences)."""
+    extra = {"data": {"streaming": True, "packing": packing, "max_length": 64}, "train": {"max_steps": 2}}
+    job = write_job(tmp_path, tiny_llama_dir, "sft", "lora", extra)
+    assert train_in_process(job) == 0
+    assert "streamed while training" in capsys.readouterr().out
+    assert not (tmp_path / "cache").exists()
+    records = [r for r in metrics(tmp_path / "run") if "loss" in r]
+    assert [r["step"] for r in records] == [1, 2] and all(10 < r["loss"] < 11.5 for r in records)
+    tokens = [r["num_input_tokens_seen"] for r in records]
+    # micro batch 2: packed, two sequences of up to 64 tokens per step; unpacked, two conversations
+    assert 0 < tokens[0] < tokens[1] <= 2 * 2 * 64
+
+
 @pytest.mark.multiproc
 def test_two_ranks_share_the_stream_as_one_process_accumulating_their_batches(
     tmp_path: Path, tiny_llama_dir: Path
