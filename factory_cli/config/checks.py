@@ -754,6 +754,28 @@ def check_streaming(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
         yield error(path, "a stream holds out no eval set", f"remove {path}, or {prepare}")
 
 
+def check_mix(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
+    """A dataset weight is only read by data.mix.strategy interleave, over two or more train datasets: anywhere else
+    it would be dropped without a word."""
+    data = job.data
+    for split in ("train", "eval"):
+        for index, spec in enumerate(getattr(data, split)):
+            if spec.weight is None:
+                continue
+            path = f"data.{split}[{index}].weight"
+            if split == "eval":
+                yield error(path, "eval datasets are not mixed: a weight here is never read", "remove the weight")
+            elif data.mix.strategy != "interleave":
+                yield error(
+                    path,
+                    f"the weight is read only when data.mix.strategy is interleave (it is {data.mix.strategy}: every "
+                    "row of every dataset, once)",
+                    "set data.mix.strategy: interleave to sample the datasets by weight, or remove the weight",
+                )
+            elif len(data.train) == 1:
+                yield warning(path, "one train dataset: its weight has nothing to be weighed against", "remove it")
+
+
 ALL_CHECKS: tuple[Check, ...] = (
     check_model,
     check_model_source,
@@ -764,6 +786,7 @@ ALL_CHECKS: tuple[Check, ...] = (
     check_grpo,
     check_data,
     check_streaming,
+    check_mix,
     check_dataset_sources,
     check_device,
     check_compile,
