@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 
-from factory_cli.backends.common.run import child_env
 from tests.unit.plan_helpers import EXAMPLES
 from tests.unit.test_megatron_plan import job_of, value_of
 
@@ -110,34 +109,59 @@ def run_dir_for(job: object, plan: object, run_dir: Path, model: Path) -> None:
 
 
 @pytest.mark.integration
-def test_planned_pt_preprocess_is_read_back_by_gpt_dataset(tiny_llama_dir: Path, tmp_path: Path) -> None:
-    """The planned step prepares the run's corpus with factory's pipeline (its report printed as the deepspeed
-    backend prints it), writes it through megatron-core, caches it, and GPTDataset reads it back."""
+def test_planned_pt_preprocess_is_read_back_by_gpt_dataset(
+    tiny_llama_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The run with only the engine faked: its preprocess step, run for real, prepares the run's corpus with factory's
+    pipeline (the report printed as the deepspeed backend prints it), writes it through megatron-core and caches it;
+    the train step is planned from the tokens written, and GPTDataset reads the data back."""
     from megatron.core.datasets.indexed_dataset import IndexedDataset
     from transformers import AutoTokenizer
 
+    from factory_cli import launching
     from factory_cli.backends import get_backend
+    from factory_cli.backends.megatron import backend as megatron_backend
     from factory_cli.backends.megatron.indexed import indexing_job, main
+    from factory_cli.config.dump import job_to_yaml
     from factory_cli.data.pipeline import load_prepared, prepare_data
+    from tests.unit.plan_helpers import Recorder
 
     corpus = corpus_with_a_bad_row(tmp_path)
     run_dir = tmp_path / "run"
     given = (f"model.name_or_path={tiny_llama_dir}", f"data.cache_dir={tmp_path / 'cache'}")
     given += (f"data.train=[{{path: {corpus}, format: text}}]", *SINGLE_RANK)
-    job = job_of("megatron_pt.yaml", "cuda", (*given, f"output.dir={run_dir}"))
+    epochs = ("train.max_steps=null", "train.epochs=1")
+    job = job_of("megatron_pt.yaml", "cuda", (*given, f"output.dir={run_dir}", *epochs))
     plan = get_backend("megatron").plan(job, "cuda")
-    config = plan.engine_config
-    (preprocess,) = [s for s in plan.steps if s.name == "preprocess"]
-    train_args = config["train_args"]
-    assert config["train_file"] is None and config["engine_tokenizer"] is None  # pt reads the model's own tokenizer
-    run_dir_for(job, plan, run_dir, tiny_llama_dir)
-
-    env = child_env({**preprocess.env, "PYTHONPATH": str(REPO)}, preprocess.files)
+    plan.base_dirs = [str(EXAMPLES)]
+    assert plan.engine_config["train_file"] is None and plan.engine_config["engine_tokenizer"] is None
+    run_dir.mkdir()
+    (run_dir / "job.yaml").write_text(job_to_yaml(job), encoding="utf-8")
+    (run_dir / "megatron_base" / "iter_0000001").mkdir(parents=True)  # converted already: no Bridge needed
+    for var in ("MEGATRON_LM_HOME", "MEGATRON_BRIDGE_HOME"):
+        (tmp_path / var).mkdir()
+        monkeypatch.setenv(var, str(tmp_path / var))
     output = tmp_path / "step.log"
-    with output.open("w", encoding="utf-8") as log:
-        code = subprocess.run(preprocess.argv, env=env, cwd=str(REPO), stdout=log, stderr=subprocess.STDOUT).returncode
+    launched: list[list[str]] = []
+
+    def data_step_for_real(argv: list[str], env: dict[str, str], cwd: str | None = None) -> int:
+        launched.append(list(argv))
+        if argv[1:3] != ["-m", "factory_cli.backends.megatron.indexed"]:
+            return 0  # the engine's steps
+        with output.open("w", encoding="utf-8") as log:
+            done = subprocess.run(argv, env={**env, "PYTHONPATH": str(REPO)}, cwd=cwd, stdout=log, stderr=log)
+        return done.returncode
+
+    monkeypatch.setattr(megatron_backend, "stack_problems", lambda *args, **kwargs: [])
+    monkeypatch.setattr(launching, "run_child", data_step_for_real)
+    result = get_backend("megatron").run(plan, Recorder())
     said = output.read_text(encoding="utf-8")
-    assert code == 0, said
+    assert result.ok, said
+    assert not (run_dir / "data" / "train.jsonl").exists()
+    config = json.loads((run_dir / "plan.json").read_text(encoding="utf-8"))["engine_config"]
+    train_args = config["train_args"]
+    (train,) = [argv for argv in launched if any(a.endswith("pretrain_gpt.py") for a in argv)]
+    assert train[-len(train_args) :] == train_args  # the train step ran with the plan made after preprocess
 
     # The shared preparation of the same job: its tokens, row for row, and its report, line for line.
     hf = AutoTokenizer.from_pretrained(str(tiny_llama_dir.resolve()))
@@ -148,6 +172,8 @@ def test_planned_pt_preprocess_is_read_back_by_gpt_dataset(tiny_llama_dir: Path,
     assert all(f"data: {line}" in said for line in lines)
     documents = [list(map(int, ids)) for ids in load_prepared({"train": str(shared.train_path)})[0]["input_ids"]]
 
+    # --train-iters: one epoch of the samples GPTDataset cuts, (tokens - 1) // seq_length, at global batch 1.
+    assert value_of(train_args, "--train-iters") == str((sum(map(len, documents)) - 1) // SEQ)
     data_path = value_of(train_args, "--data-path")
     tokenizer_dir = value_of(train_args, "--tokenizer-model")
     assert data_path == config["data_path"] and tokenizer_dir == config["hf_model"]
@@ -184,7 +210,10 @@ def test_planned_pt_preprocess_is_read_back_by_gpt_dataset(tiny_llama_dir: Path,
     plan2 = get_backend("megatron").plan(job2, "cuda")
     run_dir_for(job2, plan2, second, tiny_llama_dir)
     argv = value_after(plan2.steps, "factory_cli.backends.megatron.indexed")
+    capsys.readouterr()
     assert main(argv) == 0
+    again = " ".join(capsys.readouterr().out.split())
+    assert "tokenized rows reused from the cache" in again and "indexed data reused from the cache" in again
     assert Path(plan2.engine_config["data_path"] + ".bin").resolve() == entry
     assert entry.stat().st_mtime_ns == written
 
