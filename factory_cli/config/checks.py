@@ -23,6 +23,7 @@ from factory_cli.registry.models import Architecture, ModelSpec, architecture_of
 
 if TYPE_CHECKING:
     from factory_cli.data.formats import FormatSpec
+    from factory_cli.data.readers import FileScan
 
 ROWS_CHECKED = 5  # a bad row among the first of a file is an error: the format or column mapping is wrong
 ROWS_CONVERTED = 10_000  # rows of each file converted in check (~55 us each), the bad ones counted as a warning
@@ -345,6 +346,7 @@ class DataScan:
     issues: tuple[Issue, ...]
     train_rows: int | None
     eval_rows: int | None
+    files: tuple[FileScan, ...] = ()  # every local file read, with how much of it and how long it took
 
 
 def data_scan(job: JobBase, ctx: CheckContext) -> DataScan:
@@ -353,14 +355,15 @@ def data_scan(job: JobBase, ctx: CheckContext) -> DataScan:
     if cached is not None and cached[0] is job:
         return cached[1]
     issues: list[Issue] = []
-    scan = _scan_data(job, ctx)
+    files: list[FileScan] = []
+    scan = _scan_data(job, ctx, files)
     while True:
         try:
             issues.append(next(scan))
         except StopIteration as done:
             train_rows, eval_rows = done.value
             break
-    result = DataScan(tuple(issues), train_rows, eval_rows)
+    result = DataScan(tuple(issues), train_rows, eval_rows, tuple(files))
     ctx.scans[id(job)] = (job, result)
     return result
 
@@ -381,8 +384,10 @@ def check_data(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
         )
 
 
-def _scan_data(job: JobBase, ctx: CheckContext) -> Generator[Issue, None, tuple[int | None, int | None]]:
-    """check_data's reading: yields the issues, returns the (train, eval) row counts."""
+def _scan_data(
+    job: JobBase, ctx: CheckContext, files: list[FileScan]
+) -> Generator[Issue, None, tuple[int | None, int | None]]:
+    """check_data's reading: yields the issues, returns the (train, eval) row counts; each file read goes to `files`."""
     from factory_cli.data.sources import DatasetNotFound, find_local_path, resolve_dataset
 
     if job.data.packing and job.stage in ("dpo", "grpo"):
@@ -419,7 +424,7 @@ def _scan_data(job: JobBase, ctx: CheckContext) -> Generator[Issue, None, tuple[
                 )
                 counts[split] = None
                 continue
-            rows = yield from _check_local_dataset(job, path, resolved.file, resolved.format_spec, tokenizer)
+            rows = yield from _check_local_dataset(job, path, resolved.file, resolved.format_spec, tokenizer, files)
             if rows is not None and spec.max_samples is not None:
                 rows = min(rows, spec.max_samples)
             total = counts[split]
@@ -428,7 +433,7 @@ def _scan_data(job: JobBase, ctx: CheckContext) -> Generator[Issue, None, tuple[
 
 
 def _check_local_dataset(
-    job: JobBase, path: str, source: Path, format_spec: FormatSpec, tokenizer: Path | None
+    job: JobBase, path: str, source: Path, format_spec: FormatSpec, tokenizer: Path | None, files: list[FileScan]
 ) -> Generator[Issue, None, int | None]:
     """Scan every file of one local dataset; return its row count (None when a file is malformed, empty, or too
     large to count)."""
@@ -444,6 +449,7 @@ def _check_local_dataset(
     try:
         for file in list_data_files(source):
             scan = scan_file(file, ROWS_CONVERTED, FULL_CHECK_BYTES, pairs)
+            files.append(scan)
             total = total + scan.rows if total is not None and scan.rows_counted else None
             scanned, marked, kept = scanned + scan.rows, marked + scan.marked, kept + len(scan.first)
             if scan.first_marked is not None and not first_pair:
