@@ -10,6 +10,9 @@ nothing to train on (no accepted answer, no pair) is reported as skipped, never 
 
     python -m bench.chain [--quick] [--workdir runs/chain]     (make chain)
 
+On a CPU that other jobs share, pin it to one core (`taskset -c 1 make chain`): torch starts a thread per core, and
+threads that wait on each other's busy cores made generation and evaluation several times slower.
+
 Writes <workdir>/jobs/*.yaml (the jobs as a user would write them), <workdir>/chain.md (the table) and
 bench/results/chain.json (or chain_quick.json).
 """
@@ -35,8 +38,8 @@ Say = Callable[[str], None]
 
 @dataclass(frozen=True)
 class ChainSettings:
-    """How long each link runs. FULL is `make chain`, sized for a shared 2-core CPU (a GPU affords far more);
-    QUICK the e2e test's fewer steps."""
+    """How long each link runs. FULL is `make chain`, sized for a shared 2-core CPU (about 25 min pinned to one core,
+    bench/results/chain.json; a GPU affords far more); QUICK the e2e test's fewer steps."""
 
     sft_steps: int = 8
     max_length: int = 256
