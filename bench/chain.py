@@ -38,7 +38,7 @@ Say = Callable[[str], None]
 
 @dataclass(frozen=True)
 class ChainSettings:
-    """How long each link runs. FULL is `make chain`, sized for a shared 2-core CPU (about 25 min pinned to one core,
+    """How long each link runs. FULL is `make chain`, sized for a shared 2-core CPU (about 21 min pinned to one core,
     bench/results/chain.json; a GPU affords far more); QUICK the e2e test's fewer steps."""
 
     sft_steps: int = 8
