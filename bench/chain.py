@@ -10,6 +10,9 @@ nothing to train on (no accepted answer, no pair) is reported as skipped, never 
 
     python -m bench.chain [--quick] [--workdir runs/chain]     (make chain)
 
+On a CPU that other jobs share, pin it to one core (`taskset -c 1 make chain`): torch starts a thread per core, and
+threads that wait on each other's busy cores made generation and evaluation several times slower.
+
 Writes <workdir>/jobs/*.yaml (the jobs as a user would write them), <workdir>/chain.md (the table) and
 bench/results/chain.json (or chain_quick.json).
 """
@@ -35,8 +38,8 @@ Say = Callable[[str], None]
 
 @dataclass(frozen=True)
 class ChainSettings:
-    """How long each link runs. FULL is `make chain`, sized for a shared 2-core CPU (a GPU affords far more);
-    QUICK the e2e test's fewer steps."""
+    """How long each link runs. FULL is `make chain`, sized for a shared 2-core CPU (about 21 min pinned to one core,
+    bench/results/chain.json; a GPU affords far more); QUICK the e2e test's fewer steps."""
 
     sft_steps: int = 8
     max_length: int = 256
@@ -45,7 +48,7 @@ class ChainSettings:
     grpo_steps: int = 3
     grpo_generations: int = 4
     grpo_completion_tokens: int = 96
-    sample_prompts: int = 8
+    sample_prompts: int = 24  # ~3 % of the answers are right at 135M: 8 prompts x 8 answers gave no row at all
     sample_n: int = 8
     sample_tokens: int = 128  # a worded problem's working and answer; at 64 tokens most answers are cut off
     sample_temperature: float = 0.7
@@ -54,7 +57,7 @@ class ChainSettings:
     rft_steps: int = 4
     dpo_steps: int = 4
     quant: str = "int8"
-    eval_limit: int = 10
+    eval_limit: int = 20
     eval_tokens: int = 64
     warmup_ratio: float | None = None  # None: the stage's default; a link of one or two steps needs 0 to learn at all
     device: str = "auto"

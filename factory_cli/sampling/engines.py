@@ -69,6 +69,21 @@ def _load_error(reference: str, exc: Exception) -> UsageError:
     return UsageError(f"cannot load model `{reference}`: {exc}", "give a run dir, model/adapter dir or registry name")
 
 
+# Plain temperature sampling over the whole vocabulary, as vLLM's SamplingParams and TRL's GRPO generation sample:
+# neither transformers' own default (top_k 50) nor a model's generation_config.json (top_k, top_p, a repetition
+# penalty) narrows what the transformers engine samples from.
+PLAIN_SAMPLING: dict[str, Any] = {
+    "top_k": 0,
+    "top_p": 1.0,
+    "min_p": None,
+    "typical_p": 1.0,
+    "epsilon_cutoff": 0.0,
+    "eta_cutoff": 0.0,
+    "repetition_penalty": 1.0,
+    "no_repeat_ngram_size": 0,
+}
+
+
 class TransformersEngine:
     """transformers `generate` on the model loaded by factory_cli/inference/load.py (an adapter merged)."""
 
@@ -89,6 +104,9 @@ class TransformersEngine:
         except OSError as exc:
             raise _load_error(request.model, exc) from None
         self.template = chat_template_for(self.loaded)
+        defaults = self.loaded.model.generation_config  # what `generate` falls back on for what it is not given
+        for key, value in PLAIN_SAMPLING.items():
+            setattr(defaults, key, value)
 
     def generate(self, prompts: Sequence[Prompt], sampling: Sampling, batch: int) -> list[list[str]]:
         import torch

@@ -3,9 +3,9 @@ GRPO -> factory sample -> SFT on the sampled answers -> DPO on the pairs -> fact
 stage evaluated on the same tasks. One chain for the module; each test checks one link of it.
 
 The quick settings accept every answer (min_score 0) so that the RFT and DPO links always have rows to train on;
-`make chain` accepts only right answers. Timed on the shared 2-core box with one torch thread: 8 min at a load
-average of 5 from other jobs, 25 min at 8 — over the ~4 min aimed at, and mostly fixed per-link costs (model loads,
-data preparation, the check every export makes), which fewer steps do not shrink.
+`make chain` accepts only right answers. Timed on the shared 2-core box pinned to one core (taskset -c 1): 82-138 s
+at a load average of about 4 from other jobs; unpinned, torch's two threads fought the other jobs for both cores and
+the same test took 8 min at a load of 5, 25 min at 8.
 """
 
 from __future__ import annotations

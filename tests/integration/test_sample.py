@@ -156,6 +156,73 @@ def test_a_killed_run_continues_without_duplicating_rows(
     assert summary.generated_now == 4 * (12 - summary.resumed_batches)
 
 
+def test_transformers_generates_a_batch_of_prompts_times_n_in_one_left_padded_call(
+    tiny_llama_dir: Path, reward_file: Path, tmp_path: Path
+) -> None:
+    from factory_cli.sampling.engines import Sampling, TransformersEngine
+    from factory_cli.sampling.prompts import read_prompts
+
+    request = _request(tiny_llama_dir, tmp_path / "rows.jsonl", f"{reward_file}:words")
+    prompts = read_prompts(request.datasets, 3).prompts
+    engine = TransformersEngine(request)
+    calls: list[dict[str, Any]] = []
+    original = engine.loaded.model.generate
+
+    def recording(**kwargs: Any) -> Any:
+        calls.append(kwargs)
+        return original(**kwargs)
+
+    engine.loaded.model.generate = recording
+    widths: list[int] = []  # tokens each forward pass reads
+    hook = engine.loaded.model.register_forward_pre_hook(
+        lambda _module, _args, kwargs: widths.append(kwargs["input_ids"].shape[1]), with_kwargs=True
+    )
+    try:
+        answers = engine.generate(prompts, Sampling(n=4, temperature=1.0, max_new_tokens=6, seed=1), batch=0)
+    finally:
+        hook.remove()
+    assert [len(group) for group in answers] == [4, 4, 4]
+    (call,) = calls  # the 3 prompts x 4 answers in one generate call
+    mask = call["attention_mask"]
+    assert call["input_ids"].shape[0] == 12
+    assert widths[0] == mask.shape[1] and set(widths[1:]) == {1}  # the KV cache: each new token reads only itself
+    lengths = mask.sum(dim=1).tolist()
+    assert len(set(lengths)) > 1 and lengths[0:4] == [lengths[0]] * 4  # each prompt's copies side by side
+    for row, length in zip(mask.tolist(), lengths, strict=True):  # padded on the left: the prompts end together
+        assert row == [0] * (len(row) - length) + [1] * length
+
+
+def test_transformers_samples_the_whole_vocabulary_as_vllm_does(
+    tiny_llama_dir: Path, reward_file: Path, tmp_path: Path
+) -> None:
+    """A model whose generation_config.json narrows sampling to its 5 likeliest tokens: `factory sample` samples at
+    the temperature it is given from every token, as the vLLM engine does (transformers' own top_k 50 is off too)."""
+    import shutil
+
+    import torch
+
+    from factory_cli.inference.render import encode_prompt
+    from factory_cli.sampling.engines import Sampling, TransformersEngine
+    from factory_cli.sampling.prompts import read_prompts
+
+    model_dir = tmp_path / "narrow"
+    shutil.copytree(tiny_llama_dir, model_dir)
+    config = json.loads((model_dir / "generation_config.json").read_text())
+    (model_dir / "generation_config.json").write_text(json.dumps({**config, "top_k": 5, "repetition_penalty": 1.5}))
+    engine = TransformersEngine(_request(model_dir, tmp_path / "rows.jsonl", f"{reward_file}:words"))
+    (prompt,) = read_prompts((DatasetSpec(path="demo-grpo-math"),), 1).prompts
+    ids = encode_prompt(engine.loaded.tokenizer, prompt.messages, engine.template)
+    with torch.no_grad():
+        likeliest = set(engine.loaded.model(torch.tensor([ids])).logits[0, -1].topk(5).indices.tolist())
+    outputs: list[Any] = []
+    original = engine.loaded.model.generate
+    engine.loaded.model.generate = lambda **kwargs: outputs.append(original(**kwargs)) or outputs[-1]
+    engine.generate([prompt], Sampling(n=12, temperature=1.0, max_new_tokens=1, seed=3), batch=0)
+    first_tokens = outputs[0][:, len(ids)].tolist()
+    # the tiny random model's next token is close to uniform over ~49k ids: hardly any draw lands in its top 5
+    assert sum(token not in likeliest for token in first_tokens) > 6, first_tokens
+
+
 # ------------------------------------------------------------------------------------------------ vLLM
 
 
