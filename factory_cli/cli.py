@@ -226,6 +226,9 @@ def sample(
     k: int | None = typer.Option(None, "--k", help="answers kept per prompt with --keep top-k [2]"),
     min_score: float | None = typer.Option(None, help="an answer is accepted at or above this total reward [1.0]"),
     pairs: bool = typer.Option(False, "--pairs", help="write DPO pairs (best accepted vs worst) instead of SFT rows"),
+    pairs_output: Path | None = typer.Option(
+        None, "--pairs-output", help="also write DPO pairs here, from the same answers as -o's SFT rows (.jsonl)"
+    ),
     limit: int | None = typer.Option(None, help="prompts read (default: all)"),
     batch_size: int | None = typer.Option(None, help="prompts per generation batch [8]"),
     seed: int | None = typer.Option(None, help="the same seed gives the same rows [42]"),
@@ -254,6 +257,7 @@ def sample(
         "k": k,
         "min_score": min_score,
         "pairs": pairs or None,
+        "pairs_output": pairs_output,
         "limit": limit,
         "batch_size": batch_size,
         "seed": seed,
@@ -297,6 +301,7 @@ def sample(
             k=2 if k is None else k,
             min_score=1.0 if min_score is None else min_score,
             pairs=pairs,
+            pairs_output=pairs_output,
             limit=limit,
             batch_size=8 if batch_size is None else batch_size,
             seed=42 if seed is None else seed,

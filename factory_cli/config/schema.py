@@ -500,6 +500,9 @@ class SampleSection(Section):
     k: int = Field(2, ge=1, description="answers kept per prompt with keep: top-k")
     min_score: float = Field(1.0, description="an answer is accepted at or above this total reward")
     pairs: bool = Field(False, description="write DPO pairs (best accepted vs worst) instead of SFT rows")
+    pairs_output: str | None = Field(
+        None, min_length=1, description="also write DPO pairs here, from the same answers as output's SFT rows"
+    )
     limit: int | None = Field(None, ge=1, description="prompts read (default: all)")
     batch_size: int = Field(8, ge=1, description="prompts per generation batch, each with its n answers")
     seed: int = Field(42, ge=0, le=SEED_MAX, description="sampling seed: the same seed gives the same rows")

@@ -52,6 +52,7 @@ def request_from_job(
         k=section.k,
         min_score=section.min_score,
         pairs=section.pairs,
+        pairs_output=Path(section.pairs_output) if section.pairs_output is not None else None,
         limit=section.limit,
         batch_size=section.batch_size,
         seed=section.seed,

@@ -3,12 +3,12 @@
 Rows are the canonical rows `factory train` reads (factory_cli/data/formats.py): SFT `{"messages"}` and DPO
 `{"prompt", "chosen", "rejected"}`, plus `prompt_id`, `score` and `model`, which training ignores.
 
-Resuming: the rows of one generation batch are appended to the output and flushed, then one line naming the batch
-and the output's size after it is appended to `progress.jsonl` in the run's state folder (`.<output name>.sample/`
-beside the output: a dotted folder, which a dataset folder listing skips). A run that continues cuts the output back
-to the size the last complete progress line names (rows written after it, or a line cut short by a kill, go), and
-starts at the next batch. The first progress line holds the request's fingerprint: a different request is refused
-once a batch was written.
+Resuming: the rows of one generation batch are appended to the output (and its pairs to the pairs output, when
+there is one) and flushed, then one line naming the batch and each output's size after it is appended to
+`progress.jsonl` in the run's state folder (`.<output name>.sample/` beside the output: a dotted folder, which a
+dataset folder listing skips). A run that continues cuts the outputs back to the sizes the last complete progress
+line names (rows written after it, or a line cut short by a kill, go), and starts at the next batch. The first
+progress line holds the request's fingerprint: a different request is refused once a batch was written.
 """
 
 from __future__ import annotations
@@ -80,8 +80,9 @@ def _progress_lines(path: Path) -> list[dict[str, Any]]:
 class RowWriter:
     """Appends the rows of each batch to the output and records the batch as done."""
 
-    def __init__(self, output: Path, fingerprint: dict[str, Any], force: bool) -> None:
+    def __init__(self, output: Path, fingerprint: dict[str, Any], force: bool, pairs: Path | None = None) -> None:
         self.output = output
+        self.pairs = pairs  # a second output (DPO pairs beside the SFT rows), cut back and resumed with the first
         self.state = state_dir(output)
         self.progress = self.state / PROGRESS_FILE
         self.fingerprint = fingerprint
@@ -94,8 +95,10 @@ class RowWriter:
     def open(self) -> Resumed:
         """Start, or continue what a stopped run of the same request wrote; UsageError for an output that is not
         this request's."""
+        outputs = [(self.output, "end")] + ([(self.pairs, "pairs_end")] if self.pairs is not None else [])
         if self.force:
-            self.output.unlink(missing_ok=True)
+            for path, _ in outputs:
+                path.unlink(missing_ok=True)
             self.progress.unlink(missing_ok=True)
             self.summary_file.unlink(missing_ok=True)
         lines = _progress_lines(self.progress) if self.progress.is_file() else []
@@ -106,34 +109,46 @@ class RowWriter:
                 f"{self.output} was written by a different `factory sample` request ({self.progress})",
                 "pass --force to start over, write to another -o path, or repeat the earlier options to continue",
             )
-        if not lines and self.output.exists() and self.output.stat().st_size > 0:
-            raise UsageError(
-                f"{self.output} exists and was not written by `factory sample`",
-                "pass --force to replace it, or choose another -o path",
-            )
+        for path, _ in outputs:
+            if not lines and path.exists() and path.stat().st_size > 0:
+                raise UsageError(
+                    f"{path} exists and was not written by `factory sample`",
+                    "pass --force to replace it, or choose another output path",
+                )
         self.state.mkdir(parents=True, exist_ok=True)
         if not lines:
-            self.output.parent.mkdir(parents=True, exist_ok=True)
-            self.output.write_bytes(b"")
+            for path, _ in outputs:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(b"")
             self._rewrite_progress([{"fingerprint": self.fingerprint}])
             return Resumed()
         done = lines[1:]
-        end = done[-1]["end"] if done else 0
-        if not self.output.exists() or self.output.stat().st_size < end:
-            raise UsageError(
-                f"{self.output} is shorter than its progress record says ({end} bytes): it was changed since",
-                "pass --force to start over",
-            )
-        with open(self.output, "r+b") as handle:  # rows written after the last recorded batch go
-            handle.truncate(end)
+        for path, key in outputs:
+            end = done[-1][key] if done else 0
+            if not path.exists() or path.stat().st_size < end:
+                raise UsageError(
+                    f"{path} is shorter than its progress record says ({end} bytes): it was changed since",
+                    "pass --force to start over",
+                )
+            with open(path, "r+b") as handle:  # rows written after the last recorded batch go
+                handle.truncate(end)
         self._rewrite_progress(lines)  # and so does a progress line a kill cut short
         return Resumed(batches=len(done), groups=[g for line in done for g in line["groups"]])
 
-    def write_batch(self, batch: int, rows: Iterable[dict[str, Any]], groups: list[dict[str, Any]]) -> None:
-        """The batch's rows, then its progress line (the order that makes a kill at any point safe)."""
+    def write_batch(
+        self,
+        batch: int,
+        rows: Iterable[dict[str, Any]],
+        groups: list[dict[str, Any]],
+        pair_rows: Iterable[dict[str, Any]] = (),
+    ) -> None:
+        """The batch's rows (and pairs), then its progress line (the order that makes a kill at any point safe)."""
         self._append(self.output, rows)
-        end = self.output.stat().st_size
-        self._append(self.progress, [{"batch": batch, "end": end, "groups": groups}])
+        line: dict[str, Any] = {"batch": batch, "end": self.output.stat().st_size}
+        if self.pairs is not None:
+            self._append(self.pairs, pair_rows)
+            line["pairs_end"] = self.pairs.stat().st_size
+        self._append(self.progress, [{**line, "groups": groups}])
 
     def _rewrite_progress(self, lines: list[dict[str, Any]]) -> None:
         from factory_cli.runs import write_text_atomic

@@ -34,8 +34,11 @@ def print_summary(summary: SampleSummary) -> None:
         ),
         ("wall time", f"{summary.seconds:.1f}s"),
     ]
-    if summary.rows_kind == "dpo":
-        rows.insert(8, ("prompts without a pair", str(summary.groups_without_pair)))
+    after_rows = [label for label, _ in rows].index("rows written") + 1
+    if summary.pairs_output is not None:
+        rows.insert(after_rows, ("pairs written", f"{summary.pair_rows} to {summary.pairs_output} (DPO pairs)"))
+    if summary.rows_kind == "dpo" or summary.pairs_output is not None:
+        rows.insert(after_rows, ("prompts without a pair", str(summary.groups_without_pair)))
     if summary.resumed_batches:
         rows.append(("continued", f"after {summary.resumed_batches} batches a stopped run had written"))
     print_table(f"sampled {summary.output}", ["", ""], rows)

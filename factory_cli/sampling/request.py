@@ -32,6 +32,7 @@ class SampleRequest:
     k: int = 2  # top-k: the most answers kept per prompt
     min_score: float = 1.0  # an answer is accepted at or above this total reward (1.0: correct under a 0/1 reward)
     pairs: bool = False  # write DPO preference rows (best accepted vs worst) instead of SFT rows
+    pairs_output: Path | None = None  # also write those DPO rows here, from the same answers as output's SFT rows
     limit: int | None = None  # prompts read (default: all)
     batch_size: int = 8  # prompts per generation batch, each with its n answers
     seed: int = 42
@@ -55,6 +56,7 @@ class SampleRequest:
             "k": self.k,
             "min_score": self.min_score,
             "pairs": self.pairs,
+            "pairs_output": str(self.pairs_output) if self.pairs_output is not None else None,
             "limit": self.limit,
             "batch_size": self.batch_size,
             "seed": self.seed,
@@ -106,8 +108,14 @@ def validate_request(request: SampleRequest) -> None:
     for ok, message, hint in checks:
         if not ok:
             raise UsageError(message, hint)
-    if request.pairs and request.n < 2:
-        raise UsageError("--pairs needs at least 2 answers per prompt to compare", "e.g. --n 8")
+    if request.pairs and request.pairs_output is not None:
+        raise UsageError(
+            "--pairs writes the pairs to -o; --pairs-output writes them beside the SFT rows of -o",
+            "give one: --pairs-output for both kinds of rows from one generation",
+        )
+    if (request.pairs or request.pairs_output is not None) and request.n < 2:
+        option = "--pairs" if request.pairs else "--pairs-output"
+        raise UsageError(f"{option} needs at least 2 answers per prompt to compare", "e.g. --n 8")
     if request.temperature == 0 and request.n > 1:
         raise UsageError(
             f"--temperature 0 is greedy: the {request.n} answers of a prompt would all be the same",
@@ -117,3 +125,9 @@ def validate_request(request: SampleRequest) -> None:
         raise UsageError(f"-o {request.output}: the rows are written as JSON lines", "name the output *.jsonl")
     if request.output.is_dir():
         raise UsageError(f"-o {request.output} is a directory", "give a file path such as data/rft.jsonl")
+    if request.pairs_output is not None:
+        pairs = request.pairs_output
+        if pairs.suffix != ".jsonl" or pairs.is_dir():
+            raise UsageError(f"--pairs-output {pairs}: the pairs are written as JSON lines", "e.g. data/pairs.jsonl")
+        if pairs.resolve() == request.output.resolve():
+            raise UsageError(f"--pairs-output is -o ({pairs})", "give the pairs a file of their own")

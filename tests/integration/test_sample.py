@@ -120,6 +120,29 @@ def test_a_seed_gives_the_same_rows(sampled: Path, tiny_llama_dir: Path, reward_
     assert again.samples == other.samples == 24
 
 
+def test_one_generation_writes_the_sft_rows_and_the_pairs(
+    sampled: Path, tiny_llama_dir: Path, reward_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--pairs-output: the rows of the SFT run and of the --pairs run, byte for byte, from one generation."""
+    from typer.testing import CliRunner
+
+    from factory_cli.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    args = ["sample", "-m", str(tiny_llama_dir), "--data", "demo-grpo-math", "--rewards", f"{reward_file}:words"]
+    args += ["-o", "rft.jsonl", "--pairs-output", "pairs.jsonl", "--n", "4", "--max-new-tokens", "12"]
+    args += ["--keep", "all", "--min-score", "0.5", "--limit", "6", "--batch-size", "2", "--device", "cpu"]
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "rft.jsonl").read_bytes() == (sampled / "rft.jsonl").read_bytes()
+    assert (tmp_path / "pairs.jsonl").read_bytes() == (sampled / "pairs.jsonl").read_bytes()
+    summary = _summary(tmp_path / "rft.jsonl")
+    assert summary["generated_now"] == 24  # 6 prompts x 4 answers, once
+    assert summary["pair_rows"] == len(_rows(sampled / "pairs.jsonl")) > 0
+    assert summary["groups_without_pair"] == _summary(sampled / "pairs.jsonl")["groups_without_pair"]
+    assert f"{summary['pair_rows']} to pairs.jsonl (DPO pairs)" in result.output
+
+
 def _progress_batches(output: Path) -> int:
     path = output.parent / f".{output.name}.sample" / "progress.jsonl"
     return max(0, len(path.read_text().splitlines()) - 1) if path.is_file() else 0

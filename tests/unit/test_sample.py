@@ -77,6 +77,9 @@ def test_pair_is_best_accepted_against_the_worst_lower_answer() -> None:
         ({"n": 0}, "--n must be at least 1"),
         ({"temperature": 0.0}, "--temperature 0 is greedy"),
         ({"pairs": True, "n": 1, "temperature": 1.0}, "--pairs needs at least 2 answers"),
+        ({"pairs_output": Path("p.jsonl"), "n": 1, "temperature": 1.0}, "--pairs-output needs at least 2 answers"),
+        ({"pairs_output": Path("p.jsonl"), "pairs": True}, "--pairs writes the pairs to -o; --pairs-output"),
+        ({"pairs_output": Path("pairs.json")}, "--pairs-output pairs.json: the pairs are written as JSON lines"),
         ({"keep": "most"}, "unknown --keep `most`"),
         ({"k": 0}, "--k must be at least 1"),
         ({"batch_size": 0}, "--batch-size must be at least 1"),
@@ -105,7 +108,15 @@ def test_rewards_option_takes_builtins_and_files() -> None:
 def test_fingerprint_covers_what_decides_the_rows(tmp_path: Path) -> None:
     one = _request(tmp_path).fingerprint()
     assert one == _request(tmp_path, device="cpu", force=True).fingerprint()  # where it runs does not decide rows
-    for change in ({"seed": 1}, {"n": 4}, {"keep": "all"}, {"min_score": 0.5}, {"pairs": True}, {"limit": 3}):
+    for change in (
+        {"seed": 1},
+        {"n": 4},
+        {"keep": "all"},
+        {"min_score": 0.5},
+        {"pairs": True},
+        {"limit": 3},
+        {"pairs_output": Path("p.jsonl")},
+    ):
         assert _request(tmp_path, **change).fingerprint() != one, change
 
 
@@ -153,6 +164,33 @@ def test_a_killed_run_continues_after_its_last_recorded_batch(tmp_path: Path) ->
     assert len(_lines(writer.progress)) == 3  # the fingerprint and two batches; the cut line is gone
     RowWriter(output, fingerprint, force=False).write_batch(2, [{"messages": 3}], [{"prompt_id": "p2"}])
     assert [r["messages"] for r in _lines(output)] == [0, 1, 2, 3]
+
+
+def test_pairs_beside_the_sft_rows_are_cut_back_with_them(tmp_path: Path) -> None:
+    """--pairs-output: a kill after a batch's SFT rows and pairs were written, before its progress line, takes both
+    back to the last recorded batch."""
+    output, pairs = tmp_path / "rft.jsonl", tmp_path / "pairs.jsonl"
+    writer = RowWriter(output, {"seed": 1}, force=False, pairs=pairs)
+    assert writer.open().batches == 0 and pairs.read_bytes() == b""
+    writer.write_batch(0, [{"messages": 0}], [{"prompt_id": "p0"}], [{"chosen": 0}])
+    writer.write_batch(1, [{"messages": 1}], [{"prompt_id": "p1"}], [])  # a batch that gave no pair
+    line = _lines(writer.progress)[-1]
+    assert (line["end"], line["pairs_end"]) == (output.stat().st_size, pairs.stat().st_size)
+    with open(output, "a") as handle:
+        handle.write('{"messages": 2}\n')
+    with open(pairs, "a") as handle:
+        handle.write('{"chosen": 2}\n{"cho')
+    resumed = RowWriter(output, {"seed": 1}, force=False, pairs=pairs).open()
+    assert resumed.batches == 2
+    assert _lines(output) == [{"messages": 0}, {"messages": 1}] and _lines(pairs) == [{"chosen": 0}]
+
+
+def test_a_pairs_output_not_written_by_sample_is_never_overwritten(tmp_path: Path) -> None:
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text('{"mine": 1}\n')
+    with pytest.raises(UsageError, match=r"pairs\.jsonl exists and was not written by `factory sample`"):
+        RowWriter(tmp_path / "rft.jsonl", {}, force=False, pairs=pairs).open()
+    assert pairs.read_text() == '{"mine": 1}\n'
 
 
 def test_an_output_of_another_request_is_refused_unless_forced(tmp_path: Path) -> None:
@@ -320,6 +358,9 @@ def test_a_job_section_defaults_to_the_run_its_data_and_its_rewards(tmp_path: Pa
     assert [d.path for d in request.datasets] == ["demo-grpo-math"]
     assert [(r.name, r.weight) for r in request.rewards] == [("math_answer", 1.0), ("length", 0.1)]
     assert (request.n, request.keep, request.k, request.seed, request.device) == (4, "top-k", 3, 7, "cpu")
+    assert request.pairs_output is None
+    request = request_from_job(job, ["sample.pairs_output=data/pairs.jsonl"], None, "auto", force=False)
+    assert request.pairs_output == Path("data/pairs.jsonl") and not request.pairs
 
 
 def test_a_job_without_a_sample_section_or_with_options_is_one_message(tmp_path: Path) -> None:
