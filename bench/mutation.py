@@ -48,6 +48,7 @@ MODULES: dict[str, tuple[str, ...]] = {
         U + "test_validate.py",
         U + "test_error_corpus.py",
         U + "test_bad_input_corpus.py",
+        U + "test_config_checks_edges.py",
     ),
     "factory_cli/backends/deepspeed/checks.py": (U + "test_error_corpus.py", U + "test_backend_checks_edges.py"),
     "factory_cli/backends/megatron/checks.py": (
@@ -76,10 +77,10 @@ MODULES: dict[str, tuple[str, ...]] = {
         U + "test_golden.py",
     ),
     "factory_cli/backends/verl/plan.py": (U + "test_verl_plan.py", U + "test_golden.py", U + "test_verl_plan_edges.py"),
-    "factory_cli/runs.py": (U + "test_run_dir.py",),
+    "factory_cli/runs.py": (U + "test_run_dir.py", U + "test_runs_edges.py"),
     "factory_cli/rewards": (U + "test_bad_input_corpus.py", U + "test_rewards_edges.py"),
-    "factory_cli/data/masking.py": (U + "test_masking.py", U + "test_chat_templates.py"),
-    "factory_cli/data/formats.py": (U + "test_formats.py", U + "test_readers.py"),
+    "factory_cli/data/masking.py": (U + "test_masking.py", U + "test_chat_templates.py", U + "test_masking_edges.py"),
+    "factory_cli/data/formats.py": (U + "test_formats.py", U + "test_readers.py", U + "test_formats_edges.py"),
     "factory_cli/export/verify.py": (U + "test_inference.py", U + "test_export_verify_edges.py"),
 }
 
