@@ -443,7 +443,8 @@ def test_a_held_lock_names_its_owner_as_recorded(tmp_path: Path) -> None:
             (b"", "owner unknown"),
             (b"[1]", "owner unknown"),
             (b"\xff\xfe{", "owner unknown"),
-            (b'{"pid": 6, "x": "' + b"a" * 4096 + b'"}', "owner unknown"),  # more than the 4 KiB read
+            (b'{"pid": 6, "x": "' + b"a" * 4078 + b'"}', "owner unknown"),  # 4097 bytes: one more than is read
+            (b'{"pid": 5, "host": "h\xff"}', "pid 5 on h\ufffd, started ?"),  # a broken byte is replaced
         ):
             os.ftruncate(fd, 0)
             os.pwrite(fd, content, 0)
@@ -549,6 +550,15 @@ def test_a_full_disk_is_recognised_through_causes_contexts_and_quotas(
 
     monkeypatch.setattr(shutil, "disk_usage", unknown)
     assert not is_disk_full(torch_save, tmp_path)
+    asked: list[Path] = []
+
+    def usage(path: Path) -> Any:
+        asked.append(Path(path))
+        return shutil._ntuple_diskusage(10**9, 10**9, 1024)  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(shutil, "disk_usage", usage)
+    assert is_disk_full(torch_save, tmp_path / "run" / "checkpoints" / "checkpoint-6")
+    assert asked == [tmp_path]  # the nearest folder that exists, not one above it
 
 
 def test_the_full_disk_message_names_what_was_being_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
