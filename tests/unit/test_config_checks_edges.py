@@ -4,6 +4,8 @@ counts and warnings, the output folder and the reporters."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -444,3 +446,516 @@ ISSUES: list[tuple[str, str, dict[str, Any], Expected]] = [
 def test_each_issue_in_full(check: str, job: dict[str, Any], expected: Expected) -> None:
     found = list(getattr(checks, check)(make_job(**job), CheckContext()))
     assert [(i.path, i.message, i.hint, i.severity) for i in found] == expected
+
+
+# ----------------------------------------------------------------------------------------------------- data
+
+
+def _jobs_over_files(tmp: Path) -> dict[str, dict[str, Any]]:
+    """make_job arguments of jobs whose data are small files written into `tmp`."""
+
+    def jl(name: str, rows: list[dict[str, Any]], raw: str | None = None) -> str:
+        path = tmp / name
+        path.write_text(raw if raw is not None else "".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        return str(path)
+
+    good = [{"instruction": f"q{i}", "output": f"a{i}"} for i in range(10)]
+    pair = {"instruction": "q", "chosen": "a", "rejected": "b"}
+    return {
+        "empty": {"data": {"train": [jl("empty.jsonl", [])]}},
+        "bad first": {
+            "data": {"train": [{"path": jl("bad.jsonl", [{"instruction": "q"}, *good]), "format": "alpaca"}]}
+        },
+        "bad later": {"data": {"train": [jl("later.jsonl", [*good[:6], {"instruction": "q"}, *good[6:]])]}},
+        "bad later x2": {
+            "data": {
+                "train": [jl("later2.jsonl", [*good[:6], {"instruction": "q"}, {"instruction": "r", "output": " "}])]
+            }
+        },
+        "pairs mixed": {"data": {"train": [jl("mixed.jsonl", [*good[:3], pair, pair])]}},
+        "all pairs": {"data": {"train": [jl("pairs.jsonl", [pair] * 3)]}},
+        "all pairs declared": {"data": {"train": [{"path": jl("pairs2.jsonl", [pair] * 3), "format": "preference"}]}},
+        "micro too big": {"data": {"train": [jl("small.jsonl", good[:3])]}, "train": {"micro_batch_size": 4}},
+        "max samples": {
+            "data": {"train": [{"path": jl("ten.jsonl", good), "max_samples": 2}]},
+            "train": {"micro_batch_size": 4},
+        },
+        "malformed": {
+            "data": {"train": [jl("broken.jsonl", [], raw='{"instruction": "q", "output": "a"}\n{"instr\n')]}
+        },
+        "packing dpo": {"stage": "dpo", "data": {"train": ["demo-dpo"], "packing": True}},
+        "dataset dir missing": {"data": {"train": ["x"], "dataset_dir": str(tmp / "nope")}},
+        "missing file": {"data": {"train": [str(tmp / "nope.jsonl")]}},
+    }
+
+
+# (case, (training rows, eval rows) counted, the issues of check_data with the folder written as TMP)
+DATA: list[tuple[str, tuple[int | None, int | None], Expected]] = [
+    (
+        "empty",
+        (None, 0),
+        [("data.train[0]", "empty.jsonl holds no rows", "an empty dataset trains nothing: add rows", "error")],
+    ),
+    (
+        "bad first",
+        (None, 0),
+        [
+            (
+                "data.train[0]",
+                "row 1 of bad.jsonl: field `output`: alpaca row has no `output` column (keys: instruction); map the "
+                "response column with columns.response",
+                "format `alpaca`; stage sft expects alpaca {instruction, input, output}, sharegpt {conversations}, "
+                "or {messages} (or map columns with columns: {...})",
+                "error",
+            )
+        ],
+    ),
+    (
+        "bad later",
+        (11, 0),
+        [
+            (
+                "data.train[0]",
+                "1 of its 11 rows would be dropped at train time (first: row 7 of later.jsonl: field `output`: "
+                "alpaca row has no `output` column (keys: instruction); map the response column with "
+                "columns.response)",
+                "fix or remove them; training counts and skips them",
+                "warning",
+            )
+        ],
+    ),
+    (
+        "bad later x2",
+        (8, 0),
+        [
+            (
+                "data.train[0]",
+                "2 of its 8 rows would be dropped at train time (first: row 7 of later2.jsonl: field `output`: "
+                "alpaca row has no `output` column (keys: instruction); map the response column with "
+                "columns.response)",
+                "fix or remove them; training counts and skips them",
+                "warning",
+            )
+        ],
+    ),
+    (
+        "pairs mixed",
+        (None, 0),
+        [
+            (
+                "data.train[0]",
+                "2 of the 5 rows read are preference pairs (chosen/rejected; the first: row 4 of mixed.jsonl) mixed "
+                "in with sft rows: stage sft would train on their chosen answers and ignore the rejected ones",
+                "remove them (a dpo job trains on pairs); to train sft on the chosen answers of preference data on "
+                "purpose, give those rows as a dataset of their own with format: preference",
+                "error",
+            )
+        ],
+    ),
+    (
+        "all pairs",
+        (3, 0),
+        [
+            (
+                "data.train[0]",
+                "every row is a preference pair (chosen/rejected): stage sft trains on the chosen answers only",
+                "set format: preference on this dataset to say that is meant, or use stage: dpo to learn from the "
+                "pairs",
+                "warning",
+            )
+        ],
+    ),
+    (
+        "all pairs declared",
+        (None, 0),
+        [
+            (
+                "data.train[0]",
+                "row 1 of pairs2.jsonl: field `chosen`: `chosen` must be a list of messages, got str",
+                "format `preference`; stage sft expects alpaca {instruction, input, output}, sharegpt "
+                "{conversations}, or {messages} (or map columns with columns: {...})",
+                "error",
+            )
+        ],
+    ),
+    (
+        "micro too big",
+        (3, 0),
+        [
+            (
+                "train.micro_batch_size",
+                "micro 4 x data-parallel 1 = 4 samples per forward pass, but the training data has 3 rows: every "
+                "step holds all of them",
+                "set train.micro_batch_size: 3 or less",
+                "warning",
+            )
+        ],
+    ),
+    (
+        "max samples",
+        (2, 0),
+        [
+            (
+                "train.micro_batch_size",
+                "micro 4 x data-parallel 1 = 4 samples per forward pass, but the training data has 2 rows: every "
+                "step holds all of them",
+                "set train.micro_batch_size: 2 or less",
+                "warning",
+            )
+        ],
+    ),
+    (
+        "malformed",
+        (None, 0),
+        [
+            (
+                "data.train[0]",
+                "broken.jsonl:2: invalid JSON at column 8: Invalid control character at",
+                "a .jsonl file holds one JSON object per line",
+                "error",
+            )
+        ],
+    ),
+    (
+        "packing dpo",
+        (150, 0),
+        [("data.packing", "packing applies to pt and sft, not dpo", "set data.packing: false", "error")],
+    ),
+    (
+        "dataset dir missing",
+        (None, None),
+        [
+            (
+                "data.dataset_dir",
+                "folder not found: TMP/nope",
+                "give the folder that holds your LlamaFactory dataset_info.json",
+                "error",
+            )
+        ],
+    ),
+    (
+        "missing file",
+        (0, 0),
+        [
+            (
+                "data.train[0].path",
+                "dataset `TMP/nope.jsonl` is not a file, a registry name or a Hub id",
+                "see `factory list datasets`, or give a file path",
+                "error",
+            )
+        ],
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "rows", "expected"), DATA, ids=[d[0] for d in DATA])
+def test_the_data_scan_counts_and_reports(
+    case: str, rows: tuple[int | None, int | None], expected: Expected, tmp_path: Path
+) -> None:
+    job = make_job(**_jobs_over_files(tmp_path)[case])
+    ctx = CheckContext(base_dirs=(tmp_path,))
+    scan = checks.data_scan(job, ctx)
+    assert (scan.train_rows, scan.eval_rows) == rows
+    found = [
+        (i.path, i.message.replace(str(tmp_path), "TMP"), i.hint and i.hint.replace(str(tmp_path), "TMP"), i.severity)
+        for i in checks.check_data(job, ctx)
+    ]
+    assert found == expected
+    assert checks.data_scan(job, ctx) is scan  # read once per job and context
+
+
+def _in(tmp: Path, value: Any) -> Any:
+    """`value` with TMP in its strings replaced by the folder `tmp`."""
+    if isinstance(value, str):
+        return value.replace("TMP", str(tmp))
+    if isinstance(value, dict):
+        return {k: _in(tmp, v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_in(tmp, v) for v in value)
+    return value
+
+
+# (case, check, make_job arguments, the issues it yields) where TMP is a folder holding a file `afile`, a template
+# `mine.jinja` and an empty folder `ckpt`, and relative paths resolve against it.
+WITH_FILES: list[tuple[str, str, dict[str, Any], Expected]] = [
+    (
+        "output is a file",
+        "check_output",
+        {"output": {"dir": "TMP/afile"}},
+        [
+            (
+                "output.dir",
+                "TMP/afile is a file, not a folder",
+                "give a folder you can write to (it is created when missing)",
+                "error",
+            )
+        ],
+    ),
+    (
+        "output under a file",
+        "check_output",
+        {"output": {"dir": "TMP/afile/run"}},
+        [
+            (
+                "output.dir",
+                "TMP/afile/run would be created under TMP/afile, which is a file",
+                "give a folder you can write to (it is created when missing)",
+                "error",
+            )
+        ],
+    ),
+    ("output ok", "check_output", {"output": {"dir": "TMP/new/run"}}, []),
+    (
+        "resume missing",
+        "check_output",
+        {"output": {"resume": "TMP/nope"}},
+        [("output.resume", "checkpoint not found: TMP/nope", "use auto, never, or an existing checkpoint", "error")],
+    ),
+    ("resume found", "check_output", {"output": {"resume": "ckpt"}}, []),
+    (
+        "reporters",
+        "check_output",
+        {"logging": {"report_to": ["tensorboard", "wandb", "swanlab", "mlflow"]}},
+        [
+            (
+                "logging.report_to[1]",
+                "wandb is not installed; metrics still go to metrics.jsonl",
+                "pip install wandb",
+                "warning",
+            ),
+            (
+                "logging.report_to[2]",
+                "swanlab is not installed; metrics still go to metrics.jsonl",
+                "pip install swanlab",
+                "warning",
+            ),
+            (
+                "logging.report_to[3]",
+                "mlflow is not installed; metrics still go to metrics.jsonl",
+                "pip install mlflow",
+                "warning",
+            ),
+        ],
+    ),
+    ("template file ok", "check_template", {"model": {"template": "mine.jinja"}}, []),
+    ("template tokenizer", "check_template", {"model": {"template": "tokenizer"}}, []),
+    ("template named", "check_template", {"model": {"template": "llama3"}}, []),
+    (
+        "megatron batch",
+        "check_batch",
+        {
+            "backend": "megatron",
+            "parallel": {"nproc_per_node": 8, "tp": 2},
+            "train": {"global_batch_size": 6, "micro_batch_size": 1},
+        },
+        [("train.global_batch_size", "6 is not a multiple of micro 1 x data-parallel 4 = 4", "use 4 or 8", "error")],
+    ),
+    (
+        "megatron batch acc",
+        "check_batch",
+        {
+            "backend": "megatron",
+            "parallel": {"nproc_per_node": 8, "tp": 2, "pp": 2},
+            "train": {"global_batch_size": 6, "micro_batch_size": 1, "gradient_accumulation_steps": 2},
+        },
+        [
+            (
+                "train.global_batch_size",
+                "6 != micro 1 x data-parallel 2 x accumulation 2 = 4",
+                "set train.global_batch_size=4 or train.gradient_accumulation_steps=3, or give only one of the two "
+                "(a run's resolved job.yaml holds both: change one with the process count)",
+                "error",
+            )
+        ],
+    ),
+    (
+        "lora bf16 base megatron",
+        "check_lora_base_precision",
+        {"backend": "megatron", "method": {"type": "lora", "lora": {"base_precision": "bf16"}}},
+        [
+            (
+                "method.lora.base_precision",
+                "bf16 base layers are for method.type: lora on the deepspeed backend",
+                "set method.lora.base_precision: auto",
+                "error",
+            )
+        ],
+    ),
+    (
+        "lora bf16 base ok",
+        "check_lora_base_precision",
+        {"method": {"type": "lora", "lora": {"base_precision": "bf16"}}, "train": {"precision": "fp32"}},
+        [],
+    ),
+    (
+        "model missing",
+        "check_model",
+        {"model": {"name_or_path": "smollm2-135m-instruc"}},
+        [
+            (
+                "model.name_or_path",
+                "model `smollm2-135m-instruc` not found",
+                "did you mean `smollm2-135m-instruct`?",
+                "error",
+            )
+        ],
+    ),
+    (
+        "model missing far",
+        "check_model",
+        {"model": {"name_or_path": "zzzz"}},
+        [
+            (
+                "model.name_or_path",
+                "model `zzzz` not found",
+                "a registry name (factory list models), a local directory, a .gguf file or a Hub id like org/name",
+                "error",
+            )
+        ],
+    ),
+    (
+        "model gguf missing",
+        "check_model",
+        {"model": {"name_or_path": "TMP/m.gguf"}},
+        [
+            (
+                "model.name_or_path",
+                "model `TMP/m.gguf` not found",
+                "a registry name (factory list models), a local directory, a .gguf file or a Hub id like org/name",
+                "error",
+            )
+        ],
+    ),
+    (
+        "model dir no config",
+        "check_model",
+        {"model": {"name_or_path": "TMP/ckpt"}},
+        [("model.name_or_path", "TMP/ckpt has no config.json", "give a Hugging Face model directory", "error")],
+    ),
+    (
+        "model long context",
+        "check_model",
+        {"data": {"max_length": 100000}},
+        [
+            (
+                "data.max_length",
+                "100000 is longer than the model's context (8192 positions)",
+                "set data.max_length: 8192 or less",
+                "warning",
+            )
+        ],
+    ),
+    (
+        "megatron gguf",
+        "check_model",
+        {"backend": "megatron", "model": {"name_or_path": "smollm2-135m-instruct-gguf"}},
+        [
+            (
+                "model.name_or_path",
+                "the megatron backend cannot start from a GGUF file",
+                "use the Hugging Face model (registry name or directory) instead of the GGUF file",
+                "error",
+            )
+        ],
+    ),
+    (
+        "megatron local dir",
+        "check_model",
+        {"backend": "megatron", "model": {"name_or_path": "TMP/ckpt"}},
+        [
+            ("model.name_or_path", "TMP/ckpt has no config.json", "give a Hugging Face model directory", "error"),
+            (
+                "model.name_or_path",
+                "the megatron backend needs the model's architecture (layers, heads, hidden size)",
+                "use a registry model or a local directory with config.json",
+                "error",
+            ),
+        ],
+    ),
+    (
+        "deepspeed dp batch",
+        "check_batch",
+        {"device": "cuda", "parallel": {"nproc_per_node": 2}, "train": {"global_batch_size": 6, "micro_batch_size": 2}},
+        [("train.global_batch_size", "6 is not a multiple of micro 2 x data-parallel 2 = 4", "use 4 or 8", "error")],
+    ),
+    (
+        "deepspeed dp batch acc",
+        "check_batch",
+        {
+            "device": "cuda",
+            "parallel": {"nproc_per_node": 2},
+            "train": {"global_batch_size": 8, "micro_batch_size": 2, "gradient_accumulation_steps": 4},
+        },
+        [
+            (
+                "train.global_batch_size",
+                "8 != micro 2 x data-parallel 2 x accumulation 4 = 16",
+                "set train.global_batch_size=16 or train.gradient_accumulation_steps=2, or give only one of the two "
+                "(a run's resolved job.yaml holds both: change one with the process count)",
+                "error",
+            )
+        ],
+    ),
+    (
+        "grpo groups dp",
+        "check_grpo",
+        {
+            "stage": "grpo",
+            "device": "cuda",
+            "parallel": {"nproc_per_node": 2},
+            "grpo": {"rewards": ["math_answer"], "num_generations": 8},
+            "train": {"micro_batch_size": 2, "gradient_accumulation_steps": 1},
+        },
+        [
+            (
+                "grpo.num_generations",
+                "the 4 completions of one step (micro x processes x accumulation) are not a whole number of groups "
+                "of 8",
+                "make the global batch a multiple of 8, e.g. train.gradient_accumulation_steps: 8",
+                "error",
+            )
+        ],
+    ),
+    (
+        "micro too big dp",
+        "check_data",
+        {
+            "device": "cuda",
+            "parallel": {"nproc_per_node": 4},
+            "data": {"train": ["demo-sft-alpaca"]},
+            "train": {"micro_batch_size": 64},
+        },
+        [
+            (
+                "train.micro_batch_size",
+                "micro 64 x data-parallel 4 = 256 samples per forward pass, but the training data has 200 rows: "
+                "every step holds all of them",
+                "set train.micro_batch_size: 50 or less",
+                "warning",
+            )
+        ],
+    ),
+    ("hub id", "check_model", {"model": {"name_or_path": "org/name"}}, []),
+    (
+        "hub id 3 parts",
+        "check_model",
+        {"model": {"name_or_path": "a/b/c"}},
+        [
+            (
+                "model.name_or_path",
+                "model `a/b/c` not found",
+                "a registry name (factory list models), a local directory, a .gguf file or a Hub id like org/name",
+                "error",
+            )
+        ],
+    ),
+]
+
+
+@pytest.mark.parametrize(("check", "job", "expected"), [c[1:] for c in WITH_FILES], ids=[c[0] for c in WITH_FILES])
+def test_each_issue_about_files_in_full(check: str, job: dict[str, Any], expected: Expected, tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("x", encoding="utf-8")
+    (tmp_path / "mine.jinja").write_text("{{ messages }}", encoding="utf-8")
+    (tmp_path / "ckpt").mkdir()
+    found = getattr(checks, check)(make_job(**_in(tmp_path, job)), CheckContext(base_dirs=(tmp_path,)))
+    assert [(i.path, i.message, i.hint, i.severity) for i in found] == _in(tmp_path, expected)
