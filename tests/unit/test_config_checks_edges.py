@@ -12,6 +12,7 @@ import pytest
 
 from factory_cli.config import checks
 from factory_cli.config.checks import CheckContext
+from factory_cli.config.errors import Issue
 from tests.unit.test_validate import make_job
 
 Expected = list[tuple[str, str, str | None, str]]  # (path, message, hint, severity)
@@ -959,3 +960,49 @@ def test_each_issue_about_files_in_full(check: str, job: dict[str, Any], expecte
     (tmp_path / "ckpt").mkdir()
     found = getattr(checks, check)(make_job(**_in(tmp_path, job)), CheckContext(base_dirs=(tmp_path,)))
     assert [(i.path, i.message, i.hint, i.severity) for i in found] == _in(tmp_path, expected)
+
+
+def test_the_backend_checks_come_only_through_the_context() -> None:
+    job = make_job()
+    with pytest.raises(ValueError) as missing:
+        list(checks.check_backend(job, CheckContext()))
+    assert str(missing.value) == (
+        "run_checks needs CheckContext.backend_check (validate.py passes backends.check_with_backend)"
+    )
+    seen: list[Any] = []
+
+    def backend(j: Any, ctx: CheckContext) -> list[Issue]:
+        seen.append((j, ctx))
+        return [checks.warning("parallel", "from the backend")]
+
+    ctx = CheckContext(backend_check=backend)
+    assert list(checks.check_backend(job, ctx)) == [Issue("parallel", "from the backend", severity="warning")]
+    assert seen == [(job, ctx)]
+    order = checks.run_checks(job, ctx, (lambda j, c: [checks.error("a", "1")], lambda j, c: [checks.error("b", "2")]))
+    assert [(i.path, i.message, i.severity) for i in order] == [("a", "1", "error"), ("b", "2", "error")]
+
+
+@pytest.mark.parametrize(
+    ("count", "written"),
+    [
+        (999, "1 kB"),
+        (1_000, "1 kB"),
+        (999_499, "999 kB"),
+        (1_000_000, "1 MB"),
+        (999_000_000, "999 MB"),
+        (10**9, "1.0 GB"),
+    ],
+)
+def test_file_sizes_are_written_in_decimal_units(count: int, written: str) -> None:
+    assert checks._size(count) == written
+
+
+def test_the_format_hint_names_what_each_stage_expects() -> None:
+    assert [checks._format_hint("auto", stage) for stage in ("pt", "sft", "dpo", "grpo")] == [
+        "format `auto`; stage pt expects rows like {text: ...} (or map columns with columns: {...})",
+        "format `auto`; stage sft expects alpaca {instruction, input, output}, sharegpt {conversations}, or {messages} "
+        "(or map columns with columns: {...})",
+        "format `auto`; stage dpo expects {prompt, chosen, rejected}, or alpaca/sharegpt with ranking: true "
+        "(or map columns with columns: {...})",
+        "format `auto`; stage grpo expects {prompt, answer} (or map columns with columns: {...})",
+    ]
