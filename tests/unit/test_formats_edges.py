@@ -957,6 +957,36 @@ ERRORS: list[tuple[str, Any, dict[str, Any], str, str | None, str]] = [
         "good",
         "this rl row has no chosen/rejected, which stage dpo needs: add `chosen` and `rejected` columns",
     ),
+    (
+        "empty dict content",
+        {"messages": [{"role": "user", "content": {}}, {"role": "assistant", "content": "a"}]},
+        {"format": "messages"},
+        "sft",
+        "messages[0].content",
+        "`messages[0].content` must be text, got dict",
+    ),
+    (
+        "tools json null",
+        {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], "tools": "null"},
+        {"format": "messages"},
+        "sft",
+        "tools",
+        "`tools` must be a JSON list of tool schemas, got null",
+    ),
+    (
+        "grpo prompt ends with two assistants",
+        {
+            "prompt": [
+                {"role": "user", "content": "q"},
+                {"role": "assistant", "content": "a"},
+                {"role": "assistant", "content": "b"},
+            ]
+        },
+        {"format": "rl"},
+        "grpo",
+        "prompt",
+        "`prompt` must end with a user (or tool) message for stage grpo: the prompt to answer",
+    ),
 ]
 
 
@@ -1268,6 +1298,13 @@ def test_rl_prompts_in_every_form() -> None:
     assert convert_row({"prompt": "q", "reward_model": {"ground_truth": 7}}, spec, "grpo")["answer"] == "7"
     assert "answer" not in convert_row({"prompt": "q", "reward_model": {"style": "rule"}}, spec, "grpo")
     assert "answer" not in convert_row({"prompt": "q", "answer": None}, spec, "grpo")
+    # an answer column mapped elsewhere that is empty leaves the row's own `answer` key as it is
+    gold = FormatSpec("rl", columns={"answer": "gold"})
+    assert convert_row({"prompt": "q", "gold": None, "answer": "x"}, gold, "grpo") == {
+        "prompt": [user("q")],
+        "gold": None,
+        "answer": "x",
+    }
 
 
 def test_rl_rows_for_sft_and_dpo() -> None:
@@ -1329,6 +1366,7 @@ def test_auto_detection_follows_the_mapped_columns() -> None:
         "chosen": "a",
     }
     assert convert_row({"text": "t"}, FormatSpec("auto"), "pt") == {"text": "t"}
+    assert convert_row({"text": "t", "messages": []}, FormatSpec("auto"), "pt") == {"text": "t"}  # pt reads text first
     with pytest.raises(RowError) as text_for_sft:
         convert_row({"text": "t"}, FormatSpec("auto"), "sft")
     assert text_for_sft.value.message.startswith("text rows have plain text only")
