@@ -235,3 +235,41 @@ def test_special_token_strings_are_the_special_added_tokens_bos_and_eos_longest_
     assert [len(s) for s in specials] == sorted((len(s) for s in specials), reverse=True)
     assert specials[0] == "<my-end-of-sequence>"  # the longest
     assert _special_token_strings(SimpleNamespace(bos_token="<s>", eos_token=None)) == ("<s>",)
+
+
+def test_a_byte_split_character_of_two_tokens_ends_the_turn_exactly(smollm2_tokenizer: Any) -> None:
+    # SmolLM2 writes ß as two tokens over one character; the newline after it is the next token, not the turn's.
+    messages = [user("hi"), assistant("groß"), user("more"), assistant("fine")]
+    ids, labels = tokenize_conversation(smollm2_tokenizer, PLAIN, messages)
+    assert supervised_runs(smollm2_tokenizer, ids, labels)[0] == "assistant: groß"
+
+
+# Templates whose generation prompt is not how they write an assistant turn: each turn is found by its content.
+SAYS = (
+    "{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}"
+    "{% if add_generation_prompt %}assistant says: {% endif %}"
+)
+LAST_ENDS = (
+    "{% for m in messages %}{% if m.role == 'user' %}Q: {{ m.content }}\n"
+    "{% else %}{{ m.content }}{% if loop.last %}<END>{% else %}<SEP>{% endif %}\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}A:{% endif %}"
+)
+
+
+def test_turns_found_by_their_content_without_a_marker(smollm2_tokenizer: Any) -> None:
+    encoder = ConversationEncoder(smollm2_tokenizer, SAYS)
+    messages = [user("q"), assistant("Alpha"), user("r"), assistant("Beta")]
+    assert spans_text(encoder, messages) == ["Alpha", "Beta"]
+
+
+def test_turns_found_by_their_content_keep_only_the_marker_the_full_text_has(smollm2_tokenizer: Any) -> None:
+    encoder = ConversationEncoder(smollm2_tokenizer, LAST_ENDS)
+    # its own render ends the turn with <END>; in the full text a later turn follows, after <SEP>
+    assert spans_text(encoder, [assistant("hi"), user("q"), assistant("ok")]) == ["hi", "ok<END>"]
+    assert spans_text(encoder, [assistant("hi")]) == ["hi<END>"]  # the turn opens the text
+
+
+def test_a_text_opening_with_a_special_token_does_not_end_turns_early(smollm2_tokenizer: Any) -> None:
+    encoder = ConversationEncoder(smollm2_tokenizer, "<|im_start|>" + PLAIN)
+    messages = [user("q"), assistant("a"), user("r"), assistant("b")]
+    assert spans_text(encoder, messages) == ["assistant: a", "assistant: b\n" + smollm2_tokenizer.eos_token]
