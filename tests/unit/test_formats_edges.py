@@ -4,6 +4,7 @@ parts, columns, answers, extra keys)."""
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
 import pytest
@@ -987,6 +988,52 @@ ERRORS: list[tuple[str, Any, dict[str, Any], str, str | None, str]] = [
         "prompt",
         "`prompt` must end with a user (or tool) message for stage grpo: the prompt to answer",
     ),
+    (
+        "rl prompt is a system message",
+        {"prompt": {"role": "system", "content": "s"}},
+        {"format": "rl"},
+        "grpo",
+        "prompt",
+        "`prompt` is a system message; expected a user message",
+    ),
+    (
+        "text without its column",
+        {"content": "x"},
+        {"format": "text"},
+        "pt",
+        "text",
+        "text row has no `text` column for stage pt (keys: content); "
+        "name the text column with columns.prompt (LlamaFactory) or columns.text",
+    ),
+    (
+        "image part with a caption",
+        {
+            "messages": [
+                {"role": "user", "content": [{"type": "image", "text": "c"}]},
+                {"role": "assistant", "content": "a"},
+            ]
+        },
+        {"format": "messages"},
+        "sft",
+        "messages[0].content",
+        "`messages[0].content` has a non-text content part (image); only text is supported",
+    ),
+    (
+        "alpaca prompt column ignored",
+        {"input": " ", "output": "a"},
+        {"format": "alpaca", "columns": {"prompt": ""}},
+        "sft",
+        "input",
+        "empty prompt: `input` is empty",
+    ),
+    (
+        "alpaca prompt and query ignored",
+        {"output": "a"},
+        {"format": "alpaca", "columns": {"prompt": "", "query": ""}},
+        "sft",
+        "instruction",
+        "alpaca row has no `instruction` column (keys: output); map the instruction column with columns.prompt",
+    ),
 ]
 
 
@@ -1404,3 +1451,55 @@ def test_custom_tags_replace_the_roles_they_name() -> None:
     with pytest.raises(RowError) as unknown:
         convert_row({"conversations": [{"from": "system", "value": "s"}, *row["conversations"]]}, spec, "sft")
     assert "not one of the known roles (bot, function_call, me, observation)" in unknown.value.message
+
+
+def test_alpaca_rows_with_an_output_and_a_pair() -> None:
+    row = {"instruction": "q", "output": "own", "chosen": "yes", "rejected": "no"}
+    assert convert_row(row, FormatSpec("alpaca"), "sft") == {"messages": [user("q"), assistant("own")]}
+    assert convert_row(row, FormatSpec("alpaca"), "dpo") == {
+        "prompt": [user("q")],
+        "chosen": [assistant("yes")],
+        "rejected": [assistant("no")],
+    }
+
+
+def test_preference_rows_at_their_edges() -> None:
+    assert convert_row({"prompt": "q", "answer": "4"}, FormatSpec("preference"), "grpo") == {
+        "prompt": [user("q")],
+        "answer": "4",
+    }
+    empty_prompt = {"prompt": "", "chosen": [user("q"), assistant("yes")], "rejected": [user("q"), assistant("no")]}
+    assert convert_row(empty_prompt, FormatSpec("preference"), "dpo") == {
+        "prompt": [user("q")],
+        "chosen": [assistant("yes")],
+        "rejected": [assistant("no")],
+    }
+
+
+def test_text_rows_never_append_a_query() -> None:
+    spec = FormatSpec("text", columns={"text": "body", "query": "more"})
+    assert convert_row({"body": "x", "more": "y"}, spec, "pt") == {"text": "x"}
+
+
+def test_rl_rows_at_their_edges() -> None:
+    origin = FormatSpec("rl", columns={"data_source": "origin"})
+    assert convert_row({"prompt": "q"}, origin, "grpo") == {"prompt": [user("q")]}  # the mapped column may be absent
+    developer = {"prompt": [{"role": "developer", "content": "S"}, user("q")]}
+    assert convert_row(developer, FormatSpec("rl"), "grpo") == {"prompt": [system("S"), user("q")]}
+    dated = convert_row({"prompt": "q", "answer": datetime.date(2024, 1, 2)}, FormatSpec("rl"), "grpo")
+    assert dated["answer"] == "2024-01-02"  # not JSON: written as text
+
+
+def test_messages_in_sharegpt_keys_accept_a_tool_role() -> None:
+    row = {
+        "messages": [
+            {"from": "human", "value": "q"},
+            {"from": "function_call", "value": '{"name": "f"}'},
+            {"from": "tool", "value": "r"},
+            {"from": "gpt", "value": "a"},
+        ]
+    }
+    assert convert_row(row, FormatSpec("messages"), "sft")["messages"][2:] == [
+        {"role": "tool", "content": "r"},
+        assistant("a"),
+    ]
