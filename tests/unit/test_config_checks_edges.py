@@ -1006,3 +1006,48 @@ def test_the_format_hint_names_what_each_stage_expects() -> None:
         "(or map columns with columns: {...})",
         "format `auto`; stage grpo expects {prompt, answer} (or map columns with columns: {...})",
     ]
+
+
+def test_a_file_larger_than_check_reads_is_said_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rows = [{"instruction": f"question {i}", "output": f"answer {i}"} for i in range(100)]
+    (tmp_path / "big.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    (tmp_path / "big.json").write_text(json.dumps(rows), encoding="utf-8")
+    monkeypatch.setattr(checks, "FULL_CHECK_BYTES", 1500)
+    found = {}
+    for name in ("big.jsonl", "big.json"):
+        job = make_job(data={"train": [str(tmp_path / name)]})
+        found[name] = [(i.path, i.message, i.hint, i.severity) for i in checks.check_data(job, CheckContext())]
+    assert found == {
+        "big.jsonl": [
+            (
+                "data.train[0]",
+                "big.jsonl is 5 kB: check read its first 2 kB (100 rows); the rest is read at train time",
+                None,
+                "warning",
+            )
+        ],
+        "big.json": [
+            (
+                "data.train[0]",
+                "big.json is 5 kB: check read none of it (one JSON document); the rest is read at train time",
+                "a .jsonl file is checked by streaming",
+                "warning",
+            )
+        ],
+    }
+
+
+def test_rows_past_those_converted_are_not_counted_as_dropped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rows = [{"instruction": f"q{i}", "output": f"a{i}"} for i in range(12)]
+    rows.insert(8, {"instruction": "x"})
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    monkeypatch.setattr(checks, "ROWS_CONVERTED", 10)
+    job = make_job(data={"train": [str(tmp_path / "d.jsonl")]})
+    (issue,) = checks.check_data(job, CheckContext())
+    assert issue.message == (
+        "1 of the first 10 rows would be dropped at train time (first: row 9 of d.jsonl: field `output`: alpaca row "
+        "has no `output` column (keys: instruction); map the response column with columns.response)"
+    )
+    monkeypatch.setattr(checks, "ROWS_CHECKED", 9)  # row 9 is now one of the first: the mapping is wrong
+    (error,) = checks.check_data(make_job(data={"train": [str(tmp_path / "d.jsonl")]}), CheckContext())
+    assert error.severity == "error" and error.message.startswith("row 9 of d.jsonl: field `output`: ")
