@@ -1051,3 +1051,25 @@ def test_rows_past_those_converted_are_not_counted_as_dropped(tmp_path: Path, mo
     monkeypatch.setattr(checks, "ROWS_CHECKED", 9)  # row 9 is now one of the first: the mapping is wrong
     (error,) = checks.check_data(make_job(data={"train": [str(tmp_path / "d.jsonl")]}), CheckContext())
     assert error.severity == "error" and error.message.startswith("row 9 of d.jsonl: field `output`: ")
+
+
+def test_bf16_base_layers_on_a_cpu_without_bf16_instructions_are_a_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    job = make_job(method={"type": "lora", "lora": {"base_precision": "bf16"}}, train={"precision": "fp32"})
+    monkeypatch.setattr(checks, "cpu_has_bf16_matmul", lambda: False)
+    assert [(i.path, i.message, i.hint, i.severity) for i in checks.check_lora_base_precision(job, CheckContext())] == [
+        (
+            "method.lora.base_precision",
+            "this CPU has no bf16 matrix instructions (AMX-BF16, AVX512-BF16): bf16 multiplies are emulated and slower",
+            "set method.lora.base_precision: auto",
+            "warning",
+        )
+    ]
+    monkeypatch.setattr(checks, "cpu_has_bf16_matmul", lambda: True)
+    assert list(checks.check_lora_base_precision(job, CheckContext())) == []
+    cuda = make_job(
+        device="cuda", method={"type": "lora", "lora": {"base_precision": "bf16"}}, train={"precision": "fp32"}
+    )
+    monkeypatch.setattr(checks, "cpu_has_bf16_matmul", lambda: False)
+    assert [(i.message, i.severity) for i in checks.check_lora_base_precision(cuda, CheckContext())] == [
+        ("bf16 base layers are a CPU speed-up; on cuda set train.precision: bf16", "error")
+    ]  # an obstacle, not the CPU's instructions
