@@ -1073,3 +1073,31 @@ def test_bf16_base_layers_on_a_cpu_without_bf16_instructions_are_a_warning(monke
     assert [(i.message, i.severity) for i in checks.check_lora_base_precision(cuda, CheckContext())] == [
         ("bf16 base layers are a CPU speed-up; on cuda set train.precision: bf16", "error")
     ]  # an obstacle, not the CPU's instructions
+
+
+def test_a_hub_dataset_that_cannot_be_downloaded_is_named_with_the_way_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from factory_cli.modeling import hubs
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "datasets"))
+    hub = hubs.HUBS["hf"]
+    monkeypatch.setattr(type(hub), "unavailable", lambda self: "no network here")
+    job = make_job(data={"train": ["demo-sft-alpaca", "someorg/somedata"], "eval": ["other/evalset"]})
+    found = [(i.path, i.message, i.hint, i.severity) for i in checks.check_dataset_sources(job, CheckContext())]
+
+    def refused(split: str, index: int, name: str) -> tuple[str, str, str, str]:
+        return (
+            f"data.{split}[{index}]",
+            f"dataset `{name}` is not on this machine and cannot be downloaded: no network here. Looked in the "
+            f"Hugging Face cache ({hub.cache_dir()}) and the datasets cache",
+            f"give a local file or folder (json, jsonl, csv, parquet); or on a connected machine run `factory download "
+            f"{name} --dataset --to DIR`, copy DIR here and name it in data.{split}; "
+            "or set HF_ENDPOINT to a mirror you can reach",
+            "error",
+        )
+
+    assert found == [refused("train", 1, "someorg/somedata"), refused("eval", 0, "other/evalset")]
+    monkeypatch.setattr(type(hub), "unavailable", lambda self: None)
+    assert list(checks.check_dataset_sources(job, CheckContext())) == []  # reachable: it downloads at train time
