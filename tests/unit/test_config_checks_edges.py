@@ -1101,3 +1101,21 @@ def test_a_hub_dataset_that_cannot_be_downloaded_is_named_with_the_way_out(
     assert found == [refused("train", 1, "someorg/somedata"), refused("eval", 0, "other/evalset")]
     monkeypatch.setattr(type(hub), "unavailable", lambda self: None)
     assert list(checks.check_dataset_sources(job, CheckContext())) == []  # reachable: it downloads at train time
+
+
+def test_a_dpo_reference_that_names_nothing_is_reported_under_its_own_key(tmp_path: Path) -> None:
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "config.json").write_text("{}", encoding="utf-8")
+    ctx = CheckContext(base_dirs=(tmp_path,))
+    job = make_job(stage="dpo", model={"name_or_path": str(tmp_path / "base")}, dpo={"ref_model": "./missing-ref"})
+    (issue,) = checks.check_model_source(job, ctx)
+    assert (issue.path, issue.severity) == ("dpo.ref_model", "error")
+    assert issue.message.startswith("dpo.ref_model `./missing-ref` does not exist (looked in ")
+    assert issue.message.endswith(f"{tmp_path})")
+    assert (
+        issue.hint
+        == "use a registry name (factory list models), an existing directory, a .gguf file, or a Hub id owner/name"
+    )
+    # the model itself naming nothing is check_model's to report, not this check's
+    missing = make_job(stage="dpo", model={"name_or_path": str(tmp_path / "nothere")}, dpo={"ref_model": "base"})
+    assert list(checks.check_model_source(missing, ctx)) == []
