@@ -161,10 +161,13 @@ def test_bos_and_eos_reach_the_template(smollm2_tokenizer: Any) -> None:
     tokenizer.bos_token = None
     text, _ = ConversationEncoder(tokenizer, template).render([user("q"), assistant("a")])
     assert text == f"user: q\nassistant: a\n{tokenizer.eos_token}"
+    each = "{% for m in messages %}{{ m.role }}: {{ m.content }}{{ eos_token }}\n{% endfor %}"
+    text, _ = ConversationEncoder(tokenizer, each).render([user("q"), assistant("a")])
+    assert text == f"user: q{tokenizer.eos_token}\nassistant: a{tokenizer.eos_token}\n"
 
 
 def test_a_tokenizer_without_bos_or_eos_renders_none(smollm2_tokenizer: Any) -> None:
-    template = "[{{ bos_token }}]" + PLAIN
+    template = "[{{ bos_token }}]" + PLAIN + "{{ eos_token }}"
     tokenizer = copy.deepcopy(smollm2_tokenizer)
     tokenizer.bos_token = None
     tokenizer.eos_token = None
@@ -194,6 +197,7 @@ def test_find_content_takes_the_earliest_form_and_the_longest_on_ties() -> None:
     assert _find_content("ok x", "ok ", 0) == (0, 3)
     assert _find_content("ok x ok ", "ok ", 1) == (5, 8)
     assert _find_content("a: ok", " ok", 0) == (2, 5)
+    assert _find_content("ok ok", " ok", 0) == (0, 2)  # a later form found earlier wins
     assert _find_content("xx\n\nok", "<think>r</think>\n\nok", 0) == (2, 6)
     assert _find_content("nothing here", "ok", 0) is None
 
@@ -273,3 +277,49 @@ def test_a_text_opening_with_a_special_token_does_not_end_turns_early(smollm2_to
     encoder = ConversationEncoder(smollm2_tokenizer, "<|im_start|>" + PLAIN)
     messages = [user("q"), assistant("a"), user("r"), assistant("b")]
     assert spans_text(encoder, messages) == ["assistant: a", "assistant: b\n" + smollm2_tokenizer.eos_token]
+
+
+def test_equal_answers_of_a_template_that_moves_the_system_prompt_get_their_own_spans(smollm2_tokenizer: Any) -> None:
+    # Mistral writes the system prompt into the last user turn, so earlier renders differ from the full text and each
+    # turn is searched for from where the one before ended.
+    tokenizer = copy.deepcopy(smollm2_tokenizer)
+    tokenizer.bos_token, tokenizer.eos_token = "<s>", "</s>"
+    encoder = ConversationEncoder(tokenizer, named_template("mistral"))
+    messages = [
+        {"role": "system", "content": "S"},
+        user("q1"),
+        assistant("Same"),
+        user("q2"),
+        assistant("Same"),
+        user("q3"),
+        assistant("End"),
+    ]
+    text, spans = encoder.render(messages)
+    assert text == "<s>[INST] q1[/INST] Same</s>[INST] q2[/INST] Same</s>[INST] S\n\nq3[/INST] End</s>"
+    assert spans == [(19, 28), (44, 53), (72, 80)]
+
+
+def test_a_turn_is_not_found_in_an_earlier_system_prompt_after_an_empty_user_turn(smollm2_tokenizer: Any) -> None:
+    encoder = ConversationEncoder(smollm2_tokenizer, named_template("chatml"))
+    text, spans = encoder.render([{"role": "system", "content": "Sure"}, user(""), assistant("Sure")])
+    assert spans == [(text.rindex("Sure<|im_end|>"), len(text) - 1)]
+
+
+def test_a_user_turn_equal_to_an_earlier_answer_is_found_after_it(smollm2_tokenizer: Any) -> None:
+    encoder = ConversationEncoder(smollm2_tokenizer, named_template("qwen3"))
+    messages = [
+        user("a?"),
+        assistant("<think>\nr\n</think>\n\nSame"),
+        user("Same"),
+        assistant("Same"),
+        user("c?"),
+        assistant("<think>\ns\n</think>\n\nEnd"),
+    ]
+    text, spans = encoder.render(messages)
+    asked = text.index("<|im_start|>user\nSame")
+    assert [text[s:e] for s, e in spans] == [
+        "Same<|im_end|>",
+        "Same<|im_end|>",
+        "<think>\ns\n</think>\n\nEnd<|im_end|>",
+    ]
+    assert spans[0][1] < asked < spans[1][0]
