@@ -1119,3 +1119,52 @@ def test_a_dpo_reference_that_names_nothing_is_reported_under_its_own_key(tmp_pa
     # the model itself naming nothing is check_model's to report, not this check's
     missing = make_job(stage="dpo", model={"name_or_path": str(tmp_path / "nothere")}, dpo={"ref_model": "base"})
     assert list(checks.check_model_source(missing, ctx)) == []
+
+
+# ----------------------------------------------------------------------------------------- prompt lengths
+
+LONG = "word " * 80  # 80 tokens of the word model, more than max_length 64
+
+
+def _long_prompt_job(tmp: Path, prompts: list[str], **sections: Any) -> Any:
+    from tests.unit.word_model import word_model
+
+    model = tmp / "model"
+    if not model.is_dir():
+        word_model(model)
+    rows = tmp / "rows.jsonl"
+    rows.write_text("".join(json.dumps({"instruction": p, "output": "5"}) + "\n" for p in prompts), encoding="utf-8")
+    data = {"train": [str(rows)], "max_length": 64, **sections.pop("data", {})}
+    return make_job(model={"name_or_path": str(model)}, data=data, **sections)
+
+
+def _data_issues(job: Any) -> list[tuple[str, str, str]]:
+    return [(i.path, i.message, i.severity) for i in checks.check_data(job, CheckContext())]
+
+
+def test_prompts_are_measured_only_where_training_drops_long_ones(tmp_path: Path) -> None:
+    assert _data_issues(_long_prompt_job(tmp_path, [LONG] * 3, data={"train_on_prompt": True})) == []
+    verl = _long_prompt_job(tmp_path, [LONG] * 3, backend="verl", device="cuda")
+    assert _data_issues(verl) == []  # verl reads the data itself
+    assert _data_issues(_long_prompt_job(tmp_path, [LONG] * 3)) == [
+        (
+            "data.train[0]",
+            "no row would be left to train on: the prompt of each of its 3 rows fills data.max_length: 64 tokens, and "
+            "training drops such rows",
+            "error",
+        )
+    ]
+
+
+def test_prompts_measured_from_the_first_rows_say_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(checks, "ROWS_TOKENIZED", 2)
+    assert _data_issues(_long_prompt_job(tmp_path, [LONG, "word", LONG, "word"])) == [
+        (
+            "data.train[0]",
+            "1 of the first 2 rows would be dropped at train time: the prompt alone fills data.max_length: 64 tokens "
+            "(first: row 1 of rows.jsonl)",
+            "warning",
+        )
+    ]
+    # every row long, but only the first ones measured: a warning, not the error of an empty dataset
+    assert [severity for _, _, severity in _data_issues(_long_prompt_job(tmp_path, [LONG] * 4))] == ["warning"]
