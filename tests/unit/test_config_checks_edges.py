@@ -487,6 +487,23 @@ def _jobs_over_files(tmp: Path) -> dict[str, dict[str, Any]]:
         "packing dpo": {"stage": "dpo", "data": {"train": ["demo-dpo"], "packing": True}},
         "dataset dir missing": {"data": {"train": ["x"], "dataset_dir": str(tmp / "nope")}},
         "missing file": {"data": {"train": [str(tmp / "nope.jsonl")]}},
+        "pairs mixed, mapped": {
+            "data": {
+                "train": [
+                    {
+                        "path": jl("m.jsonl", [*good[:3], *[{"instruction": "q", "good": "a", "bad": "b"}] * 2]),
+                        "columns": {"chosen": "good", "rejected": "bad"},
+                    }
+                ]
+            }
+        },
+        "pairs ranked for sft": {
+            "data": {"train": [{"path": jl("r.jsonl", [*good[:3], pair, pair]), "ranking": True}]}
+        },
+        "pairs for dpo": {"stage": "dpo", "data": {"train": [jl("d.jsonl", [pair] * 3)]}},
+        "eval rows": {
+            "data": {"train": [jl("t.jsonl", good)], "eval": [jl("e1.jsonl", good[:2]), jl("e2.jsonl", good[:3])]}
+        },
     }
 
 
@@ -646,6 +663,23 @@ DATA: list[tuple[str, tuple[int | None, int | None], Expected]] = [
             )
         ],
     ),
+    (
+        "pairs mixed, mapped",
+        (None, 0),
+        [
+            (
+                "data.train[0]",
+                "2 of the 5 rows read are preference pairs (chosen/rejected; the first: row 4 of m.jsonl) mixed in "
+                "with sft rows: stage sft would train on their chosen answers and ignore the rejected ones",
+                "remove them (a dpo job trains on pairs); to train sft on the chosen answers of preference data on "
+                "purpose, give those rows as a dataset of their own with format: preference",
+                "error",
+            )
+        ],
+    ),
+    ("pairs ranked for sft", (5, 0), []),
+    ("pairs for dpo", (3, 0), []),
+    ("eval rows", (10, 5), []),
 ]
 
 
