@@ -1202,3 +1202,60 @@ def test_prompts_measured_from_the_first_rows_say_so(tmp_path: Path, monkeypatch
     ]
     # every row long, but only the first ones measured: a warning, not the error of an empty dataset
     assert [severity for _, _, severity in _data_issues(_long_prompt_job(tmp_path, [LONG] * 4))] == ["warning"]
+
+
+TINY_CONFIG = {
+    "model_type": "llama",
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "hidden_size": 64,
+    "max_position_embeddings": 128,
+    "vocab_size": 100,
+    "intermediate_size": 128,
+}
+
+
+def test_a_damaged_local_model_lists_every_problem_and_stops_there(tmp_path: Path) -> None:
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "config.json").write_text("{not json", encoding="utf-8")
+    (model / "model.safetensors").write_bytes(b"12345678xx")
+    found = list(
+        checks.check_model(make_job(model={"name_or_path": str(model)}, data={"max_length": 10**6}), CheckContext())
+    )
+    assert [(i.path, i.hint, i.severity) for i in found] == [
+        ("model.name_or_path", "copy the checkpoint again from its source (factory download)", "error")
+    ] * 2
+    assert found[0].message.startswith(f"{model / 'config.json'} is not valid JSON (")
+    assert found[1].message == (
+        f"{model / 'model.safetensors'} is not a safetensors file "
+        "(header length 4050765991979987505 in a file of 10 bytes)"
+    )
+
+
+def test_a_local_model_gives_its_architecture(tmp_path: Path) -> None:
+    model = tmp_path / "ok"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps(TINY_CONFIG), encoding="utf-8")
+    long = make_job(model={"name_or_path": str(model)}, data={"max_length": 512})
+    assert [(i.path, i.message, i.hint, i.severity) for i in checks.check_model(long, CheckContext())] == [
+        (
+            "data.max_length",
+            "512 is longer than the model's context (128 positions)",
+            "set data.max_length: 128 or less",
+            "warning",
+        )
+    ]
+    megatron = make_job(backend="megatron", model={"name_or_path": str(model)}, data={"max_length": 128})
+    assert list(checks.check_model(megatron, CheckContext())) == []
+    arch = checks.job_architecture(megatron, CheckContext())
+    assert arch is not None and (arch.num_hidden_layers, arch.max_position_embeddings) == (2, 128)
+    assert checks.model_source(megatron, CheckContext()) == ("local", None, model)
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF")
+    assert checks.model_source(make_job(model={"name_or_path": str(gguf)}), CheckContext()) == ("gguf", None, gguf)
+    assert checks.job_architecture(make_job(model={"name_or_path": str(gguf)}), CheckContext()) is None
+    assert checks.model_source(make_job(model={"name_or_path": "org/name"}), CheckContext()) == ("hub", None, None)
+    assert checks.model_source(make_job(model={"name_or_path": "org/"}), CheckContext()) == ("missing", None, None)
+    registry = checks.model_source(make_job(), CheckContext())
+    assert registry[0] == "registry" and registry[1] is not None and registry[2] is None
