@@ -1034,6 +1034,56 @@ ERRORS: list[tuple[str, Any, dict[str, Any], str, str | None, str]] = [
         "instruction",
         "alpaca row has no `instruction` column (keys: output); map the instruction column with columns.prompt",
     ),
+    (
+        "preference prompt ends with an answer",
+        {
+            "prompt": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],
+            "chosen": "x",
+            "rejected": "y",
+        },
+        {"format": "preference"},
+        "dpo",
+        "prompt",
+        "`prompt` must end with a user (or tool) message for stage dpo: the prompt to answer",
+    ),
+    (
+        "identical pair under a mapped column",
+        {"prompt": "q", "good": "a", "rejected": "a"},
+        {"format": "preference", "columns": {"chosen": "good"}},
+        "dpo",
+        "good",
+        "chosen and rejected are identical, so the pair teaches nothing",
+    ),
+    (
+        "user message with tool calls and no content",
+        {"messages": [{"role": "user", "tool_calls": [{"name": "f"}]}, {"role": "assistant", "content": "a"}]},
+        {"format": "messages"},
+        "sft",
+        "messages[0].content",
+        "`messages[0]` has no `content` key (keys: role, tool_calls); set tags.content_tag to the key of the text",
+    ),
+    (
+        "pair of answers only",
+        {
+            "chosen": [{"role": "assistant", "content": "x"}, {"role": "assistant", "content": "y"}],
+            "rejected": [{"role": "user", "content": "q"}],
+        },
+        {"format": "preference"},
+        "dpo",
+        "chosen",
+        "no `prompt` column and chosen/rejected share no leading prompt messages; add a `prompt` column",
+    ),
+    (
+        "pair sharing only an answer",
+        {
+            "chosen": [{"role": "assistant", "content": "a1"}, {"role": "assistant", "content": "a2"}],
+            "rejected": [{"role": "assistant", "content": "a1"}, {"role": "assistant", "content": "a3"}],
+        },
+        {"format": "preference"},
+        "dpo",
+        "chosen",
+        "no `prompt` column and chosen/rejected share no leading prompt messages; add a `prompt` column",
+    ),
 ]
 
 
@@ -1503,3 +1553,43 @@ def test_messages_in_sharegpt_keys_accept_a_tool_role() -> None:
         {"role": "tool", "content": "r"},
         assistant("a"),
     ]
+
+
+def test_messages_rows_whose_conversation_is_called_prompt() -> None:
+    assert convert_row({"prompt": [user("q"), assistant("a")]}, FormatSpec("messages"), "sft") == {
+        "messages": [user("q"), assistant("a")]
+    }
+    renamed = FormatSpec("messages", columns={"prompt": "question"})
+    assert convert_row({"question": [user("q")]}, renamed, "grpo") == {"prompt": [user("q")]}
+    both = {"messages": [user("q"), assistant("a")], "prompt": [user("other"), assistant("x")]}
+    assert convert_row(both, FormatSpec("messages"), "sft") == {"messages": [user("q"), assistant("a")]}
+    calls = {"messages": [user("q"), {"role": "assistant", "tool_calls": [{"name": "f"}]}]}  # no content key
+    assert convert_row(calls, FormatSpec("messages"), "sft")["messages"][1]["content"] == ""
+
+
+def test_preference_rows_for_grpo_and_implicit_prompts_of_several_turns() -> None:
+    row = {
+        "prompt": [{"role": "developer", "content": "S"}, user("q")],
+        "solution": "4",
+        "system": "col",
+        "chosen": "a",
+    }
+    assert convert_row(row, FormatSpec("preference"), "grpo") == {
+        "prompt": [system("S"), user("q")],
+        "answer": "4",
+        "solution": "4",
+    }
+    turns = [user("q"), assistant("a"), user("r"), assistant("a1"), assistant("a2")]
+    pair = {"chosen": [*turns, assistant("yes")], "rejected": [*turns, assistant("no")]}
+    assert convert_row(pair, FormatSpec("preference"), "dpo") == {
+        "prompt": [user("q"), assistant("a"), user("r")],
+        "chosen": [assistant("a1"), assistant("a2"), assistant("yes")],
+        "rejected": [assistant("a1"), assistant("a2"), assistant("no")],
+    }
+
+
+def test_an_empty_answer_column_falls_through_to_the_next() -> None:
+    assert convert_row({"instruction": "q", "output": "", "answer": "4"}, FormatSpec("alpaca"), "grpo") == {
+        "prompt": [user("q")],
+        "answer": "4",
+    }
