@@ -186,6 +186,13 @@ ISSUES: list[tuple[str, str, dict[str, Any], Expected]] = [
         [("method.lora.rank", "rank 257 is unusually high (8-64 is usual)", "try 16 or 32", "warning")],
     ),
     ("lora rank 256", "check_method", {"method": {"type": "lora", "lora": {"rank": 256}}}, []),
+    ("freeze on deepspeed", "check_method", {"method": {"type": "freeze"}}, []),
+    (
+        "qlora rank 300",
+        "check_method",
+        {"device": "cuda", "method": {"type": "qlora", "lora": {"rank": 300}}},
+        [("method.lora.rank", "rank 300 is unusually high (8-64 is usual)", "try 16 or 32", "warning")],
+    ),
     ("full rank 512", "check_method", {"method": {"type": "full", "lora": {"rank": 512}}}, []),
     (
         "template unknown",
@@ -1177,7 +1184,13 @@ def _data_issues(job: Any) -> list[tuple[str, str, str]]:
 
 
 def test_prompts_are_measured_only_where_training_drops_long_ones(tmp_path: Path) -> None:
-    assert _data_issues(_long_prompt_job(tmp_path, [LONG] * 3, data={"train_on_prompt": True})) == []
+    on_prompt = _long_prompt_job(tmp_path, [LONG] * 3, data={"train_on_prompt": True})
+    assert _data_issues(on_prompt) == []
+    assert checks.data_scan(on_prompt, CheckContext()).train_rows == 3
+    short = _long_prompt_job(tmp_path, ["word"] * 3)
+    assert _data_issues(short) == [] and checks.data_scan(short, CheckContext()).train_rows == 3
+    (error,) = checks.check_data(_long_prompt_job(tmp_path, [LONG] * 3), CheckContext())
+    assert error.hint == "raise data.max_length (now 64), or shorten the prompts"
     verl = _long_prompt_job(tmp_path, [LONG] * 3, backend="verl", device="cuda")
     assert _data_issues(verl) == []  # verl reads the data itself
     assert _data_issues(_long_prompt_job(tmp_path, [LONG] * 3)) == [
@@ -1259,3 +1272,53 @@ def test_a_local_model_gives_its_architecture(tmp_path: Path) -> None:
     assert checks.model_source(make_job(model={"name_or_path": "org/"}), CheckContext()) == ("missing", None, None)
     registry = checks.model_source(make_job(), CheckContext())
     assert registry[0] == "registry" and registry[1] is not None and registry[2] is None
+
+
+def test_divides_names_the_sizes_that_would_divide_up_to_64() -> None:
+    def issues(size: int, total: int) -> list[tuple[str, str, str | None]]:
+        return [(i.path, i.message, i.hint) for i in checks.divides("parallel.tp", "tp", size, total, "heads")]
+
+    assert issues(1, 7) == [] and issues(2, 4) == []
+    assert issues(2, 7) == [("parallel.tp", "tp 2 does not divide heads 7", "valid sizes: [1, 7]")]
+    assert issues(3, 128) == [
+        ("parallel.tp", "tp 3 does not divide heads 128", "valid sizes: [1, 2, 4, 8, 16, 32, 64]")
+    ]
+    assert issues(3, 130)[0][2] == "valid sizes: [1, 2, 5, 10, 13, 26]"  # 65 divides 130 but is over 64
+
+
+def test_a_user_reward_is_called_with_its_kwargs(tmp_path: Path) -> None:
+    (tmp_path / "reward.py").write_text(
+        "def score(completions, target, **kwargs):\n"
+        "    return [1.0 if target in str(c) else 0.0 for c in completions]\n",
+        encoding="utf-8",
+    )
+    ctx = CheckContext(base_dirs=(tmp_path,))
+    given = make_job(stage="grpo", grpo={"rewards": [{"function": "reward.py:score", "kwargs": {"target": "4"}}]})
+    assert list(checks.check_grpo(given, ctx)) == []
+    missing = make_job(stage="grpo", grpo={"rewards": [{"function": "reward.py:score"}]})
+    assert [(i.path, i.message, i.hint) for i in checks.check_grpo(missing, ctx)] == [
+        (
+            "grpo.rewards[0]",
+            "reward `score` raised TypeError: score() missing 1 required positional argument: 'target' on a batch of "
+            "5 rows (factory check calls each reward on the first rows)",
+            "run the reward on that row by hand to see the full error",
+        )
+    ]
+
+
+def test_hub_datasets_are_looked_up_in_the_dataset_dir_and_past_a_bad_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from factory_cli.modeling import hubs
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "datasets"))
+    monkeypatch.setattr(type(hubs.HUBS["hf"]), "unavailable", lambda self: "no network here")
+    (tmp_path / "dd").mkdir()
+    (tmp_path / "dd" / "dataset_info.json").write_text(json.dumps({"remote": {"hf_hub_url": "org/remote"}}))
+    job = make_job(data={"train": ["no-such-dataset-here", "remote"], "dataset_dir": "dd"})
+    found = [
+        (i.path, i.message.split(":")[0])
+        for i in checks.check_dataset_sources(job, CheckContext(base_dirs=(tmp_path,)))
+    ]
+    assert found == [("data.train[1]", "dataset `org/remote` is not on this machine and cannot be downloaded")]
