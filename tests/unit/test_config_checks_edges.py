@@ -144,6 +144,7 @@ ISSUES: list[tuple[str, str, dict[str, Any], Expected]] = [
         ],
     ),
     ("compile ok", "check_compile", {"stage": "pt", "train": {"compile": True}}, []),
+    ("compile sft ok", "check_compile", {"stage": "sft", "train": {"compile": True}}, []),
     (
         "qlora megatron",
         "check_method",
@@ -1322,3 +1323,38 @@ def test_hub_datasets_are_looked_up_in_the_dataset_dir_and_past_a_bad_one(
         for i in checks.check_dataset_sources(job, CheckContext(base_dirs=(tmp_path,)))
     ]
     assert found == [("data.train[1]", "dataset `org/remote` is not on this machine and cannot be downloaded")]
+
+
+def _range_warnings(**sections: Any) -> list[tuple[str, str]]:
+    return [(i.path, i.message) for i in checks.check_ranges(make_job(**sections), CheckContext())]
+
+
+def test_range_warnings_start_just_outside_ten_times_the_usual_range() -> None:
+    # LoRA sft: usual 1e-4 to 2e-4, so 1e-5 and 2e-3 are still quiet
+    assert _range_warnings(train={"learning_rate": 1e-5}) == _range_warnings(train={"learning_rate": 2e-3}) == []
+    assert _range_warnings(train={"learning_rate": 9.5e-6}) == [
+        ("train.learning_rate", "9.5e-06 is far outside the usual range for LoRA sft (0.0001-0.0002)")
+    ]
+    assert _range_warnings(train={"learning_rate": 2.1e-3}) == [
+        ("train.learning_rate", "0.0021 is far outside the usual range for LoRA sft (0.0001-0.0002)")
+    ]
+    assert _range_warnings(device="cuda", method={"type": "qlora"}, train={"learning_rate": 1.0}) == [
+        ("train.learning_rate", "1 is far outside the usual range for LoRA sft (0.0001-0.0002)")
+    ]
+    assert _range_warnings(train={"warmup_ratio": 0.3}) == []
+    for beta in (0.01, 0.5, 1.0):
+        assert _range_warnings(stage="dpo", dpo={"beta": beta}) == [], beta
+
+
+def test_group_size_and_clip_warnings_at_their_bounds() -> None:
+    def grpo(**values: Any) -> list[tuple[str, str]]:
+        return _range_warnings(stage="grpo", grpo={"rewards": ["math_answer"], **values})
+
+    assert grpo(num_generations=4) == grpo(num_generations=64) == []
+    assert grpo(num_generations=3) == [("grpo.num_generations", "group of 3")]
+    assert grpo(epsilon=0.4) == grpo(beta=0.4) == []
+
+
+@pytest.mark.parametrize(("count", "written"), [(1_350_000_000, "1.4 GB"), (1_500_000, "2 MB")])
+def test_file_sizes_round_to_what_is_shown(count: int, written: str) -> None:
+    assert checks._size(count) == written
