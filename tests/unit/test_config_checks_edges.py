@@ -1358,3 +1358,29 @@ def test_group_size_and_clip_warnings_at_their_bounds() -> None:
 @pytest.mark.parametrize(("count", "written"), [(1_350_000_000, "1.4 GB"), (1_500_000, "2 MB")])
 def test_file_sizes_round_to_what_is_shown(count: int, written: str) -> None:
     assert checks._size(count) == written
+
+
+def test_a_model_that_cannot_be_downloaded_names_the_field_to_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from factory_cli.modeling import hubs
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    hub = type(hubs.HUBS["hf"])
+    monkeypatch.setattr(hub, "unavailable", lambda self: "no network here")
+    ctx = CheckContext(base_dirs=(tmp_path,))
+    job = make_job(stage="dpo", model={"name_or_path": "org/base"}, dpo={"ref_model": "org/ref"})
+    found = [(i.path, i.message.split(":")[0]) for i in checks.check_model_source(job, ctx)]
+    assert found == [
+        ("model.name_or_path", "model `org/base` is not on this machine and cannot be downloaded"),
+        ("dpo.ref_model", "model `org/ref` is not on this machine and cannot be downloaded"),
+    ]
+    # without the hub's library the fix is another source
+    monkeypatch.setattr(hub, "installed", lambda self: False)
+    assert [i.path for i in checks.check_model_source(job, ctx)] == ["model.source", "model.source"]
+    # a model that names nothing is skipped (check_model reports it); the reference is still checked
+    monkeypatch.setattr(hub, "installed", lambda self: True)
+    nothing = make_job(stage="dpo", model={"name_or_path": "./nothing-here"}, dpo={"ref_model": "org/ref"})
+    assert [i.path for i in checks.check_model_source(nothing, ctx)] == ["dpo.ref_model"]
+    monkeypatch.setattr(hub, "unavailable", lambda self: None)
+    assert list(checks.check_model_source(job, ctx)) == []  # reachable: downloaded at train time
