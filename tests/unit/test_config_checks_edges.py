@@ -1190,8 +1190,10 @@ def test_prompts_are_measured_only_where_training_drops_long_ones(tmp_path: Path
     assert checks.data_scan(on_prompt, CheckContext()).train_rows == 3
     short = _long_prompt_job(tmp_path, ["word"] * 3)
     assert _data_issues(short) == [] and checks.data_scan(short, CheckContext()).train_rows == 3
-    (error,) = checks.check_data(_long_prompt_job(tmp_path, [LONG] * 3), CheckContext())
+    every = _long_prompt_job(tmp_path, [LONG] * 3)
+    (error,) = checks.check_data(every, CheckContext())
     assert error.hint == "raise data.max_length (now 64), or shorten the prompts"
+    assert checks.data_scan(every, CheckContext()).train_rows is None  # nothing to count after that error
     verl = _long_prompt_job(tmp_path, [LONG] * 3, backend="verl", device="cuda")
     assert _data_issues(verl) == []  # verl reads the data itself
     assert _data_issues(_long_prompt_job(tmp_path, [LONG] * 3)) == [
@@ -1214,8 +1216,18 @@ def test_prompts_measured_from_the_first_rows_say_so(tmp_path: Path, monkeypatch
             "warning",
         )
     ]
+    assert checks.data_scan(_long_prompt_job(tmp_path, [LONG, "word", LONG, "word"]), CheckContext()).train_rows == 4
     # every row long, but only the first ones measured: a warning, not the error of an empty dataset
     assert [severity for _, _, severity in _data_issues(_long_prompt_job(tmp_path, [LONG] * 4))] == ["warning"]
+
+
+def test_a_tokenizer_the_library_cannot_read_leaves_the_rows_counted(tmp_path: Path) -> None:
+    broken = tmp_path / "tok"
+    broken.mkdir()
+    (broken / "tokenizer.json").write_text("{not a tokenizer", encoding="utf-8")
+    job = _long_prompt_job(tmp_path, [LONG] * 3)
+    job = job.model_copy(update={"model": job.model.model_copy(update={"tokenizer": str(broken)})})
+    assert _data_issues(job) == [] and checks.data_scan(job, CheckContext()).train_rows == 3
 
 
 TINY_CONFIG = {
