@@ -465,11 +465,15 @@ def _jobs_over_files(tmp: Path) -> dict[str, dict[str, Any]]:
 
     def jl(name: str, rows: list[dict[str, Any]], raw: str | None = None) -> str:
         path = tmp / name
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(raw if raw is not None else "".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
         return str(path)
 
     good = [{"instruction": f"q{i}", "output": f"a{i}"} for i in range(10)]
     pair = {"instruction": "q", "chosen": "a", "rejected": "b"}
+    (tmp / "dd").mkdir()
+    (tmp / "dd" / "dataset_info.json").write_text(json.dumps({"gone": {"file_name": "gone.jsonl"}}), encoding="utf-8")
+    jl("two/b.jsonl", [pair, pair])
     return {
         "empty": {"data": {"train": [jl("empty.jsonl", [])]}},
         "bad first": {
@@ -509,6 +513,17 @@ def _jobs_over_files(tmp: Path) -> dict[str, dict[str, Any]]:
             "data": {"train": [{"path": jl("r.jsonl", [*good[:3], pair, pair]), "ranking": True}]}
         },
         "pairs for dpo": {"stage": "dpo", "data": {"train": [jl("d.jsonl", [pair] * 3)]}},
+        "one pair mixed": {"data": {"train": [jl("one.jsonl", [*good[:3], pair])]}},
+        "bad at row 6": {"data": {"train": [jl("six.jsonl", [*good[:5], {"instruction": "x"}, *good[5:]])]}},
+        "unknown keys first": {"data": {"train": [jl("unk.jsonl", [{"a": 1}, *good])]}},
+        "chosen only": {"data": {"train": [jl("ch.jsonl", [{**g, "chosen": "c"} for g in good[:3]])]}},
+        "pairs in a second file": {"data": {"train": [str(Path(jl("two/a.jsonl", good[:3])).parent)]}},
+        "missing then local": {"data": {"train": [str(tmp / "nope.jsonl"), jl("ten2.jsonl", good)]}},
+        "hub then local": {"data": {"train": ["someorg/somedata", jl("ten3.jsonl", good)]}},
+        "dataset_dir file gone": {"data": {"train": ["gone"], "dataset_dir": str(tmp / "dd")}},
+        "micro equal rows": {"data": {"train": [jl("three.jsonl", good[:3])]}, "train": {"micro_batch_size": 3}},
+        "micro over one row": {"data": {"train": [jl("onerow.jsonl", good[:1])]}, "train": {"micro_batch_size": 4}},
+        "packing grpo": {"stage": "grpo", "data": {"train": ["demo-grpo-math"], "packing": True}},
         "eval rows": {
             "data": {"train": [jl("t.jsonl", good)], "eval": [jl("e1.jsonl", good[:2]), jl("e2.jsonl", good[:3])]}
         },
@@ -688,6 +703,108 @@ DATA: list[tuple[str, tuple[int | None, int | None], Expected]] = [
     ("pairs ranked for sft", (5, 0), []),
     ("pairs for dpo", (3, 0), []),
     ("eval rows", (10, 5), []),
+    (
+        "one pair mixed",
+        (None, 0),
+        [
+            (
+                "data.train[0]",
+                "1 of the 4 rows read are preference pairs (chosen/rejected; the first: row 4 of one.jsonl) mixed in "
+                "with sft rows: stage sft would train on their chosen answers and ignore the rejected ones",
+                "remove them (a dpo job trains on pairs); to train sft on the chosen answers of preference data on "
+                "purpose, give those rows as a dataset of their own with format: preference",
+                "error",
+            )
+        ],
+    ),
+    (
+        "bad at row 6",
+        (11, 0),
+        [
+            (
+                "data.train[0]",
+                "1 of its 11 rows would be dropped at train time (first: row 6 of six.jsonl: field `output`: alpaca "
+                "row has no `output` column (keys: instruction); map the response column with columns.response)",
+                "fix or remove them; training counts and skips them",
+                "warning",
+            )
+        ],
+    ),
+    (
+        "unknown keys first",
+        (None, 0),
+        [
+            (
+                "data.train[0]",
+                "row 1 of unk.jsonl: cannot tell the format of a row with keys [a]; known formats: alpaca "
+                "(instruction/input/output), sharegpt (conversations of from/value), messages (OpenAI role/content), "
+                "preference (prompt/chosen/rejected), rl (prompt + answer, verl parquet), text (text). Set `format:` "
+                "(and `columns:` to map your column names) for this dataset",
+                "format `auto`; stage sft expects alpaca {instruction, input, output}, sharegpt {conversations}, or "
+                "{messages} (or map columns with columns: {...})",
+                "error",
+            )
+        ],
+    ),
+    ("chosen only", (3, 0), []),
+    (
+        "pairs in a second file",
+        (None, 0),
+        [
+            (
+                "data.train[0]",
+                "2 of the 5 rows read are preference pairs (chosen/rejected; the first: row 1 of b.jsonl) mixed in "
+                "with sft rows: stage sft would train on their chosen answers and ignore the rejected ones",
+                "remove them (a dpo job trains on pairs); to train sft on the chosen answers of preference data on "
+                "purpose, give those rows as a dataset of their own with format: preference",
+                "error",
+            )
+        ],
+    ),
+    (
+        "missing then local",
+        (10, 0),
+        [
+            (
+                "data.train[0].path",
+                "dataset `TMP/nope.jsonl` is not a file, a registry name or a Hub id",
+                "see `factory list datasets`, or give a file path",
+                "error",
+            )
+        ],
+    ),
+    ("hub then local", (None, 0), []),
+    (
+        "dataset_dir file gone",
+        (None, 0),
+        [
+            (
+                "data.train[0]",
+                "dataset `gone` is TMP/dd/gone.jsonl, which does not exist",
+                "fix its file_name in TMP/dd/dataset_info.json, or put the file there",
+                "error",
+            )
+        ],
+    ),
+    ("micro equal rows", (3, 0), []),
+    (
+        "micro over one row",
+        (1, 0),
+        [
+            (
+                "train.micro_batch_size",
+                "micro 4 x data-parallel 1 = 4 samples per forward pass, but the training data has 1 rows: every "
+                "step holds all of them",
+                "set train.micro_batch_size: 1 or less",
+                "warning",
+            )
+        ],
+    ),
+    (
+        "packing grpo",
+        (300, 0),
+        [("data.packing", "packing applies to pt and sft, not grpo", "set data.packing: false", "error")],
+    ),
 ]
 
 
