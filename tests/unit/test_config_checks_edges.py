@@ -1548,3 +1548,63 @@ def test_a_local_file_that_is_no_model_folder_has_no_architecture(tmp_path: Path
     assert checks.model_source(job, CheckContext())[0] == "local"
     assert checks.job_architecture(job, CheckContext()) is None
     assert list(checks.check_model(job, CheckContext())) == []
+
+
+def test_datasets_after_one_that_cannot_be_read_are_still_scanned(tmp_path: Path) -> None:
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "dataset_info.json").write_text("{not json", encoding="utf-8")
+    (tmp_path / "dd").mkdir()
+    info = {"here": {"file_name": "here.jsonl"}, "gone": {"file_name": "gone.jsonl"}}
+    (tmp_path / "dd" / "dataset_info.json").write_text(json.dumps(info), encoding="utf-8")
+    (tmp_path / "dd" / "here.jsonl").write_text(
+        json.dumps({"instruction": "q", "output": "a"}) + "\n", encoding="utf-8"
+    )
+    (tmp_path / "empty.jsonl").write_text("", encoding="utf-8")
+    ctx = CheckContext(base_dirs=(tmp_path,))
+    empty = ("data.train[1]", "empty.jsonl holds no rows")
+
+    def paths(**data: Any) -> list[tuple[str, str]]:
+        return [(i.path, i.message) for i in checks.check_data(make_job(data=data), ctx)]
+
+    after_bad_info = paths(train=["x", str(tmp_path / "empty.jsonl")], dataset_dir=str(tmp_path / "bad"))
+    assert [p for p, _ in after_bad_info] == ["data.train[0]", "data.train[1]"] and after_bad_info[1] == empty
+    assert paths(train=["someorg/somedata", str(tmp_path / "empty.jsonl")]) == [empty]  # after a Hub dataset
+    here = make_job(data={"train": ["here"], "dataset_dir": "dd"})
+    assert list(checks.check_data(here, ctx)) == [] and checks.data_scan(here, ctx).train_rows == 1
+    (gone,) = checks.check_data(make_job(data={"train": ["gone"], "dataset_dir": "dd"}), ctx)
+    assert gone.message == f"dataset `gone` is {tmp_path / 'dd' / 'gone.jsonl'}, which does not exist"
+    assert gone.hint == f"fix its file_name in {tmp_path / 'dd' / 'dataset_info.json'}, or put the file there"
+
+
+def test_installed_reporters_and_resume_words_need_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    installed = {"tensorboard", "wandb", "swanlab", "mlflow"}
+    monkeypatch.setattr(checks.importlib.util, "find_spec", lambda name: object() if name in installed else None)
+    job = make_job(logging={"report_to": sorted(installed)})
+    assert list(checks.check_output(job, CheckContext())) == []
+    for resume in ("auto", "never"):
+        assert list(checks.check_output(make_job(output={"resume": resume}), CheckContext())) == [], resume
+
+
+def test_output_folders_that_cannot_be_written() -> None:
+    # /proc takes no new files (the reason, from the kernel, varies): the folder itself, or one to create in it
+    problem = checks.output_dir_problem(Path("/proc"))
+    assert problem is not None and problem.startswith("/proc is not writable (") and problem.endswith(")")
+    problem = checks.output_dir_problem(Path("/proc/factory-run"))
+    assert problem is not None and problem.startswith("/proc/factory-run cannot be created in /proc (")
+    assert "None" not in problem
+
+
+def test_batches_that_divide_and_a_grpo_run_that_fills_the_context_exactly() -> None:
+    assert list(checks.check_batch(make_job(train={"micro_batch_size": 2}), CheckContext())) == []
+    assert (
+        list(checks.check_batch(make_job(train={"global_batch_size": 8, "micro_batch_size": 2}), CheckContext())) == []
+    )
+    fills = make_job(
+        stage="grpo", grpo={"rewards": ["math_answer"], "max_prompt_length": 4096, "max_completion_length": 4096}
+    )
+    assert list(checks.check_grpo(fills, CheckContext())) == []  # 8192 positions: exactly the model's context
+    assert checks.model_source(make_job(model={"name_or_path": "org/m.gguf"}), CheckContext()) == (
+        "missing",
+        None,
+        None,
+    )
