@@ -3,9 +3,10 @@
 Every module runs in a work folder of its own (bench/.work/mutation/<module>/, outside git) that links the repository
 and carries a pyproject.toml whose `[tool.mutmut]` table is the repository's plus this module's `only_mutate` and test
 selection: one mutant then runs the tests of its module that reach the mutated function (mutmut's own per-function
-mapping), never the suite. The results of one run go to bench/results/mutation.json; surviving mutants judged
-equivalent (no observable change) are read from bench/mutation_equivalent.yaml, keyed by module, function and the
-changed code, so the list survives line drift.
+mapping), never the suite. bench/results/mutation.json holds every module's latest result, each with the commit it
+ran at (a run replaces the results of its own modules only). Surviving mutants judged equivalent (no observable
+change) are read from bench/mutation_equivalent.yaml, keyed by module, function and the changed code, so the list
+survives line drift.
 
     .venv/bin/python -m bench.mutation                       # every module, smallest first
     .venv/bin/python -m bench.mutation factory_cli/runs.py   # one module (merged into the existing result file)
@@ -47,6 +48,7 @@ MODULES: dict[str, tuple[str, ...]] = {
         U + "test_validate.py",
         U + "test_error_corpus.py",
         U + "test_bad_input_corpus.py",
+        U + "test_config_checks_edges.py",
     ),
     "factory_cli/backends/deepspeed/checks.py": (U + "test_error_corpus.py", U + "test_backend_checks_edges.py"),
     "factory_cli/backends/megatron/checks.py": (
@@ -75,10 +77,10 @@ MODULES: dict[str, tuple[str, ...]] = {
         U + "test_golden.py",
     ),
     "factory_cli/backends/verl/plan.py": (U + "test_verl_plan.py", U + "test_golden.py", U + "test_verl_plan_edges.py"),
-    "factory_cli/runs.py": (U + "test_run_dir.py",),
+    "factory_cli/runs.py": (U + "test_run_dir.py", U + "test_runs_edges.py"),
     "factory_cli/rewards": (U + "test_bad_input_corpus.py", U + "test_rewards_edges.py"),
-    "factory_cli/data/masking.py": (U + "test_masking.py", U + "test_chat_templates.py"),
-    "factory_cli/data/formats.py": (U + "test_formats.py", U + "test_readers.py"),
+    "factory_cli/data/masking.py": (U + "test_masking.py", U + "test_chat_templates.py", U + "test_masking_edges.py"),
+    "factory_cli/data/formats.py": (U + "test_formats.py", U + "test_readers.py", U + "test_formats_edges.py"),
     "factory_cli/export/verify.py": (U + "test_inference.py", U + "test_export_verify_edges.py"),
 }
 
@@ -340,17 +342,25 @@ def mutmut_version() -> str:
     return version("mutmut")
 
 
+def changed_since(module: str, sha: str, root: Path = REPO) -> bool | None:
+    """Whether `module`'s source differs now from the commit its result ran at (None where git cannot tell: a commit
+    unknown here). A `-dirty` commit is compared as the commit itself."""
+    target = sha.removesuffix("-dirty")
+    done = subprocess.run(
+        ["git", "diff", "--quiet", target, "--", module], cwd=root, capture_output=True, text=True, check=False
+    )
+    return {0: False, 1: True}.get(done.returncode)
+
+
 def write_result(modules: Mapping[str, Mapping[str, Any]], path: Path = RESULT) -> dict[str, Any]:
-    """bench/results/mutation.json from the modules of this invocation, each carrying the commit it ran at
-    (`git_sha`) and its `seconds`. Modules of an earlier invocation are kept when they ran at the same commit (so one
-    module can be run at a time) and dropped otherwise: the file holds the results of one commit."""
+    """bench/results/mutation.json: every mapped module's latest result. The modules of this invocation replace their
+    earlier result; every other module keeps the one it has, with the commit it ran at (its `git_sha`) and its
+    `seconds`, so one module can be run at a time at whatever commit. The top-level `git_sha` is the commit of this
+    invocation's modules; `changed_since_run` lists the modules whose source changed after their result's commit."""
     from bench.harness import machine
 
-    shas = {str(m["git_sha"]) for m in modules.values()}
     earlier: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
-    merged: dict[str, Any] = {
-        name: m for name, m in earlier.get("modules", {}).items() if m.get("git_sha") in shas and len(shas) == 1
-    }
+    merged: dict[str, Any] = {name: m for name, m in earlier.get("modules", {}).items() if name in MODULES}
     merged.update(modules)
     summary = overall(merged)
     result = {
@@ -367,7 +377,8 @@ def write_result(modules: Mapping[str, Mapping[str, Any]], path: Path = RESULT) 
         "modules": dict(sorted(merged.items())),
         "modules_run": sorted(merged),
         "modules_not_run": sorted(set(MODULES) - set(merged)),
-        "git_sha": " ".join(sorted({str(m["git_sha"]) for m in merged.values()})),
+        "git_sha": " ".join(sorted({str(m["git_sha"]) for m in modules.values()})),
+        "changed_since_run": sorted(m for m in merged if changed_since(m, str(merged[m]["git_sha"])) is not False),
         "tool": f"mutmut {mutmut_version()}",
         "tests": {m: list(MODULES[m]) for m in sorted(merged) if m in MODULES},
     }

@@ -468,7 +468,8 @@ def _describe_owner(owner: dict[str, Any]) -> str:
 
 
 def _seal_time(checkpoint: Path) -> float | None:
-    with contextlib.suppress(OSError, ValueError, TypeError):
+    """When a checkpoint was sealed; None when its marker says no time (or no readable one)."""
+    with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
         return float(json.loads((checkpoint / COMPLETE_MARKER).read_text(encoding="utf-8"))["time"])
     return None
 

@@ -621,8 +621,17 @@ def _split_common_prefix(chosen: list[Turn], rejected: list[Turn], where: str) -
         n += 1
     if n == len(chosen) and n == len(rejected):
         raise RowError("chosen and rejected are identical, so the pair teaches nothing", where)
-    while n > 0 and chosen[n - 1][0]["role"] == "assistant" and n < len(chosen) and chosen[n][0]["role"] == "assistant":
-        n -= 1  # never split inside a run of assistant messages
+
+    def continues_an_answer(turns: list[Turn]) -> bool:
+        return n < len(turns) and turns[n][0]["role"] == "assistant"
+
+    # never split inside a run of assistant messages, of either side (one may be the other plus more messages)
+    while (
+        n > 0
+        and chosen[n - 1][0]["role"] == "assistant"
+        and (continues_an_answer(chosen) or continues_an_answer(rejected))
+    ):
+        n -= 1
     if n == 0:
         raise RowError(
             "no `prompt` column and chosen/rejected share no leading prompt messages; add a `prompt` column", where

@@ -229,6 +229,9 @@ class ConversationEncoder:
                         offsets = encoding.offsets
                     first = bisect_right([o[1] for o in offsets], start)
                     last = bisect_left([o[0] for o in offsets], end) - 1
+                else:  # the last character may be split over several tokens (a byte-level vocabulary's bytes)
+                    while (chars := encoding.token_to_chars(last + 1)) is not None and chars[0] < end:
+                        last += 1
                 if last >= first:
                     labels[first : last + 1] = ids[first : last + 1]
             all_labels.append(labels)

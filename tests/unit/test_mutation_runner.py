@@ -4,6 +4,7 @@ results and diffs, the equivalent-mutant list and the result file."""
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from bench.mutation import (
     REPO,
     Mutant,
     change_of,
+    changed_since,
     existing_tests,
     function_of,
     load_equivalent,
@@ -192,7 +194,7 @@ def test_overall_is_killed_over_total_of_every_module() -> None:
     ]
 
 
-def test_write_result_keeps_modules_of_the_same_commit(tmp_path: Path) -> None:
+def test_write_result_keeps_every_modules_latest_result(tmp_path: Path) -> None:
     path = tmp_path / "mutation.json"
     first = module_summary([Mutant("a", "killed"), Mutant("b", "survived")], [], "factory_cli/runs.py")
     write_result({"factory_cli/runs.py": {**first, "git_sha": "abc", "seconds": 12.5}}, path)
@@ -208,9 +210,44 @@ def test_write_result_keeps_modules_of_the_same_commit(tmp_path: Path) -> None:
     assert result["metrics"]["all"] == {"killed": 2, "total": 3, "score": 0.6667, "score_without_equivalent": 0.6667}
     assert result["metrics"]["factory_cli/runs.py"]["score"] == 0.5
 
-    result = write_result({"factory_cli/data/masking.py": {**second, "git_sha": "def", "seconds": 3.0}}, path)
-    assert result["modules_run"] == ["factory_cli/data/masking.py"]  # another commit: the earlier module is dropped
+    # another commit: the module run now is replaced, the other keeps its result and its own commit
+    again = module_summary([Mutant("c", "killed"), Mutant("d", "killed")], [], "factory_cli/data/masking.py")
+    result = write_result({"factory_cli/data/masking.py": {**again, "git_sha": "def", "seconds": 4.0}}, path)
+    assert result["modules_run"] == ["factory_cli/data/masking.py", "factory_cli/runs.py"]
     assert result["git_sha"] == "def"
+    assert {m: r["git_sha"] for m, r in result["modules"].items()} == {
+        "factory_cli/data/masking.py": "def",
+        "factory_cli/runs.py": "abc",
+    }
+    assert (result["killed"], result["total"]) == (3, 4)
+    # commits git does not know: whether the source changed since cannot be told, so both are listed
+    assert result["changed_since_run"] == ["factory_cli/data/masking.py", "factory_cli/runs.py"]
+
+
+def test_write_result_drops_a_module_no_longer_mapped(tmp_path: Path) -> None:
+    path = tmp_path / "mutation.json"
+    gone = module_summary([Mutant("a", "killed")], [], "factory_cli/gone.py")
+    path.write_text(json.dumps({"modules": {"factory_cli/gone.py": {**gone, "git_sha": "abc", "seconds": 1.0}}}))
+    kept = module_summary([Mutant("b", "survived")], [], "factory_cli/runs.py")
+    result = write_result({"factory_cli/runs.py": {**kept, "git_sha": "abc", "seconds": 2.0}}, path)
+    assert result["modules_run"] == ["factory_cli/runs.py"] and result["score"] == 0.0
+
+
+def test_changed_since_compares_the_module_with_its_commit(tmp_path: Path) -> None:
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=tmp_path, capture_output=True, text=True, check=True).stdout.strip()
+
+    git("init", "-q")
+    (tmp_path / "a.py").write_text("x = 1\n")
+    (tmp_path / "b.py").write_text("y = 1\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "one")
+    sha = git("rev-parse", "HEAD")
+    (tmp_path / "a.py").write_text("x = 2\n")
+    assert changed_since("a.py", sha, tmp_path) is True
+    assert changed_since("b.py", sha, tmp_path) is False
+    assert changed_since("b.py", sha + "-dirty", tmp_path) is False
+    assert changed_since("b.py", "0" * 40, tmp_path) is None
 
 
 def test_load_equivalent(tmp_path: Path) -> None:
