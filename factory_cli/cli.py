@@ -106,7 +106,7 @@ def check(
     from factory_cli.ui import console, print_issues, print_table
 
     validated = load_and_validate(job_file, overrides or [])
-    print_table(f"{job_file} is valid", ["", ""], summarize(validated.job, (validated.base_dir,)))
+    print_table(f"{job_file} is valid", ["", ""], summarize(validated.job, (validated.base_dir,), validated.data_scan))
     notes, engine_warnings = probe_engine_environment(validated.job)
     warnings = [*validated.warnings, *(w.located(validated.loaded.source, None) for w in engine_warnings)]
     if warnings:

@@ -23,6 +23,7 @@ from factory_cli.registry.models import Architecture, ModelSpec, architecture_of
 
 if TYPE_CHECKING:
     from factory_cli.data.formats import FormatSpec
+    from factory_cli.data.readers import FileScan
 
 ROWS_CHECKED = 5  # a bad row among the first of a file is an error: the format or column mapping is wrong
 ROWS_CONVERTED = 10_000  # rows of each file converted in check (~55 us each), the bad ones counted as a warning
@@ -345,6 +346,7 @@ class DataScan:
     issues: tuple[Issue, ...]
     train_rows: int | None
     eval_rows: int | None
+    files: tuple[FileScan, ...] = ()  # every local file read, with how much of it and how long it took
 
 
 def data_scan(job: JobBase, ctx: CheckContext) -> DataScan:
@@ -353,14 +355,15 @@ def data_scan(job: JobBase, ctx: CheckContext) -> DataScan:
     if cached is not None and cached[0] is job:
         return cached[1]
     issues: list[Issue] = []
-    scan = _scan_data(job, ctx)
+    files: list[FileScan] = []
+    scan = _scan_data(job, ctx, files)
     while True:
         try:
             issues.append(next(scan))
         except StopIteration as done:
             train_rows, eval_rows = done.value
             break
-    result = DataScan(tuple(issues), train_rows, eval_rows)
+    result = DataScan(tuple(issues), train_rows, eval_rows, tuple(files))
     ctx.scans[id(job)] = (job, result)
     return result
 
@@ -381,8 +384,10 @@ def check_data(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
         )
 
 
-def _scan_data(job: JobBase, ctx: CheckContext) -> Generator[Issue, None, tuple[int | None, int | None]]:
-    """check_data's reading: yields the issues, returns the (train, eval) row counts."""
+def _scan_data(
+    job: JobBase, ctx: CheckContext, files: list[FileScan]
+) -> Generator[Issue, None, tuple[int | None, int | None]]:
+    """check_data's reading: yields the issues, returns the (train, eval) row counts; each file read goes to `files`."""
     from factory_cli.data.sources import DatasetNotFound, find_local_path, resolve_dataset
 
     if job.data.packing and job.stage in ("dpo", "grpo"):
@@ -419,7 +424,7 @@ def _scan_data(job: JobBase, ctx: CheckContext) -> Generator[Issue, None, tuple[
                 )
                 counts[split] = None
                 continue
-            rows = yield from _check_local_dataset(job, path, resolved.file, resolved.format_spec, tokenizer)
+            rows = yield from _check_local_dataset(job, path, resolved.file, resolved.format_spec, tokenizer, files)
             if rows is not None and spec.max_samples is not None:
                 rows = min(rows, spec.max_samples)
             total = counts[split]
@@ -428,7 +433,7 @@ def _scan_data(job: JobBase, ctx: CheckContext) -> Generator[Issue, None, tuple[
 
 
 def _check_local_dataset(
-    job: JobBase, path: str, source: Path, format_spec: FormatSpec, tokenizer: Path | None
+    job: JobBase, path: str, source: Path, format_spec: FormatSpec, tokenizer: Path | None, files: list[FileScan]
 ) -> Generator[Issue, None, int | None]:
     """Scan every file of one local dataset; return its row count (None when a file is malformed, empty, or too
     large to count)."""
@@ -444,6 +449,7 @@ def _check_local_dataset(
     try:
         for file in list_data_files(source):
             scan = scan_file(file, ROWS_CONVERTED, FULL_CHECK_BYTES, pairs)
+            files.append(scan)
             total = total + scan.rows if total is not None and scan.rows_counted else None
             scanned, marked, kept = scanned + scan.rows, marked + scan.marked, kept + len(scan.first)
             if scan.first_marked is not None and not first_pair:
@@ -729,15 +735,20 @@ def check_backend(job: JobBase, ctx: CheckContext) -> Iterable[Issue]:
 
 
 def check_streaming(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
-    """data.streaming (data/streaming.py): pt on the deepspeed backend, with train.max_steps, no eval set."""
+    """data.streaming (data/streaming.py): pt or sft on the deepspeed backend, with train.max_steps, no eval set."""
     if not job.data.streaming:
         return
     prepare = "set data.streaming: false: the data is then prepared on disk in bounded memory and cached"
     if job.backend != "deepspeed":
         reason = "Megatron reads an indexed dataset" if job.backend == "megatron" else "verl reads parquet files"
         yield error("data.streaming", f"the {job.backend} backend does not stream data ({reason})", prepare)
-    elif job.stage != "pt":
-        yield error("data.streaming", f"streaming is for pt corpora, not stage {job.stage}", prepare)
+    elif job.stage not in ("pt", "sft"):
+        yield error(
+            "data.streaming",
+            f"streaming is for pt and sft data, not stage {job.stage}: its rows are read whole before training "
+            "(preference pairs and prompts are short and few)",
+            prepare,
+        )
     if job.train.max_steps is None:
         yield error(
             "data.streaming",
@@ -747,6 +758,28 @@ def check_streaming(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
     if job.data.eval or job.data.eval_ratio > 0:
         path = "data.eval" if job.data.eval else "data.eval_ratio"
         yield error(path, "a stream holds out no eval set", f"remove {path}, or {prepare}")
+
+
+def check_mix(job: JobBase, ctx: CheckContext) -> Iterator[Issue]:
+    """A dataset weight is only read by data.mix.strategy interleave, over two or more train datasets: anywhere else
+    it would be dropped without a word."""
+    data = job.data
+    for split in ("train", "eval"):
+        for index, spec in enumerate(getattr(data, split)):
+            if spec.weight is None:
+                continue
+            path = f"data.{split}[{index}].weight"
+            if split == "eval":
+                yield error(path, "eval datasets are not mixed: a weight here is never read", "remove the weight")
+            elif data.mix.strategy != "interleave":
+                yield error(
+                    path,
+                    f"the weight is read only when data.mix.strategy is interleave (it is {data.mix.strategy}: every "
+                    "row of every dataset, once)",
+                    "set data.mix.strategy: interleave to sample the datasets by weight, or remove the weight",
+                )
+            elif len(data.train) == 1:
+                yield warning(path, "one train dataset: its weight has nothing to be weighed against", "remove it")
 
 
 ALL_CHECKS: tuple[Check, ...] = (
@@ -759,6 +792,7 @@ ALL_CHECKS: tuple[Check, ...] = (
     check_grpo,
     check_data,
     check_streaming,
+    check_mix,
     check_dataset_sources,
     check_device,
     check_compile,

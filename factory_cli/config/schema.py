@@ -227,7 +227,7 @@ class DataSection(Section):
     seed: int = Field(42, ge=0, le=SEED_MAX, description="shuffle and split seed")
     streaming: bool = Field(
         False,
-        description="pt: read, tokenize and pack the data on the fly while training (no pass before step 1; "
+        description="pt / sft: read, tokenize and pack the data on the fly while training (no pass before step 1; "
         "needs train.max_steps; deepspeed backend)",
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -10,6 +11,8 @@ from factory_cli.config.schema import DeepSpeedJob, JobBase, MegatronJob, VerlJo
 from factory_cli.registry.models import find_model
 
 if TYPE_CHECKING:
+    from factory_cli.config.checks import DataScan
+    from factory_cli.data.readers import FileScan
     from factory_cli.registry.datasets import DatasetEntry
 
 COUNT_ROWS_UP_TO_BYTES = 50 * 1024 * 1024
@@ -96,8 +99,25 @@ def model_origin(job: JobBase, base_dirs: tuple[Path, ...]) -> str:
         return exc.message
 
 
-def summarize(job: JobBase, base_dirs: tuple[Path, ...] = ()) -> list[tuple[str, str]]:
-    """(label, text) rows describing the job."""
+def data_check_line(files: Sequence[FileScan]) -> str | None:
+    """What the data check read (config/checks.py data_scan): files, rows, MB and seconds, and its rate in rows/s;
+    None when it read no local file. A .json too large to load has no rows to count and is left out."""
+    counted = [scan for scan in files if scan.rows_counted]
+    if not counted:
+        return None
+    rows = sum(scan.rows for scan in counted)
+    megabytes = sum(scan.bytes_checked for scan in counted) / 1e6
+    seconds = sum(scan.seconds for scan in counted)
+    rate = f"{rows / seconds:,.0f} rows/s" if seconds > 0 else "too fast to time"
+    whole = sum(scan.complete for scan in counted)
+    read = f"{len(counted)} file{'s' if len(counted) != 1 else ''}"
+    if whole < len(counted):
+        read += f" ({len(counted) - whole} read in part)"
+    return f"{read} parsed: {rows:,} rows, {megabytes:,.2f} MB in {seconds:.3f} s ({rate})"
+
+
+def summarize(job: JobBase, base_dirs: tuple[Path, ...] = (), scan: DataScan | None = None) -> list[tuple[str, str]]:
+    """(label, text) rows describing the job; `scan` adds what the data check read and how fast."""
     t = job.train
     spec = find_model(job.model.name_or_path)
     model = job.model.name_or_path
@@ -110,6 +130,7 @@ def summarize(job: JobBase, base_dirs: tuple[Path, ...] = ()) -> list[tuple[str,
         ("model", model),
         ("method", method_line(job)),
         *[("data", line) for line in dataset_lines(job, base_dirs)],
+        *[("data check", line) for line in [data_check_line(scan.files) if scan else None] if line],
         ("sequence", f"max_length {job.data.max_length}, packing {'on' if job.data.packing else 'off'}"),
         (
             "batch",

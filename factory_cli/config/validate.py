@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from factory_cli.backends import check_with_backend
-from factory_cli.config.checks import CheckContext, run_checks
+from factory_cli.config.checks import CheckContext, DataScan, run_checks
 from factory_cli.config.defaults import resolve_defaults
 from factory_cli.config.errors import Issue, JobError
 from factory_cli.config.load import LoadedJob, apply_overrides, find_placeholders, load_job_file
@@ -29,6 +29,7 @@ class ValidatedJob:
     job: JobBase
     loaded: LoadedJob
     warnings: list[Issue] = field(default_factory=list)
+    data_scan: DataScan | None = None  # what the data checks read (None when checks were off)
 
     @property
     def base_dir(self) -> Path:
@@ -107,6 +108,7 @@ def validate_loaded(loaded: LoadedJob, checks: bool = True) -> ValidatedJob:
     blocked = {i.path for i in placeholders} | {i.path for i in found if i.is_error}
     backend = data.get("backend")
     job: JobBase | None = None
+    scan: DataScan | None = None
     if isinstance(backend, str) and backend in JOB_MODELS:
         model = JOB_MODELS[backend]
         others = [m for name, m in JOB_MODELS.items() if name != backend]
@@ -123,10 +125,11 @@ def validate_loaded(loaded: LoadedJob, checks: bool = True) -> ValidatedJob:
             for issue in run_checks(job, context):
                 if not any(_overlaps(issue.path, p.path) for p in placeholders):
                     found.append(loaded.locate(issue, _path_parts(issue.path)))
+            scan = next((result for checked, result in context.scans.values() if checked is job), None)
     errors = [i for i in found if i.is_error]
     if errors or job is None:
         raise JobError(sorted(found, key=lambda i: (i.line is None, i.line or 0)))
-    return ValidatedJob(job=job, loaded=loaded, warnings=[i for i in found if not i.is_error])
+    return ValidatedJob(job=job, loaded=loaded, warnings=[i for i in found if not i.is_error], data_scan=scan)
 
 
 def _without(data: dict[str, Any], paths: Sequence[str]) -> dict[str, Any]:

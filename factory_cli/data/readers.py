@@ -12,6 +12,7 @@ import io
 import itertools
 import json
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -271,6 +272,7 @@ class FileScan:
     rows_counted: bool = True  # False: a .json too large to load, so its rows are unknown
     marked: int = 0  # rows the scan's `mark` said yes to
     first_marked: int | None = None  # the row number (a .jsonl's line) of the first of them
+    seconds: float = 0.0  # how long the scan took
 
     @property
     def complete(self) -> bool:
@@ -292,6 +294,13 @@ def scan_file(path: Path, keep: int, max_bytes: int, mark: RowMark | None = None
     every row parsed (a parquet file's first `keep` rows), and the rows it says yes to are counted.
 
     A generated 500 MB alpaca .jsonl (1.7 M rows) scans at 100-130 MB/s on 2 shared cores (40 MB/s line by line)."""
+    started = time.perf_counter()
+    scan = _scan(path, keep, max_bytes, mark)
+    scan.seconds = time.perf_counter() - started
+    return scan
+
+
+def _scan(path: Path, keep: int, max_bytes: int, mark: RowMark | None) -> FileScan:
     scan = FileScan(path=path, size=path.stat().st_size)
     suffix = path.suffix.lower()
     if suffix == ".parquet":

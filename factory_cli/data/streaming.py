@@ -1,15 +1,18 @@
-"""`data.streaming: true`: pre-training data read, tokenized and packed on the fly, with no pass before step 1
+"""`data.streaming: true`: pt and sft data read, tokenized and packed on the fly, with no pass before step 1
 (docs/architecture.md §8).
 
 `stream_dataset` builds a `datasets.IterableDataset`:
 
     files (one shard each) or a Hub dataset (datasets' own streaming)
-      --formats.convert_row--> canonical rows (rows that do not convert are skipped, as `factory check` warns)
+      --formats.convert_row--> canonical rows (rows that do not convert are skipped, as `factory check` warns;
+                               sft rows travel as JSON text, so any message shape and tools fit one column)
       --data.mix--> one stream: concat, or `interleave_datasets` with the weights and data.seed
       --shuffle(seed, STREAM_SHUFFLE_BUFFER)--> a seeded order of shards, then of rows within a buffer
-      --encoding.StageEncoder--> input_ids (+ EOS), ENCODE_BATCH rows at a time
-      --trl.data_utils.pack_dataset (bfd_split, STREAM_PACK_ROWS documents at a time) or max_length chunks-->
-      what the trainer takes, in the same columns as a prepared set
+      --encoding.StageEncoder--> pt: input_ids (+ EOS); sft: input_ids and labels (the chat template's assistant
+                                 mask, cut to max_length; a row with no supervised token left is skipped, as the
+                                 prepared path drops it), ENCODE_BATCH rows at a time
+      --trl.data_utils.pack_dataset (pt bfd_split, sft bfd; STREAM_PACK_ROWS rows at a time) or, unpacked, pt's
+        max_length chunks--> what the trainer takes, in the same columns as a prepared set
 
 Every step is the library's lazy `IterableDataset` API, so the same seed gives the same sequences in the same order.
 Sharding: the files are the dataset's shards, which `datasets` spreads over dataloader workers; over ranks,
@@ -23,17 +26,20 @@ The deepspeed prepare step writes `stream_manifest` instead of preparing the dat
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from factory_cli.config.schema import JobBase
+from factory_cli.data.encoding import SUP, TOKEN_COLUMNS
 from factory_cli.data.formats import RowError, convert_row
 from factory_cli.data.readers import list_data_files, read_rows
 
 STREAM_SHUFFLE_BUFFER = 1000  # rows in datasets' shuffle buffer (and the shards' order is shuffled too)
 STREAM_PACK_ROWS = 1000  # documents packed together (best fit decreasing) as they come
 STREAM_ENCODE_BATCH = 100  # rows tokenized in one call
+ROW_COLUMN = {"pt": "text", "sft": "row"}  # the stream's one column before tokenizing
 
 
 def stream_manifest(job: JobBase, run_dir: Path, tokenizer: str, chat_template: str | None) -> dict[str, Any]:
@@ -64,7 +70,9 @@ def stream_dataset(job: JobBase, tokenizer: Any, chat_template: str | None, base
 
     data = job.data
     sources = [_resolve(spec, data.dataset_dir, base_dirs, "train") for spec in data.train]
-    streams = [_rows(source.resolved, job.stage) for source in sources]
+    stage = job.stage
+    column = ROW_COLUMN[stage]
+    streams = [_rows(source.resolved, stage) for source in sources]
     if len(streams) == 1:
         rows = streams[0]
     elif data.mix.strategy == "interleave":
@@ -83,32 +91,37 @@ def stream_dataset(job: JobBase, tokenizer: Any, chat_template: str | None, base
     # One shard feeds each buffer: the stream stays split by file for dataloader workers and ranks.
     rows = rows.shuffle(seed=data.seed, buffer_size=STREAM_SHUFFLE_BUFFER, max_buffer_input_shards=1)
     encoder = StageEncoder(job, tokenizer, chat_template)
+    ids = ArrowList(Value("int64"))
+    token_columns = TOKEN_COLUMNS[stage]
     tokens = rows.map(
         _encode,
         batched=True,
         batch_size=STREAM_ENCODE_BATCH,
-        remove_columns=["text"],
-        features=Features({"input_ids": ArrowList(Value("int64"))}),
+        remove_columns=[column],
+        features=Features({name: ids for name in token_columns}),
         fn_kwargs={"encoder": encoder},
     )
     limit = data.max_length
     if resolve_packing(job):
         from trl.data_utils import pack_dataset
 
-        packed = pack_dataset(
-            tokens, seq_length=limit, strategy="bfd_split", map_kwargs={"batch_size": STREAM_PACK_ROWS}
-        )
-        ids = ArrowList(Value("int64"))
-        return packed.cast(Features({"input_ids": ids, "seq_lengths": ids}))
+        # pt: bfd_split keeps every token (a long document continues in another sequence); sft rows are already cut
+        # to max_length, so bfd keeps them whole (data/pipeline.py packs prepared sets the same way).
+        strategy = "bfd_split" if stage == "pt" else "bfd"
+        packed = pack_dataset(tokens, seq_length=limit, strategy=strategy, map_kwargs={"batch_size": STREAM_PACK_ROWS})
+        return packed.cast(Features({**{name: ids for name in token_columns}, "seq_lengths": ids}))
+    if stage == "sft":
+        return tokens
     return tokens.map(_chunks, batched=True, batch_size=STREAM_ENCODE_BATCH, fn_kwargs={"limit": limit})
 
 
 def _rows(resolved: Any, stage: str) -> Any:
-    """One dataset's canonical pt rows as an IterableDataset: one shard per local file, or the Hub's stream."""
+    """One dataset's canonical rows as an IterableDataset (pt: the text; sft: the row as JSON): one shard per local
+    file, or the Hub's stream."""
     from datasets import Features, IterableDataset, Value
 
     entry, spec = resolved.entry, resolved.spec
-    features = Features({"text": Value("string")})
+    features = Features({ROW_COLUMN[stage]: Value("string")})
     if entry.file is not None:
         files = [str(f) for f in list_data_files(entry.file)]
         stream = IterableDataset.from_generator(
@@ -141,25 +154,35 @@ def _file_rows(files: list[str], format_spec: Any, stage: str) -> Iterator[dict[
                 row = convert_row(raw, format_spec, stage)
             except RowError:
                 continue  # counted and shown by `factory check`; a stream has no end-of-pass report
-            yield {"text": row["text"]}
+            yield {ROW_COLUMN[stage]: _carried(row, stage)}
 
 
 def _convert_batch(batch: dict[str, list[Any]], format_spec: Any, stage: str) -> dict[str, list[Any]]:
     names = list(batch)
-    texts = []
+    carried = []
     for values in zip(*(batch[name] for name in names), strict=True):
         try:
-            texts.append(convert_row(dict(zip(names, values, strict=True)), format_spec, stage)["text"])
+            carried.append(_carried(convert_row(dict(zip(names, values, strict=True)), format_spec, stage), stage))
         except RowError:
             continue
-    return {"text": texts}
+    return {ROW_COLUMN[stage]: carried}
+
+
+def _carried(row: dict[str, Any], stage: str) -> str:
+    """What the stream carries of a canonical row: pt's text, or the sft row as JSON."""
+    return str(row["text"]) if stage == "pt" else json.dumps(row, ensure_ascii=False)
 
 
 def _encode(batch: dict[str, list[Any]], encoder: Any) -> dict[str, list[Any]]:
-    """input_ids of a batch of pt rows (the tokenizer's special tokens, then EOS); rows that encode to nothing go."""
-    rows = [{"text": text} for text in batch["text"]]
+    """The token columns of a batch: pt's input_ids (the tokenizer's special tokens, then EOS), sft's input_ids and
+    labels. Rows that encode to nothing, that the template refused, or (sft) with no supervised token go."""
+    if encoder.stage == "pt":
+        rows = [{"text": text} for text in batch["text"]]
+    else:
+        rows = [json.loads(text) for text in batch[ROW_COLUMN[encoder.stage]]]
     out = encoder.tokenize(encoder.render(rows))
-    return {"input_ids": [ids for ids in out["input_ids"] if ids]}
+    kept = [j for j, ids in enumerate(out["input_ids"]) if ids and (encoder.stage == "pt" or out[SUP][j] > 0)]
+    return {name: [out[name][j] for j in kept] for name in TOKEN_COLUMNS[encoder.stage]}
 
 
 def _chunks(batch: dict[str, list[Any]], limit: int) -> dict[str, list[Any]]:

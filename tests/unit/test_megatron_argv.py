@@ -217,7 +217,8 @@ def test_factory_steps_parse_with_their_own_parsers(tmp_path: Path) -> None:
             for step in plan.steps:
                 argv = step.argv
                 if argv[1:3] == ["-m", "factory_cli.backends.megatron.indexed"]:
-                    assert indexed.build_parser().parse_args(argv[3:]).append_eod
+                    args = indexed.build_parser().parse_args(argv[3:])
+                    assert args.run_dir == Path(plan.run_dir) and args.engine_home == "$MEGATRON_LM_HOME"
                 elif argv[1:3] == ["-m", "factory_cli.backends.megatron.bridge_export"]:
                     assert bridge_export.build_parser().parse_args(argv[3:]).hf_path.endswith("final")
 
@@ -248,6 +249,10 @@ def test_every_planned_npu_step_parses_with_mindspeed_llm(tmp_path: Path) -> Non
                     argv = shlex.split(step.argv[2].split("; exec ", 1)[1])
                     assert argv[1:3] == ["-m", "factory_cli.backends.megatron.roundtrip"]
                     roundtrip.build_parser().parse_args(argv[3:])
+                elif step.name == "preprocess" and plan.stage == "pt":  # factory's own data step (indexed.py)
+                    argv = shlex.split(step.argv[2].split("; exec ", 1)[1])
+                    assert argv[1:3] == ["-m", "factory_cli.backends.megatron.indexed"]
+                    assert indexed.build_parser().parse_args(argv[3:]).engine_home == "$MINDSPEED_LLM_HOME"
                 else:
                     check_static(flags, step_flags(step.argv))
                     moe_flags |= {a for a in step_flags(step.argv) if a.startswith(("--moe", "--num-experts"))}

@@ -285,9 +285,14 @@ def test_cuda_pt_preprocesses_with_megatron_core() -> None:
     plan = plan_of("megatron_pt.yaml", "cuda")
     preprocess = plan.steps[1].argv
     assert preprocess[:3] == ["python", "-m", "factory_cli.backends.megatron.indexed"]
-    assert value_of(preprocess, "--output-prefix").endswith("data/megatron/train") and "--append-eod" in preprocess
+    assert value_of(preprocess, "--output-prefix").endswith("data/megatron/train")
+    # factory's own preparation of the run's data (no jsonl), in the engine checkout's megatron-core
+    assert value_of(preprocess, "--run-dir") == plan.run_dir and plan.engine_config["train_file"] is None
+    assert value_of(preprocess, "--engine-home") == "$MEGATRON_LM_HOME"
     args = plan.engine_config["train_args"]
     assert value_of(args, "--data-path").endswith("data/megatron/train_text_document")
+    assert plan.engine_config["document_index"] == value_of(args, "--data-path") + ".idx"
+    assert any("(tokens - 1) // seq_length" in n for n in plan.notes)
     assert (
         value_of(plan.steps[2].argv, "--nnodes") == "2" and value_of(plan.steps[2].argv, "--master_addr") == "10.0.0.1"
     )
@@ -533,6 +538,58 @@ def test_run_writes_inputs_and_runs_the_steps(tmp_path: Path, monkeypatch: pytes
     # megatron.extra_args come last, verbatim (so they win over what the plan set); the job's env reaches every step
     assert shlex.split(train_cmd)[-3:] == ["--log-throughput", "--seed", "1234"]
     assert [env["FACTORY_JOB_PROBE"] for _, env in launched] == ["from the job"] * 4
+
+
+def test_pt_run_writes_no_rows_and_counts_the_indexed_corpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pt run() with the engine faked: no jsonl (preprocess prepares the data), and --train-iters from the samples
+    GPTDataset cuts from what preprocess wrote: 3 epochs x (33 - 1) // 16 samples / global batch 1."""
+    from factory_cli import launching
+    from factory_cli.config.dump import job_to_yaml
+
+    model = tmp_path / "tiny-qwen2"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps(TINY_QWEN2), encoding="utf-8")
+    homes = {var: tmp_path / var for var in ("MEGATRON_LM_HOME", "MEGATRON_BRIDGE_HOME")}
+    run_dir = tmp_path / "run"
+    single = ("parallel.nnodes=1", "parallel.nproc_per_node=1", "parallel.tp=1", "parallel.pp=1")
+    more = ("parallel.sequence_parallel=false", "data.max_length=16", "train.global_batch_size=1", "train.epochs=3")
+    job = job_of("megatron_pt.yaml", "cuda", (f"model.name_or_path={model}", f"output.dir={run_dir}", *single, *more))
+    run_dir.mkdir()
+    (run_dir / "job.yaml").write_text(job_to_yaml(job), encoding="utf-8")
+    plan = get_backend("megatron").plan(job, "cuda")
+    plan.base_dirs = [str(EXAMPLES)]
+    assert "--train-iters" not in plan.engine_config["train_args"]
+    (run_dir / "megatron_base" / "iter_0000001").mkdir(parents=True)
+    launched: list[list[str]] = []
+
+    def fake_run_child(argv: list[str], env: dict[str, str], cwd: str | None = None) -> int:
+        launched.append(list(argv))
+        if argv[1:3] == ["-m", "factory_cli.backends.megatron.indexed"]:
+            assert value_of(argv, "--engine-home") == str(homes["MEGATRON_LM_HOME"].resolve())
+            write_index(Path(plan.engine_config["document_index"]), [list(range(20)), list(range(13))])
+        return 0
+
+    monkeypatch.setattr(megatron_backend, "stack_problems", lambda *args, **kwargs: [])
+    for var, path in homes.items():
+        path.mkdir()
+        monkeypatch.setenv(var, str(path))
+    monkeypatch.setattr(launching, "run_child", fake_run_child)
+    ui = Recorder()
+    assert get_backend("megatron").run(plan, ui).ok
+    assert not (run_dir / "data" / "train.jsonl").exists() and not any("training rows" in x for x in ui.lines)
+    assert [a[2] for a in launched[:1]] == ["factory_cli.backends.megatron.indexed"]
+    train_cmd = " ".join(launched[1])
+    assert "pretrain_gpt.py" in train_cmd and "--train-iters 6 " in train_cmd
+    assert json.loads((run_dir / "plan.json").read_text())["engine_config"]["train_samples"] == 2
+
+
+def test_npu_pt_writes_its_data_through_factory_too() -> None:
+    """MindSpeed-LLM reads the same `<prefix>_text_document` pretraining corpus: one preparation for both engines."""
+    plan = plan_of("megatron_pt.yaml", "npu")
+    (preprocess,) = [unwrap(s.argv) for s in plan.steps if s.name == "preprocess"]
+    assert preprocess[:3] == ["python", "-m", "factory_cli.backends.megatron.indexed"]
+    assert value_of(preprocess, "--engine-home") == "$MINDSPEED_LLM_HOME"
+    assert value_of(plan.engine_config["train_args"], "--data-path") + ".idx" == plan.engine_config["document_index"]
 
 
 def test_cuda_sft_notes_say_what_megatron_lm_trains_on() -> None:

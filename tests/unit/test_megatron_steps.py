@@ -20,7 +20,7 @@ import torch
 from factory_cli.backends.megatron import bridge_export, roundtrip
 from factory_cli.backends.megatron.args import optimizer_args, wsd_decay_iters
 from factory_cli.backends.megatron.bridge_export import latest_iteration_dir
-from factory_cli.backends.megatron.indexed import sequence_count
+from factory_cli.backends.megatron.indexed import HEADER_SIZE, sequence_count, token_count
 from factory_cli.backends.megatron.plan import on_device
 from factory_cli.backends.megatron.tokenizer_copy import pad_choice, write_engine_tokenizer
 from factory_cli.config.errors import UsageError
@@ -169,11 +169,30 @@ def test_sequence_count_reads_the_index_header(tmp_path: Path) -> None:
 
     idx = tmp_path / "train_packed_input_ids_document.idx"
     write_index(idx, [[1, 2], [3], [4, 5, 6], [7]])
-    assert sequence_count(idx) == 4
+    assert sequence_count(idx) == 4 and token_count(idx) == 7
     bad = tmp_path / "bad.idx"
     bad.write_bytes(b"not an index")
     with pytest.raises(ValueError, match="bad header"):
         sequence_count(bad)
+    cut = tmp_path / "cut.idx"
+    cut.write_bytes(idx.read_bytes()[: HEADER_SIZE + 8])
+    with pytest.raises(ValueError, match="cut short: 2 of 4"):
+        token_count(cut)
+
+
+def test_pretraining_samples_are_gpt_dataset_samples(tmp_path: Path) -> None:
+    """An epoch of GPTDataset is (tokens - 1) // seq_length samples: each sample reads one token past its end."""
+    pytest.importorskip("megatron.core")
+    from factory_cli.backends.megatron.backend import pretraining_samples
+    from tests.unit.test_megatron_plan import write_index
+
+    idx = tmp_path / "train_text_document.idx"
+    write_index(idx, [list(range(10)), list(range(7)), list(range(4))])  # 21 tokens
+    assert pretraining_samples(idx, 4) == 5 and pretraining_samples(idx, 5) == 4 and pretraining_samples(idx, 20) == 1
+    with pytest.raises(UsageError, match=r"21 tokens, not one sample of data\.max_length 21"):
+        pretraining_samples(idx, 21)
+    with pytest.raises(UsageError, match=r"preprocess wrote no missing\.idx"):
+        pretraining_samples(tmp_path / "missing.idx", 4)
 
 
 # ------------------------------------------------------------------------------------------------ SFT tokenizer
@@ -317,17 +336,17 @@ def test_roundtrip_allows_tied_output_layers(tmp_path: Path) -> None:
     assert roundtrip.differences(reference, candidate) == []
 
 
-def test_the_data_step_uses_the_megatron_lm_checkout(tmp_path: Path) -> None:
-    """With $MEGATRON_LM_HOME set, the pretraining data is written by that checkout's megatron-core (the one the
-    train step reads it with), not by whatever megatron-core is installed."""
+def test_the_data_step_uses_the_engine_checkout(tmp_path: Path) -> None:
+    """With --engine-home a checkout holding megatron/core, the pretraining data is written by that checkout's
+    megatron-core (the one the train step reads it with), not by whatever megatron-core is installed; it is imported
+    before any data is prepared."""
     core = tmp_path / "Megatron-LM" / "megatron" / "core"
     core.mkdir(parents=True)
     (core.parent / "__init__.py").write_text("")
     (core / "__init__.py").write_text("raise ImportError('the checkout megatron-core was imported')\n")
-    rows = tmp_path / "rows.jsonl"
-    rows.write_text('{"text": "hello"}\n')
-    argv = ["--input", str(rows), "--output-prefix", str(tmp_path / "out"), "--tokenizer", str(tmp_path)]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "MEGATRON_LM_HOME": str(tmp_path / "Megatron-LM")}
+    argv = ["--run-dir", str(tmp_path / "run"), "--output-prefix", str(tmp_path / "out"), "--tokenizer", str(tmp_path)]
+    argv += ["--engine-home", str(tmp_path / "Megatron-LM")]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
     done = subprocess.run(
         [sys.executable, "-m", "factory_cli.backends.megatron.indexed", *argv],
         env=env, capture_output=True, text=True, timeout=120,

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from factory_cli.config.errors import Issue, JobError
+from factory_cli.config.schema import DeepSpeedJob
 from factory_cli.config.validate import load_and_validate
 from factory_cli.data.pipeline import prepare_data
 from factory_cli.data.streaming import STREAM_PACK_ROWS, STREAM_SHUFFLE_BUFFER, stream_dataset
@@ -73,6 +74,55 @@ def test_each_file_is_a_shard(smollm2_tokenizer: Any, tmp_path: Path) -> None:
     assert sorted(map(tuple, parts[0] + parts[1])) == whole  # each rank its own files, nothing twice
 
 
+def sft_job(**data: Any) -> DeepSpeedJob:
+    return DeepSpeedJob.model_validate(
+        {
+            "backend": "deepspeed",
+            "stage": "sft",
+            "model": {"name_or_path": "tiny"},
+            "data": {"train": ["chat.jsonl"], **data},
+        }
+    )
+
+
+def write_chats(folder: Path, count: int) -> None:
+    """Conversations of one or two turns; every fifth has an empty answer (nothing to learn from: dropped)."""
+    lines = []
+    for i in range(count):
+        messages = [{"role": "user", "content": f"question {i}: " + "word " * (i % 9)}]
+        messages.append({"role": "assistant", "content": "" if i % 5 == 4 else f"answer {i} " + "more " * (i % 7)})
+        if i % 3 == 0:
+            messages += [{"role": "user", "content": "and then?"}, {"role": "assistant", "content": f"then {i}"}]
+        lines.append(json.dumps({"messages": messages}))
+    (folder / "chat.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def test_an_sft_stream_carries_the_prepared_rows_tokens_and_masks(smollm2_tokenizer: Any, tmp_path: Path) -> None:
+    """Unpacked, the stream's rows are the prepared set's rows (input ids and labels, truncated alike; the rows the
+    prepared path drops are dropped), in another order; packed, they fill sequences whole."""
+    from datasets import load_from_disk
+
+    write_chats(tmp_path, 120)
+    template = smollm2_tokenizer.chat_template
+    streamed = stream_dataset(
+        sft_job(max_length=48, streaming=True, packing=False), smollm2_tokenizer, template, [tmp_path]
+    )
+    rows = sorted((tuple(r["input_ids"]), tuple(r["labels"])) for r in streamed)
+    prepared = prepare_data(
+        sft_job(max_length=48, packing=False), smollm2_tokenizer, template, [tmp_path], tmp_path / "c"
+    )
+    expected = sorted((tuple(r["input_ids"]), tuple(r["labels"])) for r in load_from_disk(str(prepared.train_path)))
+    assert len(expected) < 120  # some rows were dropped (empty answers) and the stream drops the same ones
+    assert rows == expected
+    assert any(-100 in labels and set(labels) != {-100} for _, labels in rows)  # prompts masked, answers learned
+
+    packed = list(
+        stream_dataset(sft_job(max_length=48, streaming=True, packing=True), smollm2_tokenizer, template, [tmp_path])
+    )
+    assert all(sum(r["seq_lengths"]) == len(r["input_ids"]) == len(r["labels"]) <= 48 for r in packed)
+    assert sum(len(r["input_ids"]) for r in packed) == sum(len(ids) for ids, _ in rows)  # whole rows, none lost
+
+
 # ------------------------------------------------------------------------------------------------ check
 
 PT_STREAM = """\
@@ -106,12 +156,12 @@ def test_a_streaming_job_is_valid(tmp_path: Path) -> None:
     ("change", "line", "words"),
     [
         (("train:\n  max_steps: 10\n", ""), 8, "needs train.max_steps"),
-        (("stage: pt", "stage: sft"), 8, "not stage sft"),
+        (("stage: pt", "stage: dpo"), 8, "not stage dpo"),
         (("  streaming: true\n", "  streaming: true\n  eval_ratio: 0.1\n"), 9, "no eval set"),
     ],
 )
 def test_check_refuses_what_a_stream_cannot_do(tmp_path: Path, change: tuple[str, str], line: int, words: str) -> None:
-    text = PT_STREAM.replace(*change).replace("demo-pt", "demo-sft-alpaca" if "sft" in change[1] else "demo-pt")
+    text = PT_STREAM.replace(*change).replace("demo-pt", "demo-dpo" if "dpo" in change[1] else "demo-pt")
     (issue,) = errors_of(text, tmp_path)
     assert issue.line == line and words in issue.message
     assert issue.hint

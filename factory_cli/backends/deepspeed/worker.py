@@ -86,6 +86,16 @@ def run_worker(plan: dict[str, Any], job: DeepSpeedJob, manifest: dict[str, Any]
         return EXIT_FAILED
 
 
+def seed_everything(args: Any) -> None:
+    """The seeding Transformers' Trainer does in its __init__ (`seed`, and `full_determinism` when set), done first."""
+    from transformers.trainer_utils import enable_full_determinism, set_seed
+
+    if args.full_determinism:
+        enable_full_determinism(args.seed)
+    else:
+        set_seed(args.seed)
+
+
 @contextmanager
 def cpu_speedups(job: DeepSpeedJob, trainer: str) -> Iterator[CpuSpeedups | None]:
     """factory's CPU speed-ups (factory_cli/accel/cpu) for a CPU run with train.cpu_speedups: auto, applied while the
@@ -124,6 +134,10 @@ def _train(plan: dict[str, Any], job: DeepSpeedJob, manifest: dict[str, Any], sp
     engine = plan["engine_config"]
     init_distributed(plan)
     args = make_training_args(engine["trainer"], engine["training_args"])
+    # Seeded before anything random is built: Trainer seeds in its __init__, but pt's adapter is made here, before
+    # it (get_peft_model below draws LoRA's A matrices), as are any freshly initialised weights; unseeded, two runs
+    # of one job differed from the first gradient on (tests/integration/test_pinned_losses.py).
+    seed_everything(args)
 
     # the tokenizer the data was prepared with (backends/deepspeed/prepare.py)
     tokenizer = load_tokenizer(

@@ -1,8 +1,8 @@
 """The megatron backend: Megatron-LM / MindSpeed-LLM launched with argv built from the HF config.
 
 `plan` looks the model up (registry or local config.json) and calls the pure planner; `run` writes the
-engine's inputs (HF checkpoint link, jsonl rows; helpers shared with verl in backends/common/run.py) and runs the
-planned steps.
+engine's inputs (HF checkpoint link, sft / dpo jsonl rows; helpers shared with verl in backends/common/run.py) and
+runs the planned steps.
 """
 
 from __future__ import annotations
@@ -46,14 +46,15 @@ class MegatronBackend:
     def run(self, plan: Plan, ui: Progress) -> RunResult:
         """Write the engine's inputs, then run the steps in order with run_child; stop at the first failure.
 
-        Before the steps: the HF model link, the jsonl rows, `data/megatron/` (the preprocess output folder) and,
-        for Megatron-LM SFT, the tokenizer copy whose pad is not its EOS (tokenizer_copy.py). MindSpeed-LLM packed
-        SFT is planned again after preprocess with the packed sequence count, so --train-iters covers the job's
-        epochs of the data the engine really reads.
+        Before the steps: the HF model link, the jsonl rows (sft / dpo; pt data is prepared by the preprocess step,
+        indexed.py), `data/megatron/` (the preprocess output folder) and, for Megatron-LM SFT, the tokenizer copy
+        whose pad is not its EOS (tokenizer_copy.py). pt and MindSpeed-LLM packed SFT are planned again after
+        preprocess with the samples it wrote (GPTDataset's seq_length samples; the packed sequences), so
+        --train-iters covers the job's epochs of the data the engine really reads.
 
         Honest status: the engine steps need Megatron-LM + Megatron Bridge (CUDA) or MindSpeed-LLM (Ascend) and
-        their checkouts. Tested here: the refusals, the inputs, the Megatron-LM pt preprocess (megatron-core on
-        CPU) and the step loop with the engine faked.
+        their checkouts. Tested here: the refusals, the inputs, the pt preprocess (factory's pipeline and
+        megatron-core on CPU) and the step loop with the engine faked.
         """
         from factory_cli.backends.common.run import child_env, materialize_model, write_jsonl
         from factory_cli.backends.megatron.plan import (
@@ -82,9 +83,14 @@ class MegatronBackend:
         job = run.job(MegatronJob)
         base_dirs = [Path(d) for d in plan.base_dirs]
         materialize_model(job, Path(plan.engine_config["hf_model"]), base_dirs, ui)
-        rows = read_canonical_rows(job, job.data.train, base_dirs)
-        write_jsonl(Path(plan.engine_config["train_file"]), (megatron_input_row(job.stage, r, engine) for r in rows))
-        ui.info(f"data: {len(rows)} training rows written to {plan.engine_config['train_file']}")
+        rows: int | None = None
+        train_file = plan.engine_config["train_file"]
+        if train_file is not None:  # pt: the preprocess step prepares the data itself (indexed.py)
+            canonical = read_canonical_rows(job, job.data.train, base_dirs)
+            write_jsonl(Path(train_file), (megatron_input_row(job.stage, r, engine) for r in canonical))
+            rows = len(canonical)
+            ui.info(f"data: {rows} training rows written to {train_file}")
+            del canonical
         Path(plan.engine_config["data_dir"]).mkdir(parents=True, exist_ok=True)
         device: DeviceKind = plan.device  # type: ignore[assignment]
 
@@ -97,10 +103,13 @@ class MegatronBackend:
                 ui.info(f"train iterations: {fresh.engine_config['train_iters']}")
             return fresh
 
-        packed = plan.engine_config.get("packed_index") if job.train.max_steps is None else None
+        # The samples are counted in what preprocess writes: packed SFT sequences, or pt's indexed corpus.
+        packed = plan.engine_config.get("packed_index")
+        documents = plan.engine_config.get("document_index")
+        counted = (packed or documents) if job.train.max_steps is None else None
         # A relative model.tokenizer is found in the job file's folder, which the plan knows once run has it.
-        if (plan.engine_config["train_iters"] is None and not packed) or job.model.tokenizer:
-            plan = replan(None if packed else len(rows))
+        if (plan.engine_config["train_iters"] is None and not counted) or job.model.tokenizer:
+            plan = replan(None if counted else rows)
         if plan.engine_config.get("engine_tokenizer"):
             from factory_cli.backends.megatron.tokenizer_copy import write_engine_tokenizer
 
@@ -127,8 +136,9 @@ class MegatronBackend:
             if code != 0:
                 ui.warn(f"step {step.name} failed with exit code {code}")
                 return RunResult(run_dir=run.path, ok=False, summary={"exit_code": code, "failed_step": step.name})
-            if step.name == "preprocess" and packed:
-                plan = replan(packed_samples(Path(packed)))
+            if step.name == "preprocess" and counted:
+                index = Path(counted)
+                plan = replan(packed_samples(index) if packed else pretraining_samples(index, job.data.max_length))
         return RunResult(run_dir=run.path, ok=True, summary={"exit_code": 0})
 
 
@@ -173,6 +183,25 @@ def packed_samples(index: Path) -> int:
         return sequence_count(index)
     except ValueError as exc:
         raise UsageError(str(exc), "run again: preprocess rewrites it") from None
+
+
+def pretraining_samples(index: Path, seq_length: int) -> int:
+    """The seq_length samples megatron-core's GPTDataset cuts from one epoch of an indexed corpus (it reads one token
+    past each sample: (tokens - 1) // seq_length); a UsageError when preprocess wrote no index."""
+    from factory_cli.backends.megatron.indexed import token_count
+
+    if not index.is_file():
+        raise UsageError(f"preprocess wrote no {index.name} in {index.parent}", "check the preprocess output above")
+    try:
+        tokens = token_count(index)
+    except ValueError as exc:
+        raise UsageError(str(exc), "run again: preprocess rewrites it") from None
+    if tokens <= seq_length:
+        raise UsageError(
+            f"the pt corpus holds {tokens} tokens, not one sample of data.max_length {seq_length} + 1",
+            "add data or lower data.max_length",
+        )
+    return (tokens - 1) // seq_length
 
 
 def stack_message(label: str, problems: Sequence[StackProblem]) -> str:

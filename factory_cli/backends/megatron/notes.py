@@ -87,14 +87,29 @@ def plan_notes(
             )
     elif engine == MINDSPEED_LLM:
         notes.append(f"megatron.load must hold a torch-format checkpoint split for TP {p.tp} / PP {p.pp}")
-    notes.append(f"the run step writes the training rows to {paths.train_file} and the HF model to {paths.hf_model}")
-    if iters is None:
+    if job.stage == "pt":
         notes.append(
-            "train iterations: ceil(epochs x training rows / global batch), fixed once the run step has counted "
-            "the rows (set train.max_steps to fix it here)"
+            f"the run step links the HF model to {paths.hf_model}; preprocess prepares the pt data with factory's "
+            "pipeline (cached, the same report as the deepspeed backend) and writes it as Megatron indexed data, "
+            f"{paths.prefix}_text_document.{{bin,idx}}, through megatron-core's builder"
+        )
+    else:
+        notes.append(
+            f"the run step writes the training rows to {paths.train_file} and the HF model to {paths.hf_model}"
+        )
+    unit = "sequences" if job.stage == "pt" else "rows"
+    if iters is None:
+        counted = (
+            "preprocess has written the corpus (sequences: (tokens - 1) // seq_length, as GPTDataset cuts an epoch)"
+            if job.stage == "pt"
+            else "the run step has counted the rows"
+        )
+        notes.append(
+            f"train iterations: ceil(epochs x training {unit} / global batch), fixed once {counted} "
+            "(set train.max_steps to fix it here)"
         )
     elif t.max_steps is None:
-        notes.append(f"train iterations: {iters} = ceil({t.epochs} epochs x {samples} rows / {t.global_batch_size})")
+        notes.append(f"train iterations: {iters} = ceil({t.epochs} epochs x {samples} {unit} / {t.global_batch_size})")
     if t.scheduler == "warmup_stable_decay":
         decay = f"{wsd_decay_iters(iters)} iterations" if iters is not None else "10% of the iterations"
         notes.append(f"warmup_stable_decay: stable after warmup, then the last {decay} decay ({WSD_NOTE})")
@@ -105,8 +120,6 @@ def plan_notes(
             "packing: the rows count training samples only until preprocess has packed them; the run step plans "
             "again with the packed sequences' count (<prefix>_packed_input_ids_document.idx) before training"
         )
-    if job.stage == "pt":
-        notes.append("pt: Megatron draws seq_length-token sequences from the packed corpus, so rows only estimate them")
     if job.output.resume == "auto":
         notes.append(f"resume: auto continues from {paths.checkpoints}, else starts from {paths.base}")
     if job.megatron.save_hf:

@@ -11,8 +11,8 @@ Verified against (see args.py for the flag sources):
 
 Engine scripts are not pip-installed: argv names them under `$MINDSPEED_LLM_HOME`, `$MEGATRON_LM_HOME` and
 `$MEGATRON_BRIDGE_HOME`, which `run` replaces with the checkouts named by those environment variables.
-The run step writes the canonical rows as jsonl (`megatron_input_row`) and puts the HF checkpoint at
-`<run_dir>/hf_model` before the steps start.
+The run step puts the HF checkpoint at `<run_dir>/hf_model` and, for sft / dpo, writes the canonical rows as jsonl
+(`megatron_input_row`) before the steps start; pt data is prepared by the preprocess step (indexed.py).
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ DPO_LOSSES = {"sigmoid": "sigmoid", "hinge": "hinge", "ipo": "ipo", "robust": "s
 PREPROCESS_WORKERS = 8
 # Engine scripts run under this module, so that one that fails always ends (guard.py says why).
 GUARD = [PYTHON, "-m", "factory_cli.backends.megatron.guard"]
-# Megatron-LM pretraining data is written by factory through megatron-core (indexed.py), in one process.
+# Pretraining data is prepared by factory and written through megatron-core (indexed.py), in one process.
 INDEXED_WRITER = [PYTHON, "-m", "factory_cli.backends.megatron.indexed"]
 
 
@@ -311,21 +311,22 @@ def convert_argv(
 
 
 def preprocess_argv(job: MegatronJob, engine: str, paths: MegatronPaths, prompt: str | None) -> list[str] | None:
-    """The indexed data the train step reads, from the jsonl the run step writes; None when training reads jsonl.
+    """The indexed data the train step reads; None when training reads the jsonl the run step writes.
 
-    Megatron-LM pt: factory's megatron-core writer (indexed.py), the same `<prefix>_text_document` that
-    `tools/preprocess_data.py --json-keys text --append-eod` writes. MindSpeed-LLM: its preprocess_data.py.
+    pt (both engines): factory's own data preparation written through megatron-core (indexed.py), the
+    `<prefix>_text_document` that `preprocess_data.py --json-keys text --append-eod` would write. MindSpeed-LLM sft /
+    dpo: its preprocess_data.py, whose handlers apply its --prompt-type template and pack.
     """
-    if engine == MEGATRON_LM:
-        if job.stage != "pt":
-            return None
+    if job.stage == "pt":
         return [
             *INDEXED_WRITER,
-            "--input", paths.train_file,
+            "--run-dir", str(paths.run_dir),
             "--output-prefix", paths.prefix,
             "--tokenizer", paths.tokenizer_source,
-            "--append-eod",
+            "--engine-home", home(HOME_VARS[engine]),
         ]  # fmt: skip
+    if engine == MEGATRON_LM:
+        return None
     common = ["--input", paths.train_file, "--output-prefix", paths.prefix, "--workers", str(PREPROCESS_WORKERS)]
     argv = [
         *GUARD, home(HOME_VARS[engine], "preprocess_data.py"), *common,
@@ -333,8 +334,6 @@ def preprocess_argv(job: MegatronJob, engine: str, paths: MegatronPaths, prompt:
         "--tokenizer-name-or-path", paths.tokenizer_source,
         "--log-interval", "1000",
     ]  # fmt: skip
-    if job.stage == "pt":
-        return [*argv, "--handler-name", "GeneralPretrainHandler", "--json-keys", "text", "--append-eod"]
     assert prompt is not None
     handler = "SharegptStyleInstructionHandler" if job.stage == "sft" else "SharegptStylePairwiseHandler"
     argv += ["--handler-name", handler, "--prompt-type", prompt, "--map-keys", map_keys(job.stage)]
@@ -523,7 +522,8 @@ def plan_megatron(
 ) -> Plan:
     """The whole plan for a job whose defaults (device ones included) are resolved.
 
-    `train_samples` is the number of training rows, counted by the caller once the data is read: without
+    `train_samples` is the number of training samples, counted by the caller once the data is written (sft / dpo:
+    the rows, or the packed sequences; pt: the seq_length samples GPTDataset cuts from the indexed corpus): without
     train.max_steps the length is --train-iters = ceil(epochs x train_samples / global batch). When it is
     None (a dry run) the train step has no --train-iters yet and a note says so; `run` plans again with it.
     `base_dirs` are where a relative model.tokenizer is looked up (the job file's folder, known at run time).
@@ -599,13 +599,15 @@ def plan_megatron(
             "tokenizer": paths.tokenizer_source,
             "model_source": model.source,
             "megatron_checkpoint": paths.base,
-            "train_file": paths.train_file,
+            # pt: no jsonl, the preprocess step prepares the data itself (indexed.py)
+            "train_file": None if job.stage == "pt" else paths.train_file,
             "data_dir": str(Path(paths.prefix).parent),
             "engine_tokenizer": paths.engine_tokenizer if job.stage == "sft" and engine == MEGATRON_LM else None,
             "roundtrip_marker": paths.roundtrip_marker if engine == MINDSPEED_LLM else None,
             "packed_index": paths.packed_index
             if job.stage == "sft" and engine == MINDSPEED_LLM and job.data.packing
             else None,
+            "document_index": f"{data_path(job, engine, paths)}.idx" if job.stage == "pt" else None,
             "data_path": data_path(job, engine, paths),
             "model_type_hf": model_type_hf,
             "prompt_type": prompt,
