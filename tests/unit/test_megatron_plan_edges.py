@@ -248,6 +248,15 @@ def test_lora_export_takes_the_rank_and_alpha() -> None:
     assert (value_of(export, "--lora-r"), value_of(export, "--lora-alpha")) == ("16", "8")
 
 
+def test_lora_export_of_an_unresolved_alpha_takes_the_default_of_resolve_defaults() -> None:
+    job = job_of("megatron_sft.yaml", "npu", ("method.type=lora", "method.lora.rank=8"))
+    assert job.method.lora.alpha == 16
+    lora = job.method.lora.model_copy(update={"alpha": None})
+    unresolved = job.model_copy(update={"method": job.method.model_copy(update={"lora": lora})})
+    export = export_argv(unresolved, MINDSPEED_LLM, "qwen25", MegatronPaths.of(job))
+    assert (value_of(export, "--lora-r"), value_of(export, "--lora-alpha")) == ("8", "16")
+
+
 # ------------------------------------------------------------------------------------------------ train args
 
 
