@@ -75,6 +75,7 @@ MODULES: dict[str, tuple[str, ...]] = {
         U + "test_megatron_plan.py",
         U + "test_megatron_argv.py",
         U + "test_golden.py",
+        U + "test_megatron_plan_edges.py",
     ),
     "factory_cli/backends/verl/plan.py": (U + "test_verl_plan.py", U + "test_golden.py", U + "test_verl_plan_edges.py"),
     "factory_cli/runs.py": (U + "test_run_dir.py", U + "test_runs_edges.py"),

@@ -30,7 +30,9 @@ def load_results(results_dir: Path = RESULTS, include_quick: bool = False) -> li
             record = json.loads(path.read_text())
         except ValueError:
             continue
-        name = str(record.get("name", path.stem))
+        if "name" not in record:
+            continue  # not a benchmark record (bench/results/chain.json: the chain's own table is in README.md)
+        name = str(record["name"])
         if name.endswith("_quick") and not include_quick:
             continue
         records.append(record)
