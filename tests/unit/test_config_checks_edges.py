@@ -253,13 +253,14 @@ ISSUES: list[tuple[str, str, dict[str, Any], Expected]] = [
         ],
     ),
     (
-        "streaming sft",
+        "streaming dpo",
         "check_streaming",
-        {"stage": "sft", "data": {"streaming": True}},
+        {"stage": "dpo", "data": {"streaming": True}},
         [
             (
                 "data.streaming",
-                "streaming is for pt corpora, not stage sft",
+                "streaming is for pt and sft data, not stage dpo: its rows are read whole before training "
+                "(preference pairs and prompts are short and few)",
                 "set data.streaming: false: the data is then prepared on disk in bounded memory and cached",
                 "error",
             ),
