@@ -693,17 +693,19 @@ def plot_metrics(run_dir: Path) -> list[Path]:
         if not curves:
             continue
         fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
-        for key, steps, values in curves:
-            ax.plot(steps, values, marker="o" if len(steps) < 30 else None, markersize=3, label=key)
-        ax.set_xlabel("step")
-        ax.set_title(name.replace("_", " "))
-        ax.grid(alpha=0.3)
-        if len(curves) > 1:
-            ax.legend()
-        fig.tight_layout()
-        path = out_dir / f"{name}.png"
-        fig.savefig(path)
-        plt.close(fig)
+        try:
+            for key, steps, values in curves:
+                ax.plot(steps, values, marker="o" if len(steps) < 30 else None, markersize=3, label=key)
+            ax.set_xlabel("step")
+            ax.set_title(name.replace("_", " "))
+            ax.grid(alpha=0.3)
+            if len(curves) > 1:
+                ax.legend()
+            fig.tight_layout()
+            path = out_dir / f"{name}.png"
+            fig.savefig(path)
+        finally:  # a plot that fails (a full disk) leaves no figure open in a long-lived process
+            plt.close(fig)
         written.append(path)
     return written
 

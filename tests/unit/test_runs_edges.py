@@ -632,6 +632,9 @@ def test_plots_have_their_title_axis_legend_and_size(tmp_path: Path, monkeypatch
     writer.write({"step": 3, "eval_loss": 2.5})
     for step in range(1, 31):
         writer.write({"step": step, "tokens_per_second": 100.0 + step})
+    import matplotlib.pyplot as plt
+
+    open_before = plt.get_fignums()  # figures other tests of this process left open
     written = plot_metrics(run.path)
     assert [p.name for p in written] == ["loss.png", "grad_norm.png", "tokens_per_second.png"]
     assert all(p.is_file() for p in written)
@@ -647,6 +650,20 @@ def test_plots_have_their_title_axis_legend_and_size(tmp_path: Path, monkeypatch
     (speed,) = seen["tokens_per_second"]["lines"]
     assert seen["tokens_per_second"]["title"] == "tokens per second" and speed[3] == "None"  # 30 points: no markers
     assert plot_metrics(run.path) == written  # again, into the existing plots/
-    import matplotlib.pyplot as plt
+    assert plt.get_fignums() == open_before  # every figure it made is closed
 
-    assert plt.get_fignums() == []  # every figure closed
+
+def test_a_plot_that_cannot_be_written_leaves_no_figure_open(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
+
+    def full_disk(self: Figure, *args: Any, **kwargs: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Figure, "savefig", full_disk)
+    run = RunDir(tmp_path / "run")
+    run.metrics_writer().write({"step": 1, "loss": 1.0})
+    open_before = plt.get_fignums()
+    with pytest.raises(OSError):
+        plot_metrics(run.path)
+    assert plt.get_fignums() == open_before
