@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from factory_cli.data.formats import FormatSpec, RowError, convert_row
+from tests.unit.test_formats import assistant, system, user
 
 # (case, row, FormatSpec arguments, stage, field, message)
 ERRORS: list[tuple[str, Any, dict[str, Any], str, str | None, str]] = [
@@ -1098,18 +1099,6 @@ def test_every_row_error_in_full(row: Any, spec: dict[str, Any], stage: str, fie
 
 
 # ----------------------------------------------------------------------------------------------- conversions
-
-
-def user(text: str) -> dict[str, str]:
-    return {"role": "user", "content": text}
-
-
-def assistant(text: str) -> dict[str, str]:
-    return {"role": "assistant", "content": text}
-
-
-def system(text: str) -> dict[str, str]:
-    return {"role": "system", "content": text}
 
 
 TOOLS = [{"name": "add", "parameters": {"type": "object"}}]
