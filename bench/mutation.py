@@ -49,6 +49,8 @@ MODULES: dict[str, tuple[str, ...]] = {
         U + "test_error_corpus.py",
         U + "test_bad_input_corpus.py",
         U + "test_config_checks_edges.py",
+        U + "test_mix_checks.py",
+        U + "test_check_data_rate.py",
     ),
     "factory_cli/backends/deepspeed/checks.py": (U + "test_error_corpus.py", U + "test_backend_checks_edges.py"),
     "factory_cli/backends/megatron/checks.py": (
