@@ -119,6 +119,7 @@ def data_check_line(files: Sequence[FileScan]) -> str | None:
 def summarize(job: JobBase, base_dirs: tuple[Path, ...] = (), scan: DataScan | None = None) -> list[tuple[str, str]]:
     """(label, text) rows describing the job; `scan` adds what the data check read and how fast."""
     t = job.train
+    checked = data_check_line(scan.files) if scan is not None else None
     spec = find_model(job.model.name_or_path)
     model = job.model.name_or_path
     if spec is not None:
@@ -130,7 +131,7 @@ def summarize(job: JobBase, base_dirs: tuple[Path, ...] = (), scan: DataScan | N
         ("model", model),
         ("method", method_line(job)),
         *[("data", line) for line in dataset_lines(job, base_dirs)],
-        *[("data check", line) for line in [data_check_line(scan.files) if scan else None] if line],
+        *([("data check", checked)] if checked else []),
         ("sequence", f"max_length {job.data.max_length}, packing {'on' if job.data.packing else 'off'}"),
         (
             "batch",
